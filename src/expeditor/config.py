@@ -1,0 +1,267 @@
+"""Settings: read once from the environment (``EXPEDITOR_*``) and ``<home>/config.yaml``, then passed down.
+
+Precedence, highest first: explicit keyword arguments (CLI flags), environment variables,
+``<home>/config.yaml``, the defaults below. Nothing below reads ``os.environ`` after load.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic.fields import FieldInfo
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from expeditor.errors import InvalidInput
+
+__all__ = ["MODEL_ALIASES", "RunPolicy", "Settings", "load_settings", "validate_model"]
+
+MODEL_ALIASES = ("sonnet", "opus", "haiku")
+_FULL_MODEL_PREFIX = "claude-"
+
+
+def validate_model(model: str) -> str:
+    """Accept the aliases Claude Code knows or a full model id; refuse anything else with the list."""
+    if model in MODEL_ALIASES or (model.startswith(_FULL_MODEL_PREFIX) and len(model) > len(_FULL_MODEL_PREFIX)):
+        return model
+    raise InvalidInput(
+        f"model {model!r} is not known: expected one of {', '.join(MODEL_ALIASES)} "
+        "or a full model id such as 'claude-sonnet-4-5'"
+    )
+
+
+class RunPolicy(BaseModel):
+    """The timings that govern one managed run, resolved from settings and per-call overrides."""
+
+    model_config = ConfigDict(frozen=True)
+
+    timeout: float = Field(gt=0, description="Wall-clock limit of the run, seconds.")
+    stale_threshold: float = Field(gt=0, description="Transcript silence that makes the run stale, seconds.")
+    idle_timeout: float = Field(gt=0, description="Stdout silence that makes the run an idle stall, seconds.")
+    poll_interval: float = Field(gt=0, description="How often the transcript is checked, seconds.")
+    children_interval: float = Field(gt=0, description="How often child processes are sampled, seconds.")
+    children_cpu_floor: float = Field(ge=0, description="CPU (cores) above which child activity counts.")
+    marker_freshness: float = Field(gt=0, description="A marker older than this (mtime) is ignored, seconds.")
+    max_suppression_seconds: float = Field(gt=0, description="Bound on suppression by markers without expiry.")
+    markers_enabled: bool = Field(description="Whether execution markers may suppress a stale verdict.")
+    kill_grace: float = Field(ge=0, description="Time between SIGTERM and SIGKILL, seconds.")
+    result_exit_grace: float = Field(ge=0, description="Time a process may take to exit after its result.")
+
+
+class _YamlFileSource(PydanticBaseSettingsSource):
+    """Lowest-priority source: ``<home>/config.yaml`` when it exists."""
+
+    def __init__(self, settings_cls: type[BaseSettings], home: Path) -> None:
+        super().__init__(settings_cls)
+        self._path = home / "config.yaml"
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        return None, field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        if not self._path.is_file():
+            return {}
+        try:
+            loaded = yaml.safe_load(self._path.read_text(encoding="utf-8"))
+        except (OSError, yaml.YAMLError) as exc:
+            raise InvalidInput(f"{self._path}: cannot read settings: {exc}") from exc
+        if loaded is None:
+            return {}
+        if not isinstance(loaded, dict):
+            raise InvalidInput(f"{self._path}: expected a mapping of setting names to values")
+        return {str(key): value for key, value in loaded.items()}
+
+
+class Settings(BaseSettings):
+    """Every knob expeditor has. Each is also the environment variable ``EXPEDITOR_<NAME>``."""
+
+    model_config = SettingsConfigDict(env_prefix="EXPEDITOR_", frozen=True, extra="forbid")
+
+    home: Path = Field(
+        default=Path(".expeditor"),
+        description="Directory for config.yaml, state.sqlite3, markers/, sessions/, recipes/ and logs/.",
+    )
+    marker_dir: Path | None = Field(
+        default=None, description="Shared directory of execution markers (default: <home>/markers)."
+    )
+    claude_command: str = Field(
+        default="claude",
+        min_length=1,
+        description="The agent command, split as a shell splits words; expeditor appends its own flags.",
+    )
+    claude_config_dir: Path = Field(
+        default_factory=lambda: Path.home() / ".claude",
+        validation_alias=AliasChoices("EXPEDITOR_CLAUDE_CONFIG_DIR", "CLAUDE_CONFIG_DIR", "claude_config_dir"),
+        description="Where Claude Code keeps transcripts ($CLAUDE_CONFIG_DIR, else ~/.claude).",
+    )
+    default_model: str | None = Field(
+        default=None, description="Model used when a call names none (default: the CLI's own default)."
+    )
+    permission_mode: str = Field(
+        default="acceptEdits",
+        pattern=r"^(default|acceptEdits|bypassPermissions|plan|dontAsk)$",
+        description="Claude Code --permission-mode for launched sessions.",
+    )
+    timeout: float = Field(default=7200, gt=0, le=7 * 86400, description="Wall-clock limit of a run_skill.")
+    stale_threshold: float = Field(
+        default=1200, gt=0, le=86400, description="Transcript silence after which a session is stale."
+    )
+    idle_timeout: float | None = Field(
+        default=None,
+        gt=0,
+        le=86400,
+        description="Stdout silence after which a session is an idle stall (default: the stale threshold).",
+    )
+    poll_interval: float = Field(default=0.5, gt=0, le=60, description="Transcript poll interval, seconds.")
+    children_interval: float = Field(default=5, gt=0, le=300, description="Child-activity sample interval.")
+    children_cpu_floor: float = Field(
+        default=0.05, ge=0, le=64, description="Cores of CPU, averaged over the interval, that count as activity."
+    )
+    marker_heartbeat_interval: float = Field(
+        default=10, gt=0, le=3600, description="How often a held execution marker is touched, seconds."
+    )
+    marker_freshness: float = Field(
+        default=30, gt=0, le=86400, description="A marker not touched for this long is ignored, seconds."
+    )
+    max_suppression_seconds: float = Field(
+        default=7800, gt=0, le=30 * 86400, description="Longest continuous suppression by a marker without expiry."
+    )
+    kill_grace: float = Field(default=3, ge=0, le=600, description="SIGTERM to SIGKILL grace, seconds.")
+    result_exit_grace: float = Field(
+        default=2, ge=0, le=600, description="How long a session may take to exit after its result event."
+    )
+    shutdown_grace: float = Field(
+        default=0.05, ge=0, le=60, description="SIGTERM to SIGKILL grace when the server itself shuts down."
+    )
+    progress_interval: float = Field(
+        default=30, gt=0, le=600, description="Progress notifications during a long tool call, seconds."
+    )
+    dispatch_timeout: float = Field(
+        default=14400, gt=0, le=30 * 86400, description="Wall-clock limit of a dispatched job."
+    )
+    max_concurrent_dispatches: int = Field(default=4, ge=1, le=1024, description="Dispatches run at once.")
+    markers_enabled: bool = Field(default=True, description="False only to prove in tests what markers do.")
+    allowed_roots: tuple[Path, ...] = Field(
+        default_factory=lambda: (Path.cwd(),), description="A cwd outside these directories is refused."
+    )
+    http_host: str = Field(default="127.0.0.1", min_length=1, description="Bind address of the HTTP transport.")
+    http_port: int = Field(default=8765, ge=1, le=65535, description="Port of the HTTP transport.")
+    http_token: str | None = Field(default=None, description="Bearer token required over HTTP, if set.")
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        home = _home_from(init_settings(), env_settings())
+        return (init_settings, env_settings, _YamlFileSource(settings_cls, home))
+
+    @field_validator("default_model")
+    @classmethod
+    def _known_model(cls, value: str | None) -> str | None:
+        return None if value is None else validate_model(value)
+
+    @field_validator("claude_command")
+    @classmethod
+    def _splittable(cls, value: str) -> str:
+        try:
+            words = shlex.split(value)
+        except ValueError as exc:
+            raise ValueError(f"cannot be split into words: {exc}") from exc
+        if not words:
+            raise ValueError("is empty after splitting into words")
+        return value
+
+    @model_validator(mode="after")
+    def _absolute_paths(self) -> Settings:
+        home = self.home.expanduser().absolute()
+        object.__setattr__(self, "home", home)
+        marker_dir = (self.marker_dir or home / "markers").expanduser().absolute()
+        object.__setattr__(self, "marker_dir", marker_dir)
+        object.__setattr__(self, "claude_config_dir", self.claude_config_dir.expanduser().absolute())
+        roots = tuple(root.expanduser().resolve() for root in self.allowed_roots)
+        object.__setattr__(self, "allowed_roots", roots)
+        return self
+
+    @property
+    def markers_path(self) -> Path:
+        """The marker directory, always set after validation."""
+        assert self.marker_dir is not None
+        return self.marker_dir
+
+    @property
+    def sessions_dir(self) -> Path:
+        return self.home / "sessions"
+
+    @property
+    def state_path(self) -> Path:
+        return self.home / "state.sqlite3"
+
+    @property
+    def logs_dir(self) -> Path:
+        return self.home / "logs"
+
+    @property
+    def recipes_dir(self) -> Path:
+        return self.home / "recipes"
+
+    @property
+    def claude_argv(self) -> list[str]:
+        """``claude_command`` split as a shell splits words."""
+        return shlex.split(self.claude_command)
+
+    def run_policy(
+        self,
+        *,
+        timeout: float | None = None,
+        stale_threshold: float | None = None,
+        idle_timeout: float | None = None,
+    ) -> RunPolicy:
+        """The timings of one run: per-call overrides on top of these settings.
+
+        The stdout idle timeout follows the stale threshold in effect unless set explicitly,
+        so a step's larger threshold is not undercut by a smaller global stdout limit.
+        """
+        stale = stale_threshold if stale_threshold is not None else self.stale_threshold
+        idle = idle_timeout if idle_timeout is not None else (self.idle_timeout or stale)
+        if stale_threshold is not None and idle_timeout is None:
+            idle = stale
+        return RunPolicy(
+            timeout=timeout if timeout is not None else self.timeout,
+            stale_threshold=stale,
+            idle_timeout=idle,
+            poll_interval=self.poll_interval,
+            children_interval=self.children_interval,
+            children_cpu_floor=self.children_cpu_floor,
+            marker_freshness=self.marker_freshness,
+            max_suppression_seconds=self.max_suppression_seconds,
+            markers_enabled=self.markers_enabled,
+            kill_grace=self.kill_grace,
+            result_exit_grace=self.result_exit_grace,
+        )
+
+
+def _home_from(*sources: dict[str, Any]) -> Path:
+    for source in sources:
+        if source.get("home") is not None:
+            return Path(source["home"]).expanduser().absolute()
+    return Path(".expeditor").absolute()
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Read settings once: keyword overrides, then ``EXPEDITOR_*`` variables, then ``<home>/config.yaml``."""
+    clean = {key: value for key, value in overrides.items() if value is not None}
+    return Settings(**clean)
+
+
+def environment_without(names: tuple[str, ...]) -> dict[str, str]:
+    """A copy of this process's environment without ``names``: the base of a child's environment."""
+    return {key: value for key, value in os.environ.items() if key not in names}

@@ -1,0 +1,47 @@
+"""Every error expeditor raises on purpose, grouped by how a caller reacts to it.
+
+    ExpeditorError
+    ├── InvalidInput          the caller asked for something malformed or forbidden: fix the request
+    │   └── InvalidIdentifier a session id or label that cannot become a file name
+    ├── LaunchFailed          the agent command could not be started: fix the installation or config
+    ├── StoreUnavailable      the campaign store could not be read or written: retry later
+    └── ScenarioError         the fake agent's scenario is malformed (testing only)
+
+Foreign exceptions (OSError, psutil.Error, sqlite3.Error) are translated where they enter
+our code, with ``raise ... from exc``, so a traceback keeps the original cause.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "ExpeditorError",
+    "InvalidIdentifier",
+    "InvalidInput",
+    "LaunchFailed",
+    "ScenarioError",
+    "StoreUnavailable",
+]
+
+
+class ExpeditorError(Exception):
+    """Base of every error expeditor raises on purpose."""
+
+
+class InvalidInput(ExpeditorError):
+    """A request was malformed or forbidden; the message says what was expected."""
+
+
+class InvalidIdentifier(InvalidInput):
+    """A session id or label contains characters that cannot be part of a file name."""
+
+
+class LaunchFailed(ExpeditorError):
+    """The agent command could not be started."""
+
+
+class StoreUnavailable(ExpeditorError):
+    """The campaign store could not be read or written."""
+
+
+class ScenarioError(ExpeditorError):
+    """A fake agent scenario is malformed."""

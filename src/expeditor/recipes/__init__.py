@@ -1,0 +1,3 @@
+"""Recipes: schema, validation, loader and the bundled recipes."""
+
+__all__: list[str] = []
