@@ -1,0 +1,57 @@
+"""Fixtures every test shares: the anyio backend, and a guard that no test leaves a process behind."""
+
+from __future__ import annotations
+
+import os
+import signal
+import uuid
+from collections.abc import Iterator
+
+import psutil
+import pytest
+
+# Every process a test starts inherits this tag, so the leak guard can find what escaped.
+TEST_TAG_VARIABLE = "EXPEDITOR_TEST_TAG"
+os.environ.setdefault(TEST_TAG_VARIABLE, uuid.uuid4().hex)
+
+
+@pytest.fixture(scope="session")
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+def tagged_processes() -> list[psutil.Process]:
+    """Live processes (other than this one) that carry this test run's tag."""
+    tag = os.environ[TEST_TAG_VARIABLE]
+    me = os.getpid()
+    found: list[psutil.Process] = []
+    for process in psutil.process_iter():
+        if process.pid == me:
+            continue
+        try:
+            if process.environ().get(TEST_TAG_VARIABLE) == tag and process.status() != psutil.STATUS_ZOMBIE:
+                found.append(process)
+        except psutil.Error:
+            continue
+    return found
+
+
+@pytest.fixture(autouse=True)
+def no_process_left_behind(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Fail a test that leaves any tagged process alive, after killing what it left."""
+    yield
+    if request.node.get_closest_marker("allow_leftovers"):
+        return
+    leftovers = tagged_processes()
+    if not leftovers:
+        return
+    described = []
+    for process in leftovers:
+        try:
+            described.append(f"{process.pid} {' '.join(process.cmdline())[:120]}")
+            process.send_signal(signal.SIGKILL)
+        except psutil.Error:
+            continue
+    psutil.wait_procs(leftovers, timeout=3)
+    if described:
+        pytest.fail("the test left processes alive:\n" + "\n".join(described))
