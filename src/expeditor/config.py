@@ -9,12 +9,12 @@ from __future__ import annotations
 import os
 import shlex
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import yaml
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic.fields import FieldInfo
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource, SettingsConfigDict
 
 from expeditor.errors import InvalidInput
 
@@ -26,7 +26,9 @@ _FULL_MODEL_PREFIX = "claude-"
 
 def validate_model(model: str) -> str:
     """Accept the aliases Claude Code knows or a full model id; refuse anything else with the list."""
-    if model in MODEL_ALIASES or (model.startswith(_FULL_MODEL_PREFIX) and len(model) > len(_FULL_MODEL_PREFIX)):
+    if model in MODEL_ALIASES or (
+        model.startswith(_FULL_MODEL_PREFIX) and len(model) > len(_FULL_MODEL_PREFIX)
+    ):
         return model
     raise InvalidInput(
         f"model {model!r} is not known: expected one of {', '.join(MODEL_ALIASES)} "
@@ -46,7 +48,9 @@ class RunPolicy(BaseModel):
     children_interval: float = Field(gt=0, description="How often child processes are sampled, seconds.")
     children_cpu_floor: float = Field(ge=0, description="CPU (cores) above which child activity counts.")
     marker_freshness: float = Field(gt=0, description="A marker older than this (mtime) is ignored, seconds.")
-    max_suppression_seconds: float = Field(gt=0, description="Bound on suppression by markers without expiry.")
+    max_suppression_seconds: float = Field(
+        gt=0, description="Bound on suppression by markers without expiry."
+    )
     markers_enabled: bool = Field(description="Whether execution markers may suppress a stale verdict.")
     kill_grace: float = Field(ge=0, description="Time between SIGTERM and SIGKILL, seconds.")
     result_exit_grace: float = Field(ge=0, description="Time a process may take to exit after its result.")
@@ -95,7 +99,9 @@ class Settings(BaseSettings):
     )
     claude_config_dir: Path = Field(
         default_factory=lambda: Path.home() / ".claude",
-        validation_alias=AliasChoices("EXPEDITOR_CLAUDE_CONFIG_DIR", "CLAUDE_CONFIG_DIR", "claude_config_dir"),
+        validation_alias=AliasChoices(
+            "EXPEDITOR_CLAUDE_CONFIG_DIR", "CLAUDE_CONFIG_DIR", "claude_config_dir"
+        ),
         description="Where Claude Code keeps transcripts ($CLAUDE_CONFIG_DIR, else ~/.claude).",
     )
     default_model: str | None = Field(
@@ -119,7 +125,10 @@ class Settings(BaseSettings):
     poll_interval: float = Field(default=0.5, gt=0, le=60, description="Transcript poll interval, seconds.")
     children_interval: float = Field(default=5, gt=0, le=300, description="Child-activity sample interval.")
     children_cpu_floor: float = Field(
-        default=0.05, ge=0, le=64, description="Cores of CPU, averaged over the interval, that count as activity."
+        default=0.05,
+        ge=0,
+        le=64,
+        description="Cores of CPU, averaged over the interval, that count as activity.",
     )
     marker_heartbeat_interval: float = Field(
         default=10, gt=0, le=3600, description="How often a held execution marker is touched, seconds."
@@ -128,7 +137,10 @@ class Settings(BaseSettings):
         default=30, gt=0, le=86400, description="A marker not touched for this long is ignored, seconds."
     )
     max_suppression_seconds: float = Field(
-        default=7800, gt=0, le=30 * 86400, description="Longest continuous suppression by a marker without expiry."
+        default=7800,
+        gt=0,
+        le=30 * 86400,
+        description="Longest continuous suppression by a marker without expiry.",
     )
     kill_grace: float = Field(default=3, ge=0, le=600, description="SIGTERM to SIGKILL grace, seconds.")
     result_exit_grace: float = Field(
@@ -145,10 +157,14 @@ class Settings(BaseSettings):
     )
     max_concurrent_dispatches: int = Field(default=4, ge=1, le=1024, description="Dispatches run at once.")
     markers_enabled: bool = Field(default=True, description="False only to prove in tests what markers do.")
-    allowed_roots: tuple[Path, ...] = Field(
-        default_factory=lambda: (Path.cwd(),), description="A cwd outside these directories is refused."
+    allowed_roots: Annotated[tuple[Path, ...], NoDecode] = Field(
+        default_factory=lambda: (Path.cwd(),),
+        min_length=1,
+        description="A cwd outside these directories is refused (in the environment: separated by ':').",
     )
-    http_host: str = Field(default="127.0.0.1", min_length=1, description="Bind address of the HTTP transport.")
+    http_host: str = Field(
+        default="127.0.0.1", min_length=1, description="Bind address of the HTTP transport."
+    )
     http_port: int = Field(default=8765, ge=1, le=65535, description="Port of the HTTP transport.")
     http_token: str | None = Field(default=None, description="Bearer token required over HTTP, if set.")
 
@@ -163,6 +179,13 @@ class Settings(BaseSettings):
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         home = _home_from(init_settings(), env_settings())
         return (init_settings, env_settings, _YamlFileSource(settings_cls, home))
+
+    @field_validator("allowed_roots", mode="before")
+    @classmethod
+    def _split_roots(cls, value: Any) -> Any:
+        if isinstance(value, str | Path):
+            return tuple(Path(part) for part in str(value).split(os.pathsep) if part)
+        return value
 
     @field_validator("default_model")
     @classmethod
@@ -231,8 +254,11 @@ class Settings(BaseSettings):
         so a step's larger threshold is not undercut by a smaller global stdout limit.
         """
         stale = stale_threshold if stale_threshold is not None else self.stale_threshold
-        idle = idle_timeout if idle_timeout is not None else (self.idle_timeout or stale)
-        if stale_threshold is not None and idle_timeout is None:
+        if idle_timeout is not None:
+            idle = idle_timeout
+        elif stale_threshold is None and self.idle_timeout is not None:
+            idle = self.idle_timeout
+        else:
             idle = stale
         return RunPolicy(
             timeout=timeout if timeout is not None else self.timeout,
@@ -260,8 +286,3 @@ def load_settings(**overrides: Any) -> Settings:
     """Read settings once: keyword overrides, then ``EXPEDITOR_*`` variables, then ``<home>/config.yaml``."""
     clean = {key: value for key, value in overrides.items() if value is not None}
     return Settings(**clean)
-
-
-def environment_without(names: tuple[str, ...]) -> dict[str, str]:
-    """A copy of this process's environment without ``names``: the base of a child's environment."""
-    return {key: value for key, value in os.environ.items() if key not in names}

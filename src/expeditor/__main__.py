@@ -1,0 +1,5 @@
+import sys
+
+from expeditor.cli import main
+
+sys.exit(main())

@@ -1,0 +1,123 @@
+"""The ``expeditor`` command line."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import anyio
+from pydantic import ValidationError
+
+from expeditor.config import Settings, load_settings
+from expeditor.errors import ExpeditorError
+from expeditor.executor import ClaudeCodeExecutor, RunRequest, RunResult
+from expeditor.logs import configure_logging
+
+__all__ = ["main"]
+
+EXIT_OK = 0
+EXIT_RUN_FAILED = 1
+EXIT_BAD_INPUT = 2
+
+
+def _settings(args: argparse.Namespace, **overrides: Any) -> Settings:
+    return load_settings(home=getattr(args, "home", None), **overrides)
+
+
+def _print_result(result: RunResult, *, as_json: bool) -> None:
+    if as_json:
+        sys.stdout.write(result.model_dump_json(indent=2) + "\n")
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(show_header=False, box=None, pad_edge=False)
+    table.add_column(style="bold")
+    table.add_column()
+    verdict = "[green]success[/green]" if result.success else "[red]failed[/red]"
+    table.add_row("outcome", f"{verdict} ({result.termination.value}, decided by {result.decided_by.value})")
+    table.add_row("reason", result.reason)
+    table.add_row("session", result.session_id)
+    table.add_row("duration", f"{result.duration_s:.2f}s")
+    total = result.usage.total
+    table.add_row(
+        "tokens",
+        f"input {total.input_tokens}, output {total.output_tokens}, cache read {total.cache_read_tokens}, "
+        f"cache write {total.cache_write_tokens}, turns {total.turns}"
+        + (f", ${total.cost_usd:.4f}" if total.cost_usd is not None else "")
+        + (" (partial, from the transcript)" if result.usage.partial else ""),
+    )
+    if result.killed:
+        table.add_row("killed", "; ".join(f"{k.pid} {' '.join(k.cmdline)[:80]}" for k in result.killed))
+    if result.result_text:
+        table.add_row("result", result.result_text)
+    if result.stderr_tail and not result.success:
+        table.add_row("stderr", result.stderr_tail[-2000:])
+    Console().print(table)
+
+
+def _run_skill(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    configure_logging(settings.logs_dir)
+    request = RunRequest(
+        prompt=args.command,
+        cwd=Path(args.cwd),
+        model=args.model,
+        stale_threshold=args.stale_threshold,
+        timeout=args.timeout,
+        resume_session_id=args.resume,
+        add_dirs=tuple(Path(d) for d in args.add_dir),
+    )
+    executor = ClaudeCodeExecutor(settings)
+
+    async def run() -> RunResult:
+        return await executor.run(request, marker_dir=settings.markers_path, caller_session_id=None)
+
+    result = anyio.run(run)
+    _print_result(result, as_json=args.json)
+    return EXIT_OK if result.success else EXIT_RUN_FAILED
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="expeditor", description=__doc__)
+    parser.add_argument("--home", help="expeditor's home directory (default: ./.expeditor)")
+    commands = parser.add_subparsers(dest="command_name", required=True, metavar="COMMAND")
+
+    run_skill = commands.add_parser("run-skill", help="run one headless session and print its result")
+    run_skill.add_argument("command", help="the skill command or prompt, e.g. '/make-plan 42'")
+    run_skill.add_argument("--cwd", default=".", help="working directory of the session (default: .)")
+    run_skill.add_argument("--model", help="sonnet, opus, haiku or a full model id")
+    run_skill.add_argument(
+        "--stale-threshold", type=float, help="seconds of silence before the session is stale"
+    )
+    run_skill.add_argument("--timeout", type=float, help="wall-clock limit in seconds")
+    run_skill.add_argument(
+        "--resume", metavar="SESSION_ID", help="resume this session instead of starting one"
+    )
+    run_skill.add_argument(
+        "--add-dir", action="append", default=[], help="extra directory the session may use"
+    )
+    run_skill.add_argument("--json", action="store_true", help="print the RunResult as JSON")
+    run_skill.set_defaults(handler=_run_skill)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        return int(args.handler(args))
+    except ExpeditorError as exc:
+        sys.stderr.write(f"expeditor: {exc}\n")
+        return EXIT_BAD_INPUT
+    except ValidationError as exc:
+        sys.stderr.write(f"expeditor: invalid input:\n{exc}\n")
+        return EXIT_BAD_INPUT
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,236 @@
+"""The Claude Code executor: builds the ``claude -p`` command and environment, runs it managed.
+
+The command is configuration, not a code path: ``claude_command`` may be the real CLI or the
+fake agent, and the same flags are appended either way.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+
+from expeditor.config import RunPolicy, Settings
+from expeditor.errors import InvalidInput
+from expeditor.executor.models import RunRequest, RunResult, Suppression, Termination
+from expeditor.executor.registry import SessionRegistry
+from expeditor.executor.runner import LaunchSpec, ManagedOutcome, RunControl, run_managed
+from expeditor.executor.session import Watcher
+from expeditor.executor.transcript import transcript_path, usage_from_transcript
+from expeditor.ids import new_session_id, validate_identifier
+
+__all__ = ["ClaudeCodeExecutor", "WatcherFactory", "build_command", "child_environment"]
+
+logger = logging.getLogger(__name__)
+
+WatcherFactory = Callable[[RunPolicy], Sequence[Watcher]]
+
+# An argument longer than this cannot be passed to exec on Linux (MAX_ARG_STRLEN).
+_MAX_PROMPT_BYTES = 128 * 1024 - 1
+_STRIPPED_FROM_CHILD = ("CLAUDE_CODE_SESSION_ID",)
+_DEFAULT_CONFIG_DIR = Path.home() / ".claude"
+
+
+def build_command(
+    settings: Settings, request: RunRequest, session_id: str, *, mcp_config: Mapping[str, object] | None
+) -> list[str]:
+    """The argv of one session: the configured command, then our flags, prompt right after ``-p``."""
+    argv = [*settings.claude_argv, "-p", request.prompt, "--output-format", "stream-json", "--verbose"]
+    if request.resume_session_id is not None:
+        # The CLI refuses --session-id together with --resume; the resumed id stays the same.
+        argv += ["--resume", request.resume_session_id]
+    else:
+        argv += ["--session-id", session_id]
+    model = request.model or settings.default_model
+    if model is not None:
+        argv += ["--model", model]
+    argv += ["--permission-mode", request.permission_mode or settings.permission_mode]
+    for directory in request.add_dirs:
+        argv += ["--add-dir", str(directory)]
+    if mcp_config is not None:
+        argv += ["--mcp-config", json.dumps(mcp_config, separators=(",", ":"))]
+    argv += list(request.extra_args)
+    if request.allowed_tools:
+        # Variadic: keep it last so it cannot swallow anything that follows.
+        argv += ["--allowedTools", *request.allowed_tools]
+    return argv
+
+
+def child_environment(
+    base_env: Mapping[str, str],
+    settings: Settings,
+    request: RunRequest,
+    *,
+    session_id: str,
+    marker_dir: Path | None,
+    caller_session_id: str | None,
+) -> dict[str, str]:
+    """The server's own environment (API key, Claude settings) plus who the child is and who waits on it."""
+    env = {key: value for key, value in base_env.items() if key not in _STRIPPED_FROM_CHILD}
+    env.update(request.env)
+    env["EXPEDITOR_SESSION_ID"] = session_id
+    env["EXPEDITOR_SESSION_KIND"] = request.kind.value
+    env["EXPEDITOR_HOME"] = str(settings.home)
+    if marker_dir is not None:
+        env["EXPEDITOR_MARKER_DIR"] = str(marker_dir)
+    if caller_session_id is not None:
+        env["EXPEDITOR_PARENT_SESSION_ID"] = caller_session_id
+    else:
+        env.pop("EXPEDITOR_PARENT_SESSION_ID", None)
+    if settings.claude_config_dir != _DEFAULT_CONFIG_DIR:
+        # Only when configured: CLAUDE_CONFIG_DIR also moves where the CLI reads its user config.
+        env["CLAUDE_CONFIG_DIR"] = str(settings.claude_config_dir)
+    return env
+
+
+class ClaudeCodeExecutor:
+    """Runs one headless Claude Code session per call, supervised by the managed runner."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        base_env: Mapping[str, str] | None = None,
+        registry: SessionRegistry | None = None,
+        watcher_factory: WatcherFactory | None = None,
+    ) -> None:
+        self.settings = settings
+        self.base_env = dict(os.environ if base_env is None else base_env)
+        self.registry = registry if registry is not None else SessionRegistry(settings.sessions_dir)
+        self.watcher_factory = watcher_factory
+
+    def _checked_cwd(self, cwd: Path) -> Path:
+        resolved = cwd.expanduser().resolve()
+        if not resolved.is_dir():
+            raise InvalidInput(
+                f"cwd {cwd} does not exist or is not a directory: expected an existing directory"
+            )
+        if not any(resolved == root or resolved.is_relative_to(root) for root in self.settings.allowed_roots):
+            roots = ", ".join(str(root) for root in self.settings.allowed_roots)
+            raise InvalidInput(
+                f"cwd {resolved} is outside the allowed roots ({roots}): "
+                "run inside one of them or add it to EXPEDITOR_ALLOWED_ROOTS"
+            )
+        return resolved
+
+    def prepare(
+        self, request: RunRequest, *, marker_dir: Path | None, caller_session_id: str | None
+    ) -> tuple[LaunchSpec, RunPolicy]:
+        """Validate the request and build the launch without starting anything."""
+        if request.prompt.startswith("-"):
+            raise InvalidInput(
+                f"prompt {request.prompt[:40]!r} starts with '-': expected a skill command or text"
+            )
+        if len(request.prompt.encode()) > _MAX_PROMPT_BYTES:
+            raise InvalidInput(
+                f"prompt is {len(request.prompt.encode())} bytes: expected at most {_MAX_PROMPT_BYTES}"
+            )
+        if caller_session_id is not None:
+            validate_identifier(caller_session_id, what="caller session id")
+        cwd = self._checked_cwd(request.cwd)
+        session_id = request.resume_session_id or request.session_id or new_session_id()
+        argv = build_command(self.settings, request, session_id, mcp_config=request.mcp_config)
+        env = child_environment(
+            self.base_env,
+            self.settings,
+            request,
+            session_id=session_id,
+            marker_dir=marker_dir,
+            caller_session_id=caller_session_id,
+        )
+        spec = LaunchSpec(
+            argv=argv,
+            env=env,
+            cwd=cwd,
+            session_id=session_id,
+            kind=request.kind,
+            transcript_path=transcript_path(self.settings.claude_config_dir, cwd, session_id),
+            caller_session_id=caller_session_id,
+            marker_dir=marker_dir,
+        )
+        policy = self.settings.run_policy(
+            timeout=request.timeout,
+            stale_threshold=request.stale_threshold,
+            idle_timeout=request.idle_timeout,
+        )
+        return spec, policy
+
+    async def run(
+        self,
+        request: RunRequest,
+        *,
+        marker_dir: Path | None,
+        caller_session_id: str | None,
+        control: RunControl | None = None,
+    ) -> RunResult:
+        """Run the session to its end. Cancelling this call kills the session's tree first."""
+        spec, policy = self.prepare(request, marker_dir=marker_dir, caller_session_id=caller_session_id)
+        watchers = self.watcher_factory(policy) if self.watcher_factory is not None else ()
+        control = control or RunControl()
+        logger.info(
+            "session=%s starting kind=%s caller=%s cwd=%s",
+            spec.session_id,
+            spec.kind,
+            caller_session_id,
+            spec.cwd,
+        )
+        try:
+            outcome = await run_managed(
+                spec, policy, watchers=watchers, registry=self.registry, control=control
+            )
+        finally:
+            if control.outcome is not None:
+                result = to_run_result(spec, control.outcome)
+                logger.info(
+                    "session=%s ended termination=%s decided_by=%s: %s",
+                    spec.session_id,
+                    result.termination,
+                    result.decided_by,
+                    result.reason,
+                )
+        if outcome.verdict.termination is Termination.LAUNCH_FAILED:
+            logger.warning("session=%s launch failed: %s", spec.session_id, outcome.verdict.reason)
+        return to_run_result(spec, outcome)
+
+
+def to_run_result(spec: LaunchSpec, outcome: ManagedOutcome) -> RunResult:
+    """Turn what the runner observed into the caller's result, taking usage from the right place."""
+    result = outcome.stream.result
+    if result is not None:
+        usage = result.usage
+    elif spec.transcript_path is not None:
+        usage = usage_from_transcript(spec.transcript_path, outcome.transcript_offset)
+    else:
+        usage = usage_from_transcript(Path(os.devnull))
+    is_error = result is not None and result.is_error
+    termination = outcome.verdict.termination
+    reason = outcome.verdict.reason
+    if termination is Termination.COMPLETED and is_error and result is not None:
+        first_line = (result.text.strip().splitlines() or [result.subtype or "no message"])[0]
+        reason = f"the session completed with an error result: {first_line[:200]}"
+    transcript = (
+        spec.transcript_path if spec.transcript_path is not None and spec.transcript_path.exists() else None
+    )
+    return RunResult(
+        success=termination is Termination.COMPLETED and not is_error,
+        termination=termination,
+        exit_code=outcome.exit_code,
+        session_id=spec.session_id,
+        caller_session_id=spec.caller_session_id,
+        result_text=result.text if result is not None else "",
+        is_error=is_error,
+        usage=usage,
+        duration_s=round(outcome.duration_s, 3),
+        transcript_path=transcript,
+        stderr_tail=outcome.stderr_tail,
+        decided_by=outcome.verdict.decided_by,
+        reason=reason,
+        last_moved=outcome.last_moved,
+        suppressed_by=[
+            Suppression(marker=name, seconds=round(s, 3)) for name, s in outcome.suppressed_by.items()
+        ],
+        suppressed_s=round(sum(outcome.suppressed_by.values()), 3),
+        killed=outcome.killed,
+    )

@@ -1,0 +1,141 @@
+"""What a caller asks for (RunRequest) and what it gets back (RunResult)."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from expeditor.config import validate_model
+from expeditor.ids import validate_identifier
+from expeditor.usage.models import SessionUsage
+
+__all__ = [
+    "DecidedBy",
+    "KilledProcess",
+    "RunRequest",
+    "RunResult",
+    "SessionKind",
+    "Signal",
+    "Suppression",
+    "Termination",
+]
+
+
+class Termination(StrEnum):
+    """How a run ended."""
+
+    COMPLETED = "completed"
+    STALE = "stale"
+    IDLE_STALL = "idle_stall"
+    TIMEOUT = "timeout"
+    CANCELLED = "cancelled"
+    CRASHED = "crashed"
+    LAUNCH_FAILED = "launch_failed"
+
+
+class DecidedBy(StrEnum):
+    """Which event ended the race that supervises a run."""
+
+    EXIT = "exit"
+    RESULT = "result"
+    TRANSCRIPT = "transcript"
+    STDOUT = "stdout"
+    TIMEOUT = "timeout"
+    CANCEL = "cancel"
+    SIGNAL = "signal"
+
+
+class Signal(StrEnum):
+    """A liveness signal of a running session."""
+
+    STDOUT = "stdout"
+    STDERR = "stderr"
+    TRANSCRIPT = "transcript"
+    CHILDREN = "children"
+
+
+class SessionKind(StrEnum):
+    """What a managed session is, which decides the tools it may call."""
+
+    SKILL = "skill"
+    ORCHESTRATOR = "orchestrator"
+    PIPELINE = "pipeline"
+
+
+class KilledProcess(BaseModel):
+    """A process that was still alive when its run ended, and was killed."""
+
+    model_config = ConfigDict(frozen=True)
+
+    pid: int
+    cmdline: list[str]
+    signal: str = Field(description="The last signal it needed: SIGTERM or SIGKILL.")
+    escaped: bool = Field(default=False, description="It had left the session's process group.")
+
+
+class Suppression(BaseModel):
+    """A marker that kept a silent session alive, and for how long."""
+
+    model_config = ConfigDict(frozen=True)
+
+    marker: str
+    seconds: float
+
+
+class RunRequest(BaseModel):
+    """One headless session to run."""
+
+    model_config = ConfigDict(frozen=True)
+
+    prompt: str = Field(min_length=1, description="The skill command or prompt, e.g. '/make-plan 42'.")
+    cwd: Path = Field(description="Working directory of the session.")
+    kind: SessionKind = SessionKind.SKILL
+    model: str | None = None
+    session_id: str | None = Field(default=None, description="Chosen before launch when None.")
+    resume_session_id: str | None = Field(default=None, description="Resume this session instead.")
+    stale_threshold: float | None = Field(default=None, gt=0)
+    idle_timeout: float | None = Field(default=None, gt=0)
+    timeout: float | None = Field(default=None, gt=0)
+    add_dirs: tuple[Path, ...] = ()
+    mcp_config: dict[str, Any] | None = Field(default=None, description="Written to a file for --mcp-config.")
+    allowed_tools: tuple[str, ...] = ()
+    permission_mode: str | None = None
+    extra_args: tuple[str, ...] = ()
+    env: dict[str, str] = Field(default_factory=dict, description="Extra environment for the child.")
+
+    @field_validator("model")
+    @classmethod
+    def _known_model(cls, value: str | None) -> str | None:
+        return None if value is None else validate_model(value)
+
+    @field_validator("session_id", "resume_session_id")
+    @classmethod
+    def _safe_id(cls, value: str | None) -> str | None:
+        return None if value is None else validate_identifier(value)
+
+
+class RunResult(BaseModel):
+    """How one managed session ended, with the evidence for the verdict."""
+
+    success: bool
+    termination: Termination
+    exit_code: int | None
+    session_id: str
+    caller_session_id: str | None = None
+    result_text: str = ""
+    is_error: bool = Field(default=False, description="The session reported an error result.")
+    usage: SessionUsage = Field(default_factory=SessionUsage)
+    duration_s: float
+    transcript_path: Path | None = None
+    stderr_tail: str = ""
+    decided_by: DecidedBy
+    reason: str = Field(description="One sentence a person can act on.")
+    last_moved: dict[Signal, float] = Field(
+        default_factory=dict, description="Wall-clock time (epoch seconds) each signal last moved."
+    )
+    suppressed_by: list[Suppression] = Field(default_factory=list)
+    suppressed_s: float = 0.0
+    killed: list[KilledProcess] = Field(default_factory=list)

@@ -1,0 +1,108 @@
+"""The live-session registry: one JSON file per running session under ``<home>/sessions/``.
+
+It outlives the process that wrote it on purpose. ``expeditor status`` reads it from another
+process, and a server that starts after another one was SIGKILLed finds the sessions that
+were left behind (their owning server's pid and start time tell a dead owner from a live one).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import psutil
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from expeditor.executor.models import SessionKind, Signal
+from expeditor.ids import validate_identifier
+
+__all__ = ["SessionEntry", "SessionRegistry", "process_alive", "process_start_time"]
+
+
+def process_start_time(pid: int) -> float | None:
+    """The start time psutil reports for ``pid``, or None when it is gone."""
+    try:
+        return psutil.Process(pid).create_time()
+    except psutil.Error:
+        return None
+
+
+def process_alive(pid: int, start_time: float) -> bool:
+    """True when ``pid`` is alive and is the same process that started at ``start_time``."""
+    try:
+        process = psutil.Process(pid)
+        return process.create_time() == start_time and process.status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
+
+
+class SessionEntry(BaseModel):
+    """What the registry knows about one live session."""
+
+    model_config = ConfigDict(frozen=True)
+
+    session_id: str
+    kind: SessionKind
+    pid: int
+    pid_start_time: float
+    pgid: int
+    caller_session_id: str | None
+    run_id: str
+    cwd: str
+    transcript_path: str | None
+    started_at: float = Field(description="Epoch seconds.")
+    owner_pid: int
+    owner_start_time: float
+    last_moved: dict[Signal, float] = Field(default_factory=dict)
+
+    def owner_alive(self) -> bool:
+        return process_alive(self.owner_pid, self.owner_start_time)
+
+    def session_alive(self) -> bool:
+        return process_alive(self.pid, self.pid_start_time)
+
+
+class SessionRegistry:
+    """Reads and writes the registry directory; every write is atomic (write, fsync-free rename)."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+
+    def _path(self, session_id: str) -> Path:
+        return self.directory / f"{validate_identifier(session_id)}.json"
+
+    def write(self, entry: SessionEntry) -> None:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        target = self._path(entry.session_id)
+        descriptor, temporary = tempfile.mkstemp(dir=self.directory, prefix=".tmp-", suffix=".json")
+        try:
+            with os.fdopen(descriptor, "w", encoding="utf-8") as stream:
+                stream.write(entry.model_dump_json())
+            os.replace(temporary, target)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(temporary)
+            raise
+
+    def remove(self, session_id: str) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            self._path(session_id).unlink()
+
+    def entries(self) -> list[SessionEntry]:
+        """Every readable entry; a half-written or foreign file is skipped, never fatal."""
+        found: list[SessionEntry] = []
+        try:
+            paths = sorted(self.directory.glob("*.json"))
+        except OSError:
+            return found
+        for path in paths:
+            if path.name.startswith("."):
+                continue
+            try:
+                found.append(SessionEntry.model_validate(json.loads(path.read_bytes())))
+            except (OSError, ValueError, ValidationError):
+                continue
+        return found

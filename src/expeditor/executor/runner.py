@@ -1,0 +1,398 @@
+"""The managed subprocess runner: spawn one session, race everything that can end it, kill its tree.
+
+The race (one task group): the process exits; a ``result`` event arrives (then the process
+gets ``result_exit_grace`` to exit on its own); the wall-clock timeout; a watcher's verdict;
+``RunControl.cancel``. The first decisive event wins. Then, whatever won, the session's whole
+tree is terminated (a completed session's leftovers included) while its pipes keep draining,
+and the outcome is returned. Cancellation from outside runs the same shielded ending, stores
+the outcome on the ``RunControl`` and re-raises.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import anyio
+import anyio.abc
+import psutil
+
+from expeditor.config import RunPolicy
+from expeditor.executor.models import DecidedBy, KilledProcess, SessionKind, Signal, Termination
+from expeditor.executor.process_tree import snapshot_targets, terminate
+from expeditor.executor.registry import SessionEntry, SessionRegistry, process_start_time
+from expeditor.executor.session import LiveSession, Verdict, Watcher
+from expeditor.executor.stream import LineSplitter, StreamState, decode_event
+
+__all__ = ["LaunchSpec", "ManagedOutcome", "RunControl", "run_managed"]
+
+_READ_SIZE = 65536
+_STDERR_TAIL_BYTES = 8192
+_REGISTRY_REFRESH = 1.0
+_REAP_TIMEOUT = 2.0
+
+
+@dataclass(frozen=True)
+class LaunchSpec:
+    """Everything needed to start one session process."""
+
+    argv: Sequence[str]
+    env: Mapping[str, str]
+    cwd: Path
+    session_id: str
+    kind: SessionKind = SessionKind.SKILL
+    transcript_path: Path | None = None
+    caller_session_id: str | None = None
+    marker_dir: Path | None = None
+
+
+@dataclass
+class ManagedOutcome:
+    """What the runner observed from spawn to the last process of the tree."""
+
+    verdict: Verdict
+    exit_code: int | None
+    stream: StreamState
+    stderr_tail: str
+    duration_s: float
+    transcript_offset: int
+    killed: list[KilledProcess] = field(default_factory=list[KilledProcess])
+    last_moved: dict[Signal, float] = field(default_factory=dict[Signal, float])
+    suppressed_by: dict[str, float] = field(default_factory=dict[str, float])
+
+
+class _Decision:
+    """First offer wins; later offers are ignored."""
+
+    def __init__(self) -> None:
+        self._event = anyio.Event()
+        self.verdict: Verdict | None = None
+
+    def offer(self, verdict: Verdict) -> None:
+        if self.verdict is None:
+            self.verdict = verdict
+            self._event.set()
+
+    async def wait(self) -> Verdict:
+        await self._event.wait()
+        assert self.verdict is not None
+        return self.verdict
+
+
+class RunControl:
+    """A handle on one run: see it start, cancel it from elsewhere, read how it ended."""
+
+    def __init__(self) -> None:
+        self.started = anyio.Event()
+        self.session: LiveSession | None = None
+        self.outcome: ManagedOutcome | None = None
+        self._decision: _Decision | None = None
+        self._pending: Verdict | None = None
+
+    def cancel(
+        self, reason: str, *, grace: float | None = None, decided_by: DecidedBy = DecidedBy.CANCEL
+    ) -> None:
+        """End the run as ``cancelled``; ``grace`` replaces the policy's SIGTERM grace."""
+        verdict = Verdict(Termination.CANCELLED, decided_by, reason, kill_grace=grace)
+        if self._decision is None:
+            self._pending = self._pending or verdict
+        else:
+            self._decision.offer(verdict)
+
+    def _attach(self, decision: _Decision, session: LiveSession) -> None:
+        self._decision = decision
+        self.session = session
+        if self._pending is not None:
+            decision.offer(self._pending)
+        self.started.set()
+
+
+class _Pipes:
+    """Drains stdout (parsing stream-json) and stderr (keeping a tail) into the session."""
+
+    def __init__(self, process: anyio.abc.Process, session: LiveSession, decision: _Decision) -> None:
+        self.process = process
+        self.session = session
+        self.decision = decision
+        self.state = StreamState()
+        self.splitter = LineSplitter()
+        self.result_seen = anyio.Event()
+        self.stdout_eof = anyio.Event()
+        self.stderr_eof = anyio.Event()
+        self.stderr = bytearray()
+
+    async def pump_stdout(self) -> None:
+        stream = self.process.stdout
+        assert stream is not None
+        while not self.stdout_eof.is_set():
+            try:
+                chunk = await stream.receive(_READ_SIZE)
+            except (anyio.EndOfStream, anyio.ClosedResourceError, anyio.BrokenResourceError):
+                for line in self.splitter.flush():
+                    self._line(line)
+                self.stdout_eof.set()
+                return
+            self.session.stdout_bytes += len(chunk)
+            self.session.clock.moved(Signal.STDOUT)
+            for line in self.splitter.feed(chunk):
+                self._line(line)
+
+    def _line(self, line: bytes) -> None:
+        event = decode_event(line)
+        if event is None:
+            return
+        self.state.handle(event)
+        if self.state.result is not None:
+            self.result_seen.set()
+
+    async def pump_stderr(self) -> None:
+        stream = self.process.stderr
+        assert stream is not None
+        while not self.stderr_eof.is_set():
+            try:
+                chunk = await stream.receive(_READ_SIZE)
+            except (anyio.EndOfStream, anyio.ClosedResourceError, anyio.BrokenResourceError):
+                self.stderr_eof.set()
+                return
+            self.session.clock.moved(Signal.STDERR)
+            self.stderr += chunk
+            if len(self.stderr) > 2 * _STDERR_TAIL_BYTES:
+                del self.stderr[: len(self.stderr) - _STDERR_TAIL_BYTES]
+
+    def stderr_tail(self) -> str:
+        return bytes(self.stderr[-_STDERR_TAIL_BYTES:]).decode("utf-8", errors="replace").strip()
+
+
+def _file_size(path: Path | None) -> int:
+    if path is None:
+        return 0
+    try:
+        return path.stat().st_size
+    except OSError:
+        return 0
+
+
+_OWNER_START = process_start_time(os.getpid()) or 0.0
+
+
+def _registry_entry(spec: LaunchSpec, session: LiveSession) -> SessionEntry:
+    return SessionEntry(
+        session_id=spec.session_id,
+        kind=spec.kind,
+        pid=session.pid,
+        pid_start_time=session.process.create_time(),
+        pgid=session.pgid,
+        caller_session_id=spec.caller_session_id,
+        run_id=spec.session_id,
+        cwd=str(spec.cwd),
+        transcript_path=str(spec.transcript_path) if spec.transcript_path else None,
+        started_at=session.clock.started_wall,
+        owner_pid=os.getpid(),
+        owner_start_time=_OWNER_START,
+        last_moved=session.clock.wall(),
+    )
+
+
+def _launch_failed(spec: LaunchSpec, reason: str) -> ManagedOutcome:
+    return ManagedOutcome(
+        verdict=Verdict(Termination.LAUNCH_FAILED, DecidedBy.EXIT, reason),
+        exit_code=None,
+        stream=StreamState(),
+        stderr_tail="",
+        duration_s=0.0,
+        transcript_offset=_file_size(spec.transcript_path),
+    )
+
+
+async def run_managed(
+    spec: LaunchSpec,
+    policy: RunPolicy,
+    *,
+    watchers: Sequence[Watcher] = (),
+    registry: SessionRegistry | None = None,
+    control: RunControl | None = None,
+) -> ManagedOutcome:
+    """Run one session to its end and return what happened. Never leaves a process behind."""
+    if not spec.cwd.is_dir():
+        return _launch_failed(spec, f"working directory {spec.cwd} does not exist or is not a directory")
+    transcript_offset = _file_size(spec.transcript_path)
+    started = anyio.current_time()
+    try:
+        process = await anyio.open_process(
+            list(spec.argv),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            cwd=spec.cwd,
+            env=dict(spec.env),
+            start_new_session=True,
+        )
+    except OSError as exc:
+        return _launch_failed(spec, f"could not start {spec.argv[0]!r}: {exc.strerror or exc}")
+    control = control or RunControl()
+    decision = _Decision()
+    try:
+        session = LiveSession(
+            session_id=spec.session_id,
+            caller_session_id=spec.caller_session_id,
+            kind=spec.kind,
+            process=psutil.Process(process.pid),
+            pgid=process.pid,
+            cwd=spec.cwd,
+            transcript_path=spec.transcript_path,
+            transcript_offset=transcript_offset,
+            policy=policy,
+            marker_dir=spec.marker_dir,
+        )
+    except psutil.Error:
+        # Gone before we could look at it: it cannot have started a tree worth killing.
+        code: int | None = None
+        with anyio.CancelScope(shield=True):
+            code = await process.wait()
+        return _launch_failed(spec, f"{spec.argv[0]!r} exited with code {code} before it could be watched")
+    pipes = _Pipes(process, session, decision)
+    control._attach(decision, session)  # pyright: ignore[reportPrivateUsage]
+    if registry is not None:
+        registry.write(_registry_entry(spec, session))
+    outcome: ManagedOutcome | None = None
+    try:
+        async with anyio.create_task_group() as race:
+            race.start_soon(pipes.pump_stdout)
+            race.start_soon(pipes.pump_stderr)
+            race.start_soon(_watch_exit, process, pipes, policy)
+            race.start_soon(_watch_result, process, pipes, policy)
+            race.start_soon(_watch_deadline, decision, policy)
+            for watcher in watchers:
+                race.start_soon(_run_watcher, watcher, session, decision)
+            if registry is not None:
+                race.start_soon(_refresh_registry, registry, spec, session)
+            await decision.wait()
+            race.cancel_scope.cancel()
+    except anyio.get_cancelled_exc_class():
+        decision.offer(Verdict(Termination.CANCELLED, DecidedBy.CANCEL, "the caller cancelled the run"))
+        raise
+    except BaseException:
+        decision.offer(
+            Verdict(
+                Termination.CANCELLED,
+                DecidedBy.CANCEL,
+                "expeditor failed while supervising the session and stopped it; see its log",
+            )
+        )
+        raise
+    finally:
+        # Whatever ended the race, and even while being cancelled, the tree dies before we return.
+        with anyio.CancelScope(shield=True):
+            assert decision.verdict is not None
+            outcome = await _finish(process, session, pipes, decision.verdict, policy, started)
+            control.outcome = outcome
+            if registry is not None:
+                registry.remove(spec.session_id)
+    assert outcome is not None
+    return outcome
+
+
+async def _watch_exit(process: anyio.abc.Process, pipes: _Pipes, policy: RunPolicy) -> None:
+    code = await process.wait()
+    # The result line may still sit in the pipe; give the reader a bounded chance to see it.
+    with anyio.move_on_after(policy.result_exit_grace):
+        await pipes.stdout_eof.wait()
+    if pipes.state.result is not None:
+        pipes.decision.offer(
+            Verdict(
+                Termination.COMPLETED, DecidedBy.EXIT, f"the session reported its result and exited ({code})"
+            )
+        )
+    else:
+        pipes.decision.offer(
+            Verdict(
+                Termination.CRASHED,
+                DecidedBy.EXIT,
+                f"the session exited with code {code} without a result event; see stderr_tail",
+            )
+        )
+
+
+async def _watch_result(process: anyio.abc.Process, pipes: _Pipes, policy: RunPolicy) -> None:
+    await pipes.result_seen.wait()
+    with anyio.move_on_after(policy.result_exit_grace):
+        await process.wait()
+        return  # exited on its own: _watch_exit decides
+    pipes.decision.offer(
+        Verdict(
+            Termination.COMPLETED,
+            DecidedBy.RESULT,
+            f"the session reported its result but had not exited {policy.result_exit_grace:g}s later; "
+            "its process tree was killed",
+        )
+    )
+
+
+async def _watch_deadline(decision: _Decision, policy: RunPolicy) -> None:
+    await anyio.sleep(policy.timeout)
+    decision.offer(
+        Verdict(
+            Termination.TIMEOUT,
+            DecidedBy.TIMEOUT,
+            f"the session ran past its wall-clock limit of {policy.timeout:g}s; "
+            "raise `timeout` if it needs longer",
+        )
+    )
+
+
+async def _run_watcher(watcher: Watcher, session: LiveSession, decision: _Decision) -> None:
+    decision.offer(await watcher.watch(session))
+
+
+async def _refresh_registry(registry: SessionRegistry, spec: LaunchSpec, session: LiveSession) -> None:
+    written = session.clock.changes
+    while True:
+        await anyio.sleep(_REGISTRY_REFRESH)
+        if session.clock.changes != written:
+            written = session.clock.changes
+            registry.write(_registry_entry(spec, session))
+
+
+async def _finish(
+    process: anyio.abc.Process,
+    session: LiveSession,
+    pipes: _Pipes,
+    verdict: Verdict,
+    policy: RunPolicy,
+    started: float,
+) -> ManagedOutcome:
+    """Kill whatever is left of the session's tree while its pipes keep draining."""
+    grace = policy.kill_grace if verdict.kill_grace is None else verdict.kill_grace
+    killed: list[KilledProcess] = []
+    async with anyio.create_task_group() as drains:
+        if not pipes.stdout_eof.is_set():
+            drains.start_soon(pipes.pump_stdout)
+        if not pipes.stderr_eof.is_set():
+            drains.start_soon(pipes.pump_stderr)
+        targets = snapshot_targets(
+            session.process, session.pgid, session.session_id, extra=session.known_descendants.values()
+        )
+        killed = await terminate(targets, session.pgid, grace=grace)
+        with anyio.move_on_after(_REAP_TIMEOUT):
+            await process.wait()
+        # Every writer is dead now, so EOF is imminent unless an unkillable process holds the pipe.
+        with anyio.move_on_after(max(grace, 0.1)):
+            await pipes.stdout_eof.wait()
+            await pipes.stderr_eof.wait()
+        drains.cancel_scope.cancel()
+    with anyio.move_on_after(_REAP_TIMEOUT):
+        await process.aclose()
+    return ManagedOutcome(
+        verdict=verdict,
+        exit_code=process.returncode,
+        stream=pipes.state,
+        stderr_tail=pipes.stderr_tail(),
+        duration_s=anyio.current_time() - started,
+        transcript_offset=session.transcript_offset,
+        killed=killed,
+        last_moved=session.clock.wall(),
+        suppressed_by=dict(session.suppressed_by),
+    )

@@ -1,0 +1,98 @@
+"""Claude Code's transcript file: where it lives, and the usage it records.
+
+The transcript writes one ``assistant`` line per content block, repeating the message id with
+the message's final usage, so deduplicating by ``message.id`` gives true figures for a session
+that died before its ``result`` event.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+from expeditor.executor.stream import LineSplitter, context_size, decode_event
+from expeditor.usage.models import SessionUsage, TokenUsage, UsageSource
+
+__all__ = ["transcript_path", "usage_from_transcript"]
+
+_NOT_ALNUM = re.compile(r"[^A-Za-z0-9]")
+_CHUNK = 1 << 20
+
+
+def transcript_path(claude_config_dir: Path, cwd: Path, session_id: str) -> Path:
+    """``<config>/projects/<cwd with every non-alphanumeric character as '-'>/<session id>.jsonl``."""
+    return claude_config_dir / "projects" / _NOT_ALNUM.sub("-", str(cwd)) / f"{session_id}.jsonl"
+
+
+def _usage_figures(usage: dict[str, Any]) -> tuple[int, int, int, int]:
+    def number(key: str) -> int:
+        value = usage.get(key)
+        return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else 0
+
+    return (
+        number("input_tokens"),
+        number("output_tokens"),
+        number("cache_read_input_tokens"),
+        number("cache_creation_input_tokens"),
+    )
+
+
+def usage_from_transcript(path: Path, start_offset: int = 0) -> SessionUsage:
+    """Usage of the messages written after ``start_offset``, each message counted once.
+
+    Figures before the offset belong to an earlier run of a resumed session. A missing or
+    unreadable file gives empty usage, never an error.
+    """
+    messages: dict[str, tuple[str, tuple[int, int, int, int], int]] = {}
+    splitter = LineSplitter()
+    try:
+        with path.open("rb") as stream:
+            stream.seek(start_offset)
+            while chunk := stream.read(_CHUNK):
+                for line in splitter.feed(chunk):
+                    _collect(line, messages)
+            for line in splitter.flush():
+                _collect(line, messages)
+    except OSError:
+        return SessionUsage()
+    if not messages:
+        return SessionUsage()
+    by_model: dict[str, TokenUsage] = {}
+    for model, (inp, out, cache_read, cache_write), context in messages.values():
+        one = TokenUsage(
+            input_tokens=inp,
+            output_tokens=out,
+            cache_read_tokens=cache_read,
+            cache_write_tokens=cache_write,
+            turns=1,
+            peak_context=context,
+        )
+        by_model[model] = by_model[model] + one if model in by_model else one
+    total = TokenUsage()
+    for usage in by_model.values():
+        total = total + usage
+    return SessionUsage(total=total, by_model=by_model, source=UsageSource.TRANSCRIPT, partial=True)
+
+
+def _collect(line: bytes, messages: dict[str, tuple[str, tuple[int, int, int, int], int]]) -> None:
+    event = decode_event(line)
+    if event is None or event.get("type") != "assistant":
+        return
+    message = event.get("message")
+    if not isinstance(message, dict):
+        return
+    message_id = message.get("id")  # pyright: ignore[reportUnknownVariableType]
+    usage = message.get("usage")  # pyright: ignore[reportUnknownVariableType]
+    if not isinstance(message_id, str) or not isinstance(usage, dict):
+        return
+    model = message.get("model")  # pyright: ignore[reportUnknownVariableType]
+    figures = _usage_figures(usage)  # pyright: ignore[reportUnknownArgumentType]
+    # The last line of a message carries its final usage; keep the largest output seen.
+    previous = messages.get(message_id)
+    if previous is None or figures[1] >= previous[1][1]:
+        messages[message_id] = (
+            model if isinstance(model, str) else "unknown",
+            figures,
+            context_size(usage),  # pyright: ignore[reportUnknownArgumentType]
+        )

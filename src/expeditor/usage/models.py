@@ -1,0 +1,65 @@
+"""Token usage of a session, in total and per model.
+
+The true totals of a Claude Code session are in its ``result`` event; stdout ``assistant``
+events repeat a message's opening usage once per content block and must never be summed.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+from pydantic import BaseModel, ConfigDict, Field
+
+__all__ = ["SessionUsage", "TokenUsage", "UsageSource"]
+
+
+class TokenUsage(BaseModel):
+    """Token counts for one scope (a session, or one model within it)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    input_tokens: int = Field(default=0, ge=0, description="Uncached input tokens.")
+    output_tokens: int = Field(default=0, ge=0)
+    cache_read_tokens: int = Field(default=0, ge=0)
+    cache_write_tokens: int = Field(default=0, ge=0)
+    turns: int = Field(default=0, ge=0, description="Assistant turns (the result event's num_turns).")
+    peak_context: int = Field(
+        default=0, ge=0, description="Largest single-message input + cache_read + cache_write."
+    )
+    cost_usd: float | None = Field(default=None, ge=0, description="Cost reported by the CLI, when known.")
+
+    def __add__(self, other: TokenUsage) -> TokenUsage:
+        cost = (
+            None
+            if self.cost_usd is None and other.cost_usd is None
+            else (self.cost_usd or 0) + (other.cost_usd or 0)
+        )
+        return TokenUsage(
+            input_tokens=self.input_tokens + other.input_tokens,
+            output_tokens=self.output_tokens + other.output_tokens,
+            cache_read_tokens=self.cache_read_tokens + other.cache_read_tokens,
+            cache_write_tokens=self.cache_write_tokens + other.cache_write_tokens,
+            turns=self.turns + other.turns,
+            peak_context=max(self.peak_context, other.peak_context),
+            cost_usd=cost,
+        )
+
+
+class UsageSource(StrEnum):
+    """Where a session's usage figures were taken from."""
+
+    RESULT_EVENT = "result_event"
+    TRANSCRIPT = "transcript"
+    NONE = "none"
+
+
+class SessionUsage(BaseModel):
+    """One session's usage: totals, per model, and how trustworthy the figures are."""
+
+    model_config = ConfigDict(frozen=True)
+
+    total: TokenUsage = Field(default_factory=TokenUsage)
+    by_model: dict[str, TokenUsage] = Field(default_factory=dict)
+    source: UsageSource = UsageSource.NONE
+    partial: bool = Field(default=False, description="True when the session died before its result event.")
+    duration_ms: int | None = Field(default=None, ge=0, description="The CLI's own duration_ms.")
