@@ -1,0 +1,107 @@
+"""Settings are read once, from arguments, the environment and config.yaml, with clear refusals."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from pydantic import ValidationError
+
+from expeditor.config import load_settings, validate_model
+from expeditor.errors import InvalidInput
+
+
+def test_defaults_match_the_settled_table(tmp_path: Path) -> None:
+    settings = load_settings(home=tmp_path)
+    assert (settings.timeout, settings.stale_threshold, settings.idle_timeout) == (7200, 1200, None)
+    assert (settings.poll_interval, settings.children_interval, settings.children_cpu_floor) == (0.5, 5, 0.05)
+    assert (settings.marker_heartbeat_interval, settings.marker_freshness) == (10, 30)
+    assert settings.max_suppression_seconds == 7800 > settings.timeout
+    assert (settings.kill_grace, settings.result_exit_grace, settings.shutdown_grace) == (3, 2, 0.05)
+    assert (settings.progress_interval, settings.dispatch_timeout, settings.max_concurrent_dispatches) == (
+        30,
+        14400,
+        4,
+    )
+    assert settings.markers_enabled
+    assert (settings.http_host, settings.http_port, settings.http_token) == ("127.0.0.1", 8765, None)
+
+
+def test_paths_are_absolute_and_marker_dir_follows_home(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    settings = load_settings(home="rel-home")
+    assert settings.home == tmp_path / "rel-home"
+    assert settings.markers_path == tmp_path / "rel-home" / "markers"
+    assert settings.sessions_dir == tmp_path / "rel-home" / "sessions"
+
+
+def test_the_environment_overrides_config_yaml_and_arguments_override_both(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "config.yaml").write_text("stale_threshold: 50\ntimeout: 60\nkill_grace: 1\n")
+    monkeypatch.setenv("EXPEDITOR_HOME", str(tmp_path))
+    monkeypatch.setenv("EXPEDITOR_TIMEOUT", "70")
+    settings = load_settings(kill_grace=2)
+    assert (settings.stale_threshold, settings.timeout, settings.kill_grace) == (50, 70, 2)
+
+
+def test_the_idle_timeout_follows_the_stale_threshold_in_effect(tmp_path: Path) -> None:
+    settings = load_settings(home=tmp_path, idle_timeout=600)
+    assert settings.run_policy().idle_timeout == 600
+    assert settings.run_policy(stale_threshold=2400).idle_timeout == 2400
+    assert settings.run_policy(stale_threshold=2400, idle_timeout=30).idle_timeout == 30
+    assert load_settings(home=tmp_path, stale_threshold=90).run_policy().idle_timeout == 90
+
+
+def test_the_claude_command_is_split_like_a_shell(tmp_path: Path) -> None:
+    settings = load_settings(home=tmp_path, claude_command="python -m 'my agent' --debug")
+    assert settings.claude_argv == ["python", "-m", "my agent", "--debug"]
+
+
+def test_allowed_roots_come_from_a_colon_separated_variable(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("EXPEDITOR_ALLOWED_ROOTS", f"{tmp_path}:/var")
+    assert load_settings(home=tmp_path).allowed_roots == (tmp_path.resolve(), Path("/var").resolve())
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("stale_threshold", 0),
+        ("timeout", -1),
+        ("http_port", 70000),
+        ("claude_command", "   "),
+        ("permission_mode", "yolo"),
+    ],
+)
+def test_out_of_bounds_settings_are_refused(tmp_path: Path, field: str, value: object) -> None:
+    with pytest.raises(ValidationError, match=field):
+        load_settings(home=tmp_path, **{field: value})
+
+
+def test_a_malformed_config_yaml_names_the_file(tmp_path: Path) -> None:
+    (tmp_path / "config.yaml").write_text("- just\n- a list\n")
+    with pytest.raises(InvalidInput, match=r"config\.yaml"):
+        load_settings(home=tmp_path)
+
+
+def test_an_unknown_setting_in_config_yaml_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "config.yaml").write_text("stale_treshold: 10\n")
+    with pytest.raises(ValidationError, match="stale_treshold"):
+        load_settings(home=tmp_path)
+
+
+@pytest.mark.parametrize(
+    "model", ["sonnet", "opus", "haiku", "claude-sonnet-4-5", "claude-opus-4-1-20250805"]
+)
+def test_known_models_are_accepted(model: str) -> None:
+    assert validate_model(model) == model
+
+
+@pytest.mark.parametrize("model", ["gpt-4", "Sonnet", "claude-", ""])
+def test_other_models_are_refused_with_the_list(model: str) -> None:
+    with pytest.raises(InvalidInput, match="sonnet, opus, haiku"):
+        validate_model(model)
