@@ -21,11 +21,18 @@ from expeditor.executor.session import Watcher
 from expeditor.executor.transcript import transcript_path, usage_from_transcript
 from expeditor.ids import new_session_id, validate_identifier
 
-__all__ = ["ClaudeCodeExecutor", "WatcherFactory", "build_command", "child_environment"]
+__all__ = [
+    "ClaudeCodeExecutor",
+    "WatcherFactory",
+    "build_command",
+    "child_environment",
+    "monitor_watchers",
+    "to_run_result",
+]
 
 logger = logging.getLogger(__name__)
 
-WatcherFactory = Callable[[RunPolicy], Sequence[Watcher]]
+WatcherFactory = Callable[[LaunchSpec, RunPolicy], Sequence[Watcher]]
 
 # An argument longer than this cannot be passed to exec on Linux (MAX_ARG_STRLEN).
 _MAX_PROMPT_BYTES = 128 * 1024 - 1
@@ -99,7 +106,7 @@ class ClaudeCodeExecutor:
         self.settings = settings
         self.base_env = dict(os.environ if base_env is None else base_env)
         self.registry = registry if registry is not None else SessionRegistry(settings.sessions_dir)
-        self.watcher_factory = watcher_factory
+        self.watcher_factory = watcher_factory if watcher_factory is not None else monitor_watchers()
 
     def _checked_cwd(self, cwd: Path) -> Path:
         resolved = cwd.expanduser().resolve()
@@ -167,7 +174,7 @@ class ClaudeCodeExecutor:
     ) -> RunResult:
         """Run the session to its end. Cancelling this call kills the session's tree first."""
         spec, policy = self.prepare(request, marker_dir=marker_dir, caller_session_id=caller_session_id)
-        watchers = self.watcher_factory(policy) if self.watcher_factory is not None else ()
+        watchers = self.watcher_factory(spec, policy)
         control = control or RunControl()
         logger.info(
             "session=%s starting kind=%s caller=%s cwd=%s",
@@ -193,6 +200,19 @@ class ClaudeCodeExecutor:
         if outcome.verdict.termination is Termination.LAUNCH_FAILED:
             logger.warning("session=%s launch failed: %s", spec.session_id, outcome.verdict.reason)
         return to_run_result(spec, outcome)
+
+
+def monitor_watchers() -> WatcherFactory:
+    """The standard watchers (transcript, stdout, child activity) sharing one process table."""
+    # Imported here: the monitor builds on executor.session, so a module-level import would cycle.
+    from expeditor.monitor import ProcessTable, default_watchers
+
+    table = ProcessTable()
+
+    def factory(spec: LaunchSpec, policy: RunPolicy) -> Sequence[Watcher]:
+        return default_watchers(policy, table, has_transcript=spec.transcript_path is not None)
+
+    return factory
 
 
 def to_run_result(spec: LaunchSpec, outcome: ManagedOutcome) -> RunResult:

@@ -1,0 +1,80 @@
+"""One process-table snapshot per poll, shared by every session's child-activity watcher.
+
+Walking ``children(recursive=True)`` per session costs a full /proc walk each time; one walk
+that builds a parent-to-children map serves every session at once (measured in DESIGN: 13.5 ms
+for 50 sessions instead of 125-220 ms).
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass
+
+import anyio
+import psutil
+
+from expeditor.executor.session import LiveSession
+
+__all__ = ["Activity", "ProcessTable"]
+
+
+@dataclass(frozen=True)
+class Activity:
+    """A session's process tree at one instant: who is in it and the CPU time it has used."""
+
+    taken: float
+    pids: frozenset[int]
+    cpu_seconds: float
+
+
+class ProcessTable:
+    """A cached snapshot of every process: parent links and CPU times."""
+
+    def __init__(self) -> None:
+        self._taken = float("-inf")
+        self._children: dict[int, list[int]] = {}
+        self._cpu: dict[int, float] = {}
+        self._processes: dict[int, psutil.Process] = {}
+        self.walks = 0
+
+    def _refresh(self) -> None:
+        children: defaultdict[int, list[int]] = defaultdict(list)
+        cpu: dict[int, float] = {}
+        processes: dict[int, psutil.Process] = {}
+        for process in psutil.process_iter(["ppid", "cpu_times"]):
+            info = process.info
+            ppid, times = info.get("ppid"), info.get("cpu_times")
+            if ppid is None:
+                continue
+            children[ppid].append(process.pid)
+            cpu[process.pid] = (times.user + times.system) if times is not None else 0.0
+            processes[process.pid] = process
+        self._children, self._cpu, self._processes = dict(children), cpu, processes
+        self._taken = anyio.current_time()
+        self.walks += 1
+
+    def activity(self, session: LiveSession, *, max_age: float | None = None) -> Activity:
+        """The session's tree from a snapshot no older than ``max_age`` (half its interval by default)."""
+        max_age = session.policy.children_interval / 2 if max_age is None else max_age
+        if anyio.current_time() - self._taken > max_age:
+            self._refresh()
+        tree: set[int] = set()
+        pending = [session.pid]
+        while pending:
+            pid = pending.pop()
+            if pid in tree:
+                continue
+            tree.add(pid)
+            pending.extend(self._children.get(pid, ()))
+        # Remember every descendant ever seen, so the final kill finds those that later escape the tree.
+        for pid in tree - {session.pid}:
+            if pid not in session.known_descendants and pid in self._processes:
+                session.known_descendants[pid] = self._processes[pid]
+        for pid, process in list(session.known_descendants.items()):
+            if pid not in tree and not process.is_running():
+                del session.known_descendants[pid]
+        return Activity(
+            taken=self._taken,
+            pids=frozenset(tree - {session.pid}),
+            cpu_seconds=sum(self._cpu.get(pid, 0.0) for pid in tree),
+        )

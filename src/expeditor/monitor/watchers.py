@@ -1,0 +1,129 @@
+"""Watchers, each owning one liveness signal of a session.
+
+- ``TranscriptWatcher`` stats the transcript file every ``poll_interval`` (growth past the size
+  at launch is movement) and ends the run as ``stale`` after ``stale_threshold`` of silence.
+- ``StdoutWatcher`` ends it as ``idle_stall`` after ``idle_timeout`` without stdout bytes (the
+  runner's reader records them). It only runs when its threshold is the stricter one, so one
+  silence gets one verdict.
+- ``ChildrenWatcher`` samples the session's descendants from one shared process-table snapshot
+  and records movement; it never ends a run.
+
+A silence counts from the last movement of *any* liveness signal, and a verdict waits while
+the suppression policy finds an active marker for the session.
+"""
+
+from __future__ import annotations
+
+import os
+
+import anyio
+
+from expeditor.config import RunPolicy
+from expeditor.executor.models import DecidedBy, Signal, Termination
+from expeditor.executor.session import LiveSession, Verdict, Watcher
+from expeditor.monitor.process_table import ProcessTable
+from expeditor.monitor.suppression import SuppressionPolicy
+
+__all__ = ["LIVENESS_SIGNALS", "ChildrenWatcher", "SilenceWatcher", "default_watchers"]
+
+LIVENESS_SIGNALS = (Signal.TRANSCRIPT, Signal.STDOUT, Signal.CHILDREN)
+
+
+class SilenceWatcher:
+    """Ends the run once every liveness signal is silent past the threshold and nothing suppresses it."""
+
+    def __init__(self, signal: Signal, termination: Termination, decided_by: DecidedBy, setting: str) -> None:
+        self.signal = signal
+        self.termination = termination
+        self.decided_by = decided_by
+        self.setting = setting
+
+    def threshold(self, policy: RunPolicy) -> float:
+        return policy.stale_threshold if self.signal is Signal.TRANSCRIPT else policy.idle_timeout
+
+    def observe(self, session: LiveSession) -> None:
+        """Record movement of this watcher's own signal, where it must be polled."""
+
+    async def watch(self, session: LiveSession) -> Verdict:
+        policy = session.policy
+        threshold = self.threshold(policy)
+        suppression = SuppressionPolicy(session)
+        while True:
+            self.observe(session)
+            now = anyio.current_time()
+            silent_since = session.clock.last_any(LIVENESS_SIGNALS)
+            due = silent_since + threshold
+            if now < due:
+                await anyio.sleep(min(policy.poll_interval, due - now))
+                continue
+            decision = suppression.decide(silent_since)
+            if decision.suppress:
+                await anyio.sleep(policy.poll_interval)
+                continue
+            silence = now - silent_since
+            reason = (
+                f"no transcript, stdout or child-process activity for {silence:.1f}s "
+                f"(its {self.setting} is {threshold:g}s)"
+            )
+            if decision.note:
+                reason += f"; {decision.note}"
+            elif policy.markers_enabled and session.marker_dir is not None:
+                reason += "; no active execution marker vouched for it"
+            return Verdict(self.termination, self.decided_by, reason)
+
+
+class TranscriptWatcher(SilenceWatcher):
+    def __init__(self) -> None:
+        super().__init__(Signal.TRANSCRIPT, Termination.STALE, DecidedBy.TRANSCRIPT, "stale_threshold")
+        self._size: int | None = None
+
+    def observe(self, session: LiveSession) -> None:
+        if session.transcript_path is None:
+            return
+        try:
+            size = os.stat(session.transcript_path).st_size
+        except OSError:
+            return
+        if self._size is None:
+            self._size = session.transcript_offset
+        if size != self._size:
+            self._size = size
+            session.clock.moved(Signal.TRANSCRIPT)
+
+
+class StdoutWatcher(SilenceWatcher):
+    def __init__(self) -> None:
+        super().__init__(Signal.STDOUT, Termination.IDLE_STALL, DecidedBy.STDOUT, "idle_timeout")
+
+
+class ChildrenWatcher:
+    """Records descendant activity as a liveness signal; returns no verdict of its own."""
+
+    def __init__(self, table: ProcessTable) -> None:
+        self.table = table
+
+    async def watch(self, session: LiveSession) -> Verdict:
+        interval = session.policy.children_interval
+        previous = self.table.activity(session)
+        while True:
+            await anyio.sleep(interval)
+            current = self.table.activity(session)
+            cpu_cores = (current.cpu_seconds - previous.cpu_seconds) / max(
+                current.taken - previous.taken, 1e-6
+            )
+            if current.pids != previous.pids or cpu_cores > session.policy.children_cpu_floor:
+                session.clock.moved(Signal.CHILDREN)
+            previous = current
+
+
+def default_watchers(policy: RunPolicy, table: ProcessTable, *, has_transcript: bool = True) -> list[Watcher]:
+    """The watchers of one session: transcript and stdout silence, and child activity.
+
+    With equal thresholds the transcript watcher alone judges, so a silence gets one verdict.
+    """
+    watchers: list[Watcher] = [ChildrenWatcher(table)]
+    if has_transcript:
+        watchers.append(TranscriptWatcher())
+    if not has_transcript or policy.idle_timeout < policy.stale_threshold:
+        watchers.append(StdoutWatcher())
+    return watchers
