@@ -63,7 +63,7 @@ def parse_marker_name(name: str) -> tuple[str, str] | None:
     if not name.endswith(_SUFFIX) or name.count(_INFIX) != 1:
         return None
     label, rest = name[: -len(_SUFFIX)].split(_INFIX)
-    session_id, dash, token = rest[:-32], rest[-33:-32], rest[-32:]
+    session_id, dash, token = rest[:-33], rest[-33:-32], rest[-32:]
     if dash != "-" or not _HEX32.fullmatch(token):
         return None
     if not _IDENTIFIER.fullmatch(label) or not _IDENTIFIER.fullmatch(session_id):
@@ -191,15 +191,19 @@ async def execution_marker(
         yield None
         return
     path = write_marker(marker_dir, label, session_id, expires_at=expires_at)
+    body_error: BaseException | None = None
     try:
         async with anyio.create_task_group() as heartbeat:
-            heartbeat.start_soon(
-                _heartbeat, path, marker_dir, label, session_id, expires_at, heartbeat_interval
-            )
+            heartbeat.start_soon(_heartbeat, path, marker_dir, label, session_id, expires_at, heartbeat_interval)
             try:
                 yield path
-            finally:
-                heartbeat.cancel_scope.cancel()
+            except BaseException as exc:
+                # Re-raised below, outside the task group, so the caller sees its own exception
+                # rather than an ExceptionGroup wrapping it.
+                body_error = exc
+            heartbeat.cancel_scope.cancel()
+        if body_error is not None:
+            raise body_error
     finally:
         with contextlib.suppress(FileNotFoundError):
             path.unlink()
