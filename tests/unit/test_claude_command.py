@@ -12,6 +12,9 @@ from expeditor.errors import InvalidIdentifier, InvalidInput
 from expeditor.executor import ClaudeCodeExecutor, RunRequest, SessionKind, build_command, child_environment
 
 
+SID = "6f1d2c3b-4a59-4e7f-8a1b-2c3d4e5f6a7b"
+
+
 @pytest.fixture
 def settings(tmp_path: Path) -> Settings:
     return load_settings(
@@ -130,10 +133,18 @@ def test_the_transcript_path_is_known_before_launch(settings: Settings, tmp_path
     work.mkdir()
     executor = ClaudeCodeExecutor(settings, base_env={})
     spec, policy = executor.prepare(
-        RunRequest(prompt="x", cwd=work, session_id="sid", stale_threshold=5),
+        RunRequest(prompt="x", cwd=work, session_id=SID, stale_threshold=5),
         marker_dir=None,
         caller_session_id=None,
     )
     mangled = "".join(c if c.isalnum() else "-" for c in str(work.resolve()))
-    assert spec.transcript_path == tmp_path / "claude" / "projects" / mangled / "sid.jsonl"
+    assert spec.transcript_path == tmp_path / "claude" / "projects" / mangled / f"{SID}.jsonl"
     assert (policy.stale_threshold, policy.idle_timeout) == (5, 5)
+
+
+def test_a_session_id_that_is_not_a_uuid_is_refused(settings: Settings, tmp_path: Path) -> None:
+    executor = ClaudeCodeExecutor(settings, base_env={})
+    with pytest.raises(InvalidInput, match="not a UUID"):
+        executor.prepare(
+            RunRequest(prompt="x", cwd=tmp_path, session_id="abc"), marker_dir=None, caller_session_id=None
+        )

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import uuid
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
@@ -138,6 +139,12 @@ class ClaudeCodeExecutor:
             validate_identifier(caller_session_id, what="caller session id")
         cwd = self._checked_cwd(request.cwd)
         session_id = request.resume_session_id or request.session_id or new_session_id()
+        try:
+            uuid.UUID(session_id)
+        except ValueError:
+            raise InvalidInput(
+                f"session id {session_id!r} is not a UUID: Claude Code accepts only UUIDs as session ids"
+            ) from None
         argv = build_command(self.settings, request, session_id, mcp_config=request.mcp_config)
         env = child_environment(
             self.base_env,

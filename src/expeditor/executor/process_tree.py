@@ -20,7 +20,14 @@ import psutil
 
 from expeditor.executor.models import KilledProcess
 
-__all__ = ["SESSION_TAG_VARIABLE", "TreeTarget", "group_member_pids", "snapshot_targets", "terminate"]
+__all__ = [
+    "SESSION_TAG_VARIABLE",
+    "TreeTarget",
+    "group_member_pids",
+    "snapshot_targets",
+    "tagged_processes",
+    "terminate",
+]
 
 SESSION_TAG_VARIABLE = "EXPEDITOR_SESSION_ID"
 
@@ -63,6 +70,24 @@ def _carries_tag(process: psutil.Process, session_tag: str) -> bool:
         return False
 
 
+def tagged_processes(session_tag: str) -> list[psutil.Process]:
+    """Processes of this user whose environment carries the session's tag.
+
+    This finds what left both the group and the tree, e.g. a double-forked daemon whose middle
+    process is gone. Only our own processes' environments are readable, which is all we need.
+    """
+    me = os.getpid()
+    uid = os.getuid()
+    found: list[psutil.Process] = []
+    for process in psutil.process_iter(["uids"]):
+        uids = process.info.get("uids")
+        if process.pid == me or uids is None or uids.real != uid:
+            continue
+        if _carries_tag(process, session_tag):
+            found.append(process)
+    return found
+
+
 def snapshot_targets(
     root: psutil.Process, pgid: int, session_tag: str | None, extra: Iterable[psutil.Process] = ()
 ) -> list[TreeTarget]:
@@ -70,7 +95,8 @@ def snapshot_targets(
 
     While the root lives, its group id cannot be reused, so every member of the group is ours.
     Once the root is gone, a member counts only if it carries the session's environment tag
-    (``EXPEDITOR_SESSION_ID``): the group id may by then belong to someone else.
+    (``EXPEDITOR_SESSION_ID``): the group id may by then belong to someone else. Processes
+    anywhere that carry the tag are included too.
     """
     found: dict[int, psutil.Process] = {}
     try:
@@ -97,6 +123,9 @@ def snapshot_targets(
                 found[pid] = member
     for process in extra:
         found.setdefault(process.pid, process)
+    if session_tag is not None:
+        for process in tagged_processes(session_tag):
+            found.setdefault(process.pid, process)
     targets: list[TreeTarget] = []
     for pid, process in found.items():
         if pid == os.getpid() or not _alive(process):
