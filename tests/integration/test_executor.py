@@ -47,7 +47,8 @@ async def test_a_session_that_reports_and_exits_is_completed(tmp_path: Path) -> 
     assert result.usage.source is UsageSource.RESULT_EVENT
     assert (result.usage.total.input_tokens, result.usage.total.output_tokens) == (11, 7)
     assert result.usage.total.peak_context == 131
-    assert result.transcript_path is not None and result.transcript_path.exists()
+    assert result.transcript_path is not None
+    assert result.transcript_path.exists()
     assert result.killed == []
 
 
@@ -233,7 +234,8 @@ async def test_the_registry_holds_the_live_session_and_forgets_it_at_exit(tmp_pa
                 "caller-2",
                 SESSION_ID,
             )
-            assert entry.session_alive() and entry.owner_alive()
+            assert entry.session_alive()
+            assert entry.owner_alive()
             control.cancel("done looking", grace=0.05)
 
         group.start_soon(inspect_then_cancel)
