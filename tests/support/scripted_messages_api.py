@@ -11,9 +11,10 @@ Anything else (``HEAD /api/hello``, token counting, non-streaming or small ``max
 gets a canned answer and consumes nothing. Every request is recorded. Observed on 2.1.332: a ``-p`` run
 sends one request per model turn, plus ``HEAD /api/hello`` unless nonessential traffic is disabled.
 
-A reply is a ``Reply`` (text and tool_use blocks with usage figures), a ``Failure`` (an HTTP error
-answer) or ``HANG`` (never answers, until the server closes). An exhausted script answers HTTP 400,
-which Claude Code does not retry, so a test that scripted too little fails fast and visibly.
+A reply is a ``Reply`` (text and tool_use blocks with usage figures; sent as JSON if the request is not
+streaming), a ``Failure`` (an HTTP error answer) or ``HANG`` (never answers, until the server closes).
+An exhausted script answers HTTP 400: 2.1.332 retries that only a few times, within a second, then
+ends with an error result and exit status 1, so a test that scripted too little fails fast.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ import threading
 from collections import deque
 from collections.abc import Generator, Iterable, Mapping
 from contextlib import contextmanager
-from dataclasses import astuple, dataclass, field
+from dataclasses import asdict, astuple, dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, Final, Literal
@@ -63,12 +64,8 @@ class Usage:
         return Usage(*(mine + theirs for mine, theirs in zip(astuple(self), astuple(other), strict=True)))
 
     def as_api(self, *, output_tokens: int | None = None) -> dict[str, int]:
-        return {
-            "input_tokens": self.input_tokens,
-            "output_tokens": self.output_tokens if output_tokens is None else output_tokens,
-            "cache_read_input_tokens": self.cache_read_input_tokens,
-            "cache_creation_input_tokens": self.cache_creation_input_tokens,
-        }
+        figures = asdict(self)
+        return figures if output_tokens is None else figures | {"output_tokens": output_tokens}
 
 
 @dataclass(frozen=True)
@@ -166,11 +163,14 @@ def _collect_text(value: Any, parts: list[str]) -> None:
 
 
 def is_main_conversation(method: str, path: str, body: JSONBody) -> bool:
-    """A streaming messages request with the full output budget is a turn of the conversation."""
-    if method != "POST" or path != "/v1/messages" or body is None or body.get("stream") is not True:
+    """A messages request with tools or a large output budget is a turn of the conversation.
+
+    Streaming or not: after a failed stream (e.g. a 404), 2.1.332 repeats the turn non-streaming.
+    """
+    if method != "POST" or path != "/v1/messages" or body is None:
         return False
     max_tokens = body.get("max_tokens")
-    return not (isinstance(max_tokens, int) and max_tokens < _SIDE_CALL_MAX_TOKENS)
+    return bool(body.get("tools")) or not (isinstance(max_tokens, int) and max_tokens < _SIDE_CALL_MAX_TOKENS)
 
 
 class ScriptedMessagesAPI:
@@ -263,17 +263,8 @@ class _Handler(BaseHTTPRequestHandler):
     def log_message(self, format: str, *args: Any) -> None:
         """Quiet: requests are recorded, not logged."""
 
-    def do_GET(self) -> None:
-        self._dispatch("GET")
-
-    def do_HEAD(self) -> None:
-        """Without CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC, 2.1.332 sends ``HEAD /api/hello`` first."""
-        self._dispatch("HEAD")
-
-    def do_POST(self) -> None:
-        self._dispatch("POST")
-
-    def _dispatch(self, method: str) -> None:
+    def _dispatch(self) -> None:
+        method = self.command
         length = int(self.headers.get("content-length") or 0)
         raw = self.rfile.read(length) if length else b""
         body = _parse_body(raw)
@@ -289,17 +280,16 @@ class _Handler(BaseHTTPRequestHandler):
             error = {"type": "error", "error": {"type": answer.error_type, "message": answer.message}}
             self._send_json(answer.status, error)
         else:
-            self._send_stream(answer, _model_of(body))
+            self._send_reply(answer, body)
+
+    # Without CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC, 2.1.332 sends ``HEAD /api/hello`` first.
+    do_GET = do_HEAD = do_POST = _dispatch  # noqa: N815 - names http.server looks up
 
     def _answer_side(self, method: str, path: str, body: JSONBody) -> None:
         if method == "POST" and path == "/v1/messages/count_tokens":
             self._send_json(200, {"input_tokens": 1})
         elif method == "POST" and path == "/v1/messages":
-            reply = Reply.text("ok", Usage(1, 1))
-            if body is not None and body.get("stream") is True:
-                self._send_stream(reply, _model_of(body))
-            else:
-                self._send_json(200, self._message(reply, _model_of(body), [{"type": "text", "text": "ok"}]))
+            self._send_reply(Reply.text("ok", Usage(1, 1)), body)
         elif path == "/api/hello":
             self._send_json(200, {})
         else:
@@ -326,7 +316,18 @@ class _Handler(BaseHTTPRequestHandler):
             "usage": reply.usage.as_api(),
         }
 
-    def _send_stream(self, reply: Reply, model: str) -> None:
+    def _send_reply(self, reply: Reply, body: JSONBody) -> None:
+        model = _model_of(body)
+        content = [
+            {"type": "text", "text": block.text}
+            if isinstance(block, Text)
+            else {"type": "tool_use", "id": block.id or self.api._next_id("toolu"), "name": block.name}
+            | {"input": dict(block.input)}
+            for block in reply.blocks
+        ]
+        if body is not None and body.get("stream") is False:
+            self._send_json(200, self._message(reply, model, content))
+            return
         self.send_response(200)
         self.send_header("content-type", "text/event-stream")
         self.send_header("cache-control", "no-cache")
@@ -336,14 +337,13 @@ class _Handler(BaseHTTPRequestHandler):
         opening = self._message(reply, model, [])
         opening["usage"] = reply.usage.as_api(output_tokens=1)
         self._event("message_start", message=opening)
-        for index, block in enumerate(reply.blocks):
-            if isinstance(block, Text):
+        for index, block in enumerate(content):
+            if block["type"] == "text":
                 start: dict[str, Any] = {"type": "text", "text": ""}
-                delta: dict[str, Any] = {"type": "text_delta", "text": block.text}
+                delta: dict[str, Any] = {"type": "text_delta", "text": block["text"]}
             else:
-                tool_id = block.id or self.api._next_id("toolu")
-                start = {"type": "tool_use", "id": tool_id, "name": block.name, "input": {}}
-                delta = {"type": "input_json_delta", "partial_json": json.dumps(dict(block.input))}
+                start = {**block, "input": {}}
+                delta = {"type": "input_json_delta", "partial_json": json.dumps(block["input"])}
             self._event("content_block_start", index=index, content_block=start)
             self._event("content_block_delta", index=index, delta=delta)
             self._event("content_block_stop", index=index)
