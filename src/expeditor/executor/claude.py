@@ -250,6 +250,8 @@ def to_run_result(spec: LaunchSpec, outcome: ManagedOutcome) -> RunResult:
         is_error=is_error,
         usage=usage,
         duration_s=round(outcome.duration_s, 3),
+        started_at=outcome.started_at,
+        ended_at=outcome.ended_at,
         transcript_path=transcript,
         stderr_tail=outcome.stderr_tail,
         decided_by=outcome.verdict.decided_by,

@@ -129,6 +129,8 @@ class RunResult(BaseModel):
     is_error: bool = Field(default=False, description="The session reported an error result.")
     usage: SessionUsage = Field(default_factory=SessionUsage)
     duration_s: float
+    started_at: float | None = Field(default=None, description="Epoch seconds at spawn.")
+    ended_at: float | None = Field(default=None, description="Epoch seconds when the last process was gone.")
     transcript_path: Path | None = None
     stderr_tail: str = ""
     decided_by: DecidedBy

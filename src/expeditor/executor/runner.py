@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -59,6 +60,8 @@ class ManagedOutcome:
     stderr_tail: str
     duration_s: float
     transcript_offset: int
+    started_at: float | None = None
+    ended_at: float | None = None
     killed: list[KilledProcess] = field(default_factory=list[KilledProcess])
     last_moved: dict[Signal, float] = field(default_factory=dict[Signal, float])
     suppressed_by: dict[str, float] = field(default_factory=dict[str, float])
@@ -392,6 +395,8 @@ async def _finish(
         stderr_tail=pipes.stderr_tail(),
         duration_s=anyio.current_time() - started,
         transcript_offset=session.transcript_offset,
+        started_at=session.clock.started_wall,
+        ended_at=time.time(),
         killed=killed,
         last_moved=session.clock.wall(),
         suppressed_by=dict(session.suppressed_by),
