@@ -9,7 +9,14 @@ import anyio
 import psutil
 import pytest
 
-from expeditor.executor import ClaudeCodeExecutor, RunControl, SessionKind, SessionRegistry, Termination
+from expeditor.executor import (
+    ClaudeCodeExecutor,
+    RunControl,
+    RunResult,
+    SessionKind,
+    SessionRegistry,
+    Termination,
+)
 from expeditor.usage import UsageSource
 from tests.support.fake import fake_settings, read_log, scenario_request
 
@@ -155,6 +162,7 @@ async def test_run_control_cancel_returns_a_cancelled_result(tmp_path: Path) -> 
     executor = ClaudeCodeExecutor(fake_settings(tmp_path))
     control = RunControl()
     request = scenario_request(tmp_path, {"steps": [{"hang": True}]})
+    result: RunResult | None = None
     async with anyio.create_task_group() as group:
 
         async def cancel_when_started() -> None:
@@ -163,6 +171,7 @@ async def test_run_control_cancel_returns_a_cancelled_result(tmp_path: Path) -> 
 
         group.start_soon(cancel_when_started)
         result = await executor.run(request, marker_dir=None, caller_session_id=None, control=control)
+    assert result is not None
     assert result.termination is Termination.CANCELLED
     assert result.reason == "server shutting down (SIGTERM)"
     assert not result.success

@@ -11,7 +11,6 @@ from expeditor.config import Settings, load_settings
 from expeditor.errors import InvalidIdentifier, InvalidInput
 from expeditor.executor import ClaudeCodeExecutor, RunRequest, SessionKind, build_command, child_environment
 
-
 SID = "6f1d2c3b-4a59-4e7f-8a1b-2c3d4e5f6a7b"
 
 

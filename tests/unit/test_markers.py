@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 import anyio
+import psutil
 import pytest
 
 from expeditor.errors import InvalidIdentifier
@@ -68,11 +69,12 @@ def test_a_marker_past_its_expires_at_is_ignored(tmp_path: Path) -> None:
 
 
 def test_a_marker_whose_owner_died_is_ignored(tmp_path: Path) -> None:
-    finished = subprocess.run([sys.executable, "-c", "pass"], check=True)
-    assert finished.returncode == 0
-    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead = subprocess.Popen([sys.executable, "-c", "import sys; sys.stdin.read()"], stdin=subprocess.PIPE)
+    started = psutil.Process(dead.pid).create_time()
+    assert dead.stdin is not None
+    dead.stdin.close()
     dead.wait()
-    write_marker(tmp_path, "run-skill", "abc", owner_pid=dead.pid)
+    write_marker(tmp_path, "run-skill", "abc", owner=(dead.pid, started))
     assert find_active_marker(tmp_path, "abc", freshness=30) is None
 
 

@@ -70,18 +70,19 @@ def _carries_tag(process: psutil.Process, session_tag: str) -> bool:
         return False
 
 
-def tagged_processes(session_tag: str) -> list[psutil.Process]:
+def tagged_processes(session_tag: str, *, created_after: float = 0.0) -> list[psutil.Process]:
     """Processes of this user whose environment carries the session's tag.
 
     This finds what left both the group and the tree, e.g. a double-forked daemon whose middle
-    process is gone. Only our own processes' environments are readable, which is all we need.
+    process is gone. Only our own processes' environments are readable, which is all we need,
+    and only processes started after the session (``created_after``, epoch seconds) can carry it.
     """
     me = os.getpid()
     uid = os.getuid()
     found: list[psutil.Process] = []
-    for process in psutil.process_iter(["uids"]):
-        uids = process.info.get("uids")
-        if process.pid == me or uids is None or uids.real != uid:
+    for process in psutil.process_iter(["uids", "create_time"]):
+        uids, created = process.info.get("uids"), process.info.get("create_time")
+        if process.pid == me or uids is None or uids.real != uid or (created or 0.0) < created_after:
             continue
         if _carries_tag(process, session_tag):
             found.append(process)
@@ -124,7 +125,8 @@ def snapshot_targets(
     for process in extra:
         found.setdefault(process.pid, process)
     if session_tag is not None:
-        for process in tagged_processes(session_tag):
+        # Clock ticks round start times; a second of slack cannot admit a foreign process (tag check).
+        for process in tagged_processes(session_tag, created_after=root.create_time() - 1):
             found.setdefault(process.pid, process)
     targets: list[TreeTarget] = []
     for pid, process in found.items():

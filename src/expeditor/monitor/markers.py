@@ -77,18 +77,21 @@ def write_marker(
     session_id: str,
     *,
     expires_at: float | None = None,
-    owner_pid: int | None = None,
+    owner: tuple[int, float] | None = None,
 ) -> Path:
-    """Create a marker atomically (write a hidden temporary file, then rename) and return its path."""
+    """Create a marker atomically (write a hidden temporary file, then rename) and return its path.
+
+    ``owner`` (pid, start time) defaults to this process.
+    """
     validate_identifier(label, what="marker label")
     validate_identifier(session_id)
     marker_dir.mkdir(parents=True, exist_ok=True)
-    pid = os.getpid() if owner_pid is None else owner_pid
+    pid, start_time = owner if owner is not None else (os.getpid(), process_start_time(os.getpid()))
     body = {
         "label": label,
         "session_id": session_id,
         "pid": pid,
-        "pid_start_time": process_start_time(pid),
+        "pid_start_time": start_time,
         "started_at": time.time(),
         "expires_at": expires_at,
     }
@@ -194,7 +197,9 @@ async def execution_marker(
     body_error: BaseException | None = None
     try:
         async with anyio.create_task_group() as heartbeat:
-            heartbeat.start_soon(_heartbeat, path, marker_dir, label, session_id, expires_at, heartbeat_interval)
+            heartbeat.start_soon(
+                _heartbeat, path, marker_dir, label, session_id, expires_at, heartbeat_interval
+            )
             try:
                 yield path
             except BaseException as exc:

@@ -29,6 +29,7 @@ from pydantic_core import PydanticCustomError
 
 from expeditor.errors import ScenarioError
 from expeditor.testing.conversation import Tokens
+from expeditor.testing.marker_step import MarkerStep
 
 __all__ = [
     "STEP_KINDS",
@@ -283,7 +284,6 @@ class HangStep(_Strict):
         return True if value is None or value == {} else value
 
 
-# The ``marker`` step (hold an execution marker file) joins this union in a later issue.
 Step = Annotated[
     Annotated[AssistantStep, Tag("assistant")]
     | Annotated[ToolResultStep, Tag("tool_result")]
@@ -298,7 +298,8 @@ Step = Annotated[
     | Annotated[CallToolStep, Tag("call_tool")]
     | Annotated[ResultStep, Tag("result")]
     | Annotated[ExitStep, Tag("exit")]
-    | Annotated[HangStep, Tag("hang")],
+    | Annotated[HangStep, Tag("hang")]
+    | Annotated[MarkerStep, Tag("marker")],
     Discriminator(_one_key),
 ]
 

@@ -13,6 +13,7 @@ from typing import Any, assert_never
 
 from expeditor.testing.channels import InvocationLog, now_iso
 from expeditor.testing.conversation import Conversation
+from expeditor.testing.marker_step import MarkerStep, hold_marker
 from expeditor.testing.mcp_call import McpServer, call_tool, permitted
 from expeditor.testing.scenario import (
     AssistantStep,
@@ -119,6 +120,8 @@ def _run(step: Step, rt: Runtime) -> int | None:
         case HangStep():
             while True:
                 time.sleep(3600)
+        case MarkerStep(marker=spec):
+            hold_marker(spec, conversation.session_id)
         case _:
             assert_never(step)
     return None

@@ -1,0 +1,62 @@
+"""Supervisor CPU with many concurrent idle sessions.
+
+N fake agents start, say one thing and go silent; the supervisor watches them all (transcript
+polls every 0.5 s, child sampling every 5 s, the production defaults) for a measuring window.
+Reported: this process's CPU time over the window, as a percentage of one core.
+Target: < 0.5 % of one core at 50 sessions; the figure at 200 is reported too.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+import anyio
+import psutil
+
+from bench._common import bench_settings, scenario_request, temp_root
+from expeditor.executor import ClaudeCodeExecutor, RunControl
+
+
+async def measure(sessions: int, window: float) -> float:
+    with temp_root() as root_name:
+        root = Path(root_name)
+        executor = ClaudeCodeExecutor(bench_settings(root))
+        controls = [RunControl() for _ in range(sessions)]
+        me = psutil.Process()
+        usage = 0.0
+        async with anyio.create_task_group() as group:
+            for control in controls:
+                request = scenario_request(root, {"steps": [{"assistant": "waiting"}, {"hang": True}]})
+                group.start_soon(
+                    lambda r=request, c=control: executor.run(
+                        r, marker_dir=None, caller_session_id=None, control=c
+                    )
+                )
+            for control in controls:
+                await control.started.wait()
+            await anyio.sleep(3)  # let every agent finish starting up
+            before = me.cpu_times()
+            started = time.perf_counter()
+            await anyio.sleep(window)
+            after = me.cpu_times()
+            elapsed = time.perf_counter() - started
+            usage = ((after.user - before.user) + (after.system - before.system)) / elapsed
+            for control in controls:
+                control.cancel("bench over", grace=0.1)
+        return usage
+
+
+async def main(counts: list[int], window: float) -> None:
+    for count in counts:
+        cores = await measure(count, window)
+        print(f"{count} idle sessions, {window:g}s window: supervisor CPU {cores * 100:.2f} % of one core")
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--sessions", type=int, nargs="+", default=[50, 200])
+    parser.add_argument("--window", type=float, default=60.0)
+    arguments = parser.parse_args()
+    anyio.run(main, arguments.sessions, arguments.window)

@@ -1,0 +1,169 @@
+"""Telling a working session from a stuck one, through the public executor and real fake agents.
+
+Thresholds are small and passed in; every "is not killed" test has a twin without the thing
+that keeps the session alive, which is killed, so each test can fail.
+"""
+
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from expeditor.executor import ClaudeCodeExecutor, RunResult, Termination
+from tests.support.fake import fake_settings, scenario_request
+
+pytestmark = pytest.mark.anyio
+
+THRESHOLD = 0.3
+HOLD = 5 * THRESHOLD
+DONE = [{"assistant": "finished"}, {"result": {}}]
+
+# Which watcher is under test: its threshold is small, the other's large.
+WATCHER_SETTINGS: dict[str, dict[str, Any]] = {
+    "transcript": {"stale_threshold": THRESHOLD},
+    "stdout": {"stale_threshold": 60, "idle_timeout": THRESHOLD},
+}
+EXPECTED_VERDICT = {"transcript": Termination.STALE, "stdout": Termination.IDLE_STALL}
+
+
+async def run(
+    tmp_path: Path, steps: list[dict[str, Any]], *, session_id: str | None = None, **settings: Any
+) -> RunResult:
+    executor = ClaudeCodeExecutor(fake_settings(tmp_path, **settings))
+    request = scenario_request(tmp_path, {"steps": steps}, session_id=session_id)
+    return await executor.run(request, marker_dir=tmp_path / "markers", caller_session_id="the-caller")
+
+
+def marker(**options: Any) -> dict[str, Any]:
+    return {"marker": {"hold": HOLD, "heartbeat": 0.05, **options}}
+
+
+@pytest.mark.parametrize("watcher", ["transcript", "stdout"])
+async def test_a_silent_session_holding_a_fresh_marker_for_its_own_id_is_not_killed(
+    tmp_path: Path, watcher: str
+) -> None:
+    result = await run(
+        tmp_path, [{"assistant": "calling a long tool"}, marker(), *DONE], **WATCHER_SETTINGS[watcher]
+    )
+    assert result.success, result.reason
+    assert result.suppressed_s >= HOLD - 2 * THRESHOLD
+    (suppression,) = result.suppressed_by
+    assert "-in-progress-" in suppression.marker
+    assert list((tmp_path / "markers").iterdir()) == []
+
+
+@pytest.mark.parametrize("watcher", ["transcript", "stdout"])
+async def test_the_same_silence_without_a_marker_is_killed(tmp_path: Path, watcher: str) -> None:
+    result = await run(
+        tmp_path, [{"assistant": "calling a long tool"}, {"sleep": HOLD}, *DONE], **WATCHER_SETTINGS[watcher]
+    )
+    assert result.termination is EXPECTED_VERDICT[watcher]
+    assert result.duration_s < HOLD
+    assert "no active execution marker" in result.reason
+
+
+OWN_ID = str(uuid.uuid4())
+
+
+@pytest.mark.parametrize(
+    ("case", "options", "settings"),
+    [
+        ("expired (not touched)", {"touch": False}, {"marker_freshness": 0.2}),
+        ("another session", {"session_id": str(uuid.uuid4())}, {}),
+        ("an id that merely starts with ours", {"session_id": f"{OWN_ID}-1"}, {}),
+        ("a dead owner", {"owner": "dead"}, {}),
+        ("past its expires_at", {"expires_in": 0.1}, {}),
+    ],
+)
+async def test_markers_that_must_not_suppress_do_not(
+    tmp_path: Path, case: str, options: dict[str, Any], settings: dict[str, Any]
+) -> None:
+    result = await run(
+        tmp_path,
+        [{"assistant": "calling"}, marker(**options), *DONE],
+        session_id=OWN_ID,
+        stale_threshold=THRESHOLD,
+        **settings,
+    )
+    assert result.termination is Termination.STALE, case
+    assert result.suppressed_s < THRESHOLD, case
+
+
+async def test_suppression_ends_after_max_suppression_seconds_and_says_so(tmp_path: Path) -> None:
+    result = await run(
+        tmp_path,
+        [{"assistant": "calling"}, marker(hold=10), *DONE],
+        stale_threshold=THRESHOLD,
+        max_suppression_seconds=0.5,
+    )
+    assert result.termination is Termination.STALE
+    assert "max_suppression_seconds" in result.reason
+    assert 0.4 <= result.suppressed_s <= 1.0
+    assert result.duration_s < 3
+
+
+async def test_a_marker_is_trusted_until_its_expires_at_beyond_max_suppression(tmp_path: Path) -> None:
+    result = await run(
+        tmp_path,
+        [{"assistant": "calling"}, marker(expires_in=30), *DONE],
+        stale_threshold=THRESHOLD,
+        max_suppression_seconds=0.3,
+    )
+    assert result.success, result.reason
+
+
+async def test_with_markers_disabled_the_marker_keeps_nobody_alive(tmp_path: Path) -> None:
+    result = await run(
+        tmp_path,
+        [{"assistant": "calling"}, marker(), *DONE],
+        stale_threshold=THRESHOLD,
+        markers_enabled=False,
+    )
+    assert result.termination is Termination.STALE
+    assert result.suppressed_by == []
+
+
+@pytest.mark.parametrize("directory", ["plain", "with.dots_and_under scores v1.2"])
+async def test_a_growing_transcript_keeps_a_stdout_silent_session_alive(
+    tmp_path: Path, directory: str
+) -> None:
+    work = tmp_path / directory
+    work.mkdir()
+    executor = ClaudeCodeExecutor(fake_settings(tmp_path, stale_threshold=THRESHOLD, idle_timeout=THRESHOLD))
+    ticking = {"tick": {"interval": 0.05, "duration": HOLD, "to": "transcript"}}
+    request = scenario_request(work, {"steps": [{"assistant": "working"}, ticking, *DONE]})
+    result = await executor.run(request, marker_dir=None, caller_session_id=None)
+    assert result.success, result.reason
+
+
+async def test_stdout_output_keeps_a_transcript_silent_session_alive(tmp_path: Path) -> None:
+    ticking = {"tick": {"interval": 0.05, "duration": HOLD, "to": "stdout"}}
+    result = await run(tmp_path, [{"assistant": "working"}, ticking, *DONE], stale_threshold=THRESHOLD)
+    assert result.success, result.reason
+
+
+async def test_busy_children_keep_a_silent_session_alive(tmp_path: Path) -> None:
+    busy = {"spawn": {"sleep": HOLD, "burn_cpu": True, "wait": True}}
+    result = await run(
+        tmp_path,
+        [{"assistant": "compiling"}, busy, *DONE],
+        stale_threshold=0.6,
+        children_interval=0.1,
+        poll_interval=0.05,
+    )
+    assert result.success, result.reason
+
+
+async def test_a_stalled_session_is_killed_within_threshold_plus_one_poll(tmp_path: Path) -> None:
+    poll, threshold = 0.1, 0.5
+    result = await run(
+        tmp_path, [{"assistant": "thinking"}, {"hang": True}], stale_threshold=threshold, poll_interval=poll
+    )
+    assert result.termination is Termination.STALE
+    assert result.ended_at is not None
+    silence = result.ended_at - max(result.last_moved.values())
+    # The verdict, plus a SIGTERM kill of a few milliseconds.
+    assert threshold <= silence <= threshold + poll + 0.1
