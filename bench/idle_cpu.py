@@ -30,9 +30,7 @@ async def measure(sessions: int, window: float) -> float:
             for control in controls:
                 request = scenario_request(root, {"steps": [{"assistant": "waiting"}, {"hang": True}]})
                 group.start_soon(
-                    lambda r=request, c=control: executor.run(
-                        r, marker_dir=None, caller_session_id=None, control=c
-                    )
+                    lambda r=request, c=control: executor.run(r, marker_dir=None, caller_session_id=None, control=c)
                 )
             for control in controls:
                 await control.started.wait()

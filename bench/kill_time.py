@@ -50,9 +50,7 @@ async def main(runs: int, grace: float) -> None:
         obeying = [await kill_once(executor, root, False) for _ in range(runs)]
         ignoring = [await kill_once(executor, root, True) for _ in range(runs)]
         print(describe("tree obeying SIGTERM ", obeying) + " (target < 50 ms)")
-        print(
-            describe("tree ignoring SIGTERM", ignoring) + f" (target < grace {grace * 1000:.0f} ms + 50 ms)"
-        )
+        print(describe("tree ignoring SIGTERM", ignoring) + f" (target < grace {grace * 1000:.0f} ms + 50 ms)")
 
 
 if __name__ == "__main__":

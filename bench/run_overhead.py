@@ -59,9 +59,7 @@ async def main(runs: int) -> None:
         for _ in range(runs):
             direct.append(await bare(root, env))
             started = time.perf_counter()
-            result = await executor.run(
-                scenario_request(root, SCENARIO), marker_dir=None, caller_session_id=None
-            )
+            result = await executor.run(scenario_request(root, SCENARIO), marker_dir=None, caller_session_id=None)
             managed.append(time.perf_counter() - started)
             assert result.success, result.reason
         print(describe("direct launch", direct))

@@ -27,14 +27,10 @@ async def main(runs: int, threshold: float, poll: float) -> None:
             started_wall = time.time()
             result = await executor.run(request, marker_dir=None, caller_session_id=None)
             assert result.termination is Termination.STALE, result.reason
-            last = max(
-                result.last_moved.get(signal, started_wall) for signal in (Signal.STDOUT, Signal.TRANSCRIPT)
-            )
+            last = max(result.last_moved.get(signal, started_wall) for signal in (Signal.STDOUT, Signal.TRANSCRIPT))
             ended_wall = started_wall + result.duration_s
             latencies.append(ended_wall - last - threshold)
-        print(
-            describe(f"stale verdict latency beyond a {threshold:g}s threshold (poll {poll:g}s)", latencies)
-        )
+        print(describe(f"stale verdict latency beyond a {threshold:g}s threshold (poll {poll:g}s)", latencies))
 
 
 if __name__ == "__main__":

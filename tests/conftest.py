@@ -36,13 +36,7 @@ def tagged_processes() -> list[psutil.Process]:
     found: list[psutil.Process] = []
     for process in psutil.process_iter(["uids", "create_time"]):
         uids, created = process.info.get("uids"), process.info.get("create_time")
-        if (
-            process.pid == me
-            or uids is None
-            or uids.real != uid
-            or created is None
-            or created < _SESSION_START - 1
-        ):
+        if process.pid == me or uids is None or uids.real != uid or created is None or created < _SESSION_START - 1:
             continue
         try:
             if process.environ().get(TEST_TAG_VARIABLE) == tag and process.status() != psutil.STATUS_ZOMBIE:

@@ -81,6 +81,12 @@ def _run_skill(args: argparse.Namespace) -> int:
     return EXIT_OK if result.success else EXIT_RUN_FAILED
 
 
+def _demo(args: argparse.Namespace) -> int:
+    from expeditor.demo import run_demo
+
+    return run_demo()
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="expeditor", description=__doc__)
     parser.add_argument("--home", help="expeditor's home directory (default: ./.expeditor)")
@@ -90,18 +96,15 @@ def _parser() -> argparse.ArgumentParser:
     run_skill.add_argument("command", help="the skill command or prompt, e.g. '/make-plan 42'")
     run_skill.add_argument("--cwd", default=".", help="working directory of the session (default: .)")
     run_skill.add_argument("--model", help="sonnet, opus, haiku or a full model id")
-    run_skill.add_argument(
-        "--stale-threshold", type=float, help="seconds of silence before the session is stale"
-    )
+    run_skill.add_argument("--stale-threshold", type=float, help="seconds of silence before the session is stale")
     run_skill.add_argument("--timeout", type=float, help="wall-clock limit in seconds")
-    run_skill.add_argument(
-        "--resume", metavar="SESSION_ID", help="resume this session instead of starting one"
-    )
-    run_skill.add_argument(
-        "--add-dir", action="append", default=[], help="extra directory the session may use"
-    )
+    run_skill.add_argument("--resume", metavar="SESSION_ID", help="resume this session instead of starting one")
+    run_skill.add_argument("--add-dir", action="append", default=[], help="extra directory the session may use")
     run_skill.add_argument("--json", action="store_true", help="print the RunResult as JSON")
     run_skill.set_defaults(handler=_run_skill)
+
+    demo = commands.add_parser("demo", help="see supervision work in seconds, on the bundled fake agent")
+    demo.set_defaults(handler=_demo)
     return parser
 
 

@@ -26,9 +26,7 @@ _FULL_MODEL_PREFIX = "claude-"
 
 def validate_model(model: str) -> str:
     """Accept the aliases Claude Code knows or a full model id; refuse anything else with the list."""
-    if model in MODEL_ALIASES or (
-        model.startswith(_FULL_MODEL_PREFIX) and len(model) > len(_FULL_MODEL_PREFIX)
-    ):
+    if model in MODEL_ALIASES or (model.startswith(_FULL_MODEL_PREFIX) and len(model) > len(_FULL_MODEL_PREFIX)):
         return model
     raise InvalidInput(
         f"model {model!r} is not known: expected one of {', '.join(MODEL_ALIASES)} "
@@ -48,9 +46,7 @@ class RunPolicy(BaseModel):
     children_interval: float = Field(gt=0, description="How often child processes are sampled, seconds.")
     children_cpu_floor: float = Field(ge=0, description="CPU (cores) above which child activity counts.")
     marker_freshness: float = Field(gt=0, description="A marker older than this (mtime) is ignored, seconds.")
-    max_suppression_seconds: float = Field(
-        gt=0, description="Bound on suppression by markers without expiry."
-    )
+    max_suppression_seconds: float = Field(gt=0, description="Bound on suppression by markers without expiry.")
     markers_enabled: bool = Field(description="Whether execution markers may suppress a stale verdict.")
     kill_grace: float = Field(ge=0, description="Time between SIGTERM and SIGKILL, seconds.")
     result_exit_grace: float = Field(ge=0, description="Time a process may take to exit after its result.")
@@ -99,9 +95,7 @@ class Settings(BaseSettings):
     )
     claude_config_dir: Path = Field(
         default_factory=lambda: Path.home() / ".claude",
-        validation_alias=AliasChoices(
-            "EXPEDITOR_CLAUDE_CONFIG_DIR", "CLAUDE_CONFIG_DIR", "claude_config_dir"
-        ),
+        validation_alias=AliasChoices("EXPEDITOR_CLAUDE_CONFIG_DIR", "CLAUDE_CONFIG_DIR", "claude_config_dir"),
         description="Where Claude Code keeps transcripts ($CLAUDE_CONFIG_DIR, else ~/.claude).",
     )
     default_model: str | None = Field(
@@ -162,9 +156,7 @@ class Settings(BaseSettings):
         min_length=1,
         description="A cwd outside these directories is refused (in the environment: separated by ':').",
     )
-    http_host: str = Field(
-        default="127.0.0.1", min_length=1, description="Bind address of the HTTP transport."
-    )
+    http_host: str = Field(default="127.0.0.1", min_length=1, description="Bind address of the HTTP transport.")
     http_port: int = Field(default=8765, ge=1, le=65535, description="Port of the HTTP transport.")
     http_token: str | None = Field(default=None, description="Bearer token required over HTTP, if set.")
 

@@ -20,9 +20,7 @@ _IDENTIFIER = re.compile(r"[A-Za-z0-9_-]+")
 def validate_identifier(value: str, *, what: str = "session id") -> str:
     """Return ``value`` if it is safe as part of a file name, else raise InvalidIdentifier."""
     if not _IDENTIFIER.fullmatch(value):
-        raise InvalidIdentifier(
-            f"{what} {value!r} is not valid: expected 1 or more of A-Z, a-z, 0-9, '_' and '-'"
-        )
+        raise InvalidIdentifier(f"{what} {value!r} is not valid: expected 1 or more of A-Z, a-z, 0-9, '_' and '-'")
     if RESERVED_INFIX in value:
         raise InvalidIdentifier(f"{what} {value!r} is not valid: it may not contain {RESERVED_INFIX!r}")
     return value

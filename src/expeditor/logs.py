@@ -11,9 +11,7 @@ __all__ = ["configure_logging"]
 _FORMAT = "%(asctime)s %(levelname)s %(name)s pid=%(process)d %(message)s"
 
 
-def configure_logging(
-    logs_dir: Path | None, *, level: int = logging.INFO, stderr_level: int = logging.WARNING
-) -> None:
+def configure_logging(logs_dir: Path | None, *, level: int = logging.INFO, stderr_level: int = logging.WARNING) -> None:
     """Send log records to stderr (``stderr_level`` and up) and to ``logs_dir/expeditor.log``."""
     root = logging.getLogger("expeditor")
     root.setLevel(level)

@@ -33,17 +33,13 @@ REPLY = {
 
 
 def assert_all_gone(pids: list[int]) -> None:
-    alive = [
-        pid for pid in pids if psutil.pid_exists(pid) and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
-    ]
+    alive = [pid for pid in pids if psutil.pid_exists(pid) and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE]
     assert alive == []
 
 
 async def test_a_session_that_reports_and_exits_is_completed(tmp_path: Path) -> None:
     executor = ClaudeCodeExecutor(fake_settings(tmp_path))
-    request = scenario_request(
-        tmp_path, {"steps": [REPLY, {"result": {}}]}, session_id=SESSION_ID, model="sonnet"
-    )
+    request = scenario_request(tmp_path, {"steps": [REPLY, {"result": {}}]}, session_id=SESSION_ID, model="sonnet")
     result = await executor.run(request, marker_dir=None, caller_session_id="caller-9")
     assert result.success
     assert result.termination is Termination.COMPLETED
@@ -94,9 +90,7 @@ async def test_a_result_followed_by_a_process_that_never_exits_is_still_a_succes
 
 async def test_an_exit_without_a_result_is_crashed_with_the_stderr_tail(tmp_path: Path) -> None:
     executor = ClaudeCodeExecutor(fake_settings(tmp_path))
-    request = scenario_request(
-        tmp_path, {"steps": [REPLY, {"stderr": "API Error: 529 overloaded"}, {"exit": 1}]}
-    )
+    request = scenario_request(tmp_path, {"steps": [REPLY, {"stderr": "API Error: 529 overloaded"}, {"exit": 1}]})
     result = await executor.run(request, marker_dir=None, caller_session_id=None)
     assert not result.success
     assert result.termination is Termination.CRASHED
@@ -131,9 +125,7 @@ async def test_a_missing_binary_is_launch_failed_naming_the_command(tmp_path: Pa
 
 async def test_the_wall_clock_limit_gives_timeout(tmp_path: Path) -> None:
     executor = ClaudeCodeExecutor(fake_settings(tmp_path))
-    request = scenario_request(
-        tmp_path, {"steps": [{"tick": {"interval": 0.05, "duration": 30}}]}, timeout=0.5
-    )
+    request = scenario_request(tmp_path, {"steps": [{"tick": {"interval": 0.05, "duration": 30}}]}, timeout=0.5)
     result = await executor.run(request, marker_dir=None, caller_session_id=None)
     assert result.termination is Termination.TIMEOUT
     assert "wall-clock limit of 0.5s" in result.reason
@@ -211,11 +203,7 @@ async def test_nothing_of_the_tree_survives_a_killed_run(tmp_path: Path, shape: 
 @pytest.mark.parametrize("shape", ["plain", "setsid", "double_fork"])
 async def test_a_completed_session_leaves_nothing_behind(tmp_path: Path, shape: str) -> None:
     log = tmp_path / "agent.log"
-    spawn = (
-        {"sleep": 60, shape: True, "close_stdio": True}
-        if shape != "plain"
-        else {"sleep": 60, "close_stdio": True}
-    )
+    spawn = {"sleep": 60, shape: True, "close_stdio": True} if shape != "plain" else {"sleep": 60, "close_stdio": True}
     executor = ClaudeCodeExecutor(fake_settings(tmp_path))
     request = scenario_request(
         tmp_path, {"steps": [{"spawn": spawn}, REPLY, {"result": {}}]}, env={"EXPEDITOR_FAKE_LOG": str(log)}
@@ -250,3 +238,13 @@ async def test_the_registry_holds_the_live_session_and_forgets_it_at_exit(tmp_pa
         group.start_soon(inspect_then_cancel)
         await executor.run(request, marker_dir=None, caller_session_id="caller-2", control=control)
     assert registry.entries() == []
+
+
+async def test_a_denied_tool_call_is_reported_in_the_result(tmp_path: Path) -> None:
+    executor = ClaudeCodeExecutor(fake_settings(tmp_path))
+    mcp_config = {"mcpServers": {"expeditor": {"command": "true", "args": []}}}
+    steps = [{"call_tool": {"server": "expeditor", "tool": "run_skill"}}, REPLY, {"result": {}}]
+    request = scenario_request(tmp_path, {"steps": steps}, mcp_config=mcp_config)
+    result = await executor.run(request, marker_dir=None, caller_session_id=None)
+    assert result.success
+    assert result.permission_denials == ["mcp__expeditor__run_skill"]

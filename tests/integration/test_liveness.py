@@ -45,9 +45,7 @@ def marker(**options: Any) -> dict[str, Any]:
 async def test_a_silent_session_holding_a_fresh_marker_for_its_own_id_is_not_killed(
     tmp_path: Path, watcher: str
 ) -> None:
-    result = await run(
-        tmp_path, [{"assistant": "calling a long tool"}, marker(), *DONE], **WATCHER_SETTINGS[watcher]
-    )
+    result = await run(tmp_path, [{"assistant": "calling a long tool"}, marker(), *DONE], **WATCHER_SETTINGS[watcher])
     assert result.success, result.reason
     assert result.suppressed_s >= HOLD - 2 * THRESHOLD
     (suppression,) = result.suppressed_by
@@ -127,9 +125,7 @@ async def test_with_markers_disabled_the_marker_keeps_nobody_alive(tmp_path: Pat
 
 
 @pytest.mark.parametrize("directory", ["plain", "with.dots_and_under scores v1.2"])
-async def test_a_growing_transcript_keeps_a_stdout_silent_session_alive(
-    tmp_path: Path, directory: str
-) -> None:
+async def test_a_growing_transcript_keeps_a_stdout_silent_session_alive(tmp_path: Path, directory: str) -> None:
     work = tmp_path / directory
     work.mkdir()
     executor = ClaudeCodeExecutor(fake_settings(tmp_path, stale_threshold=THRESHOLD, idle_timeout=THRESHOLD))

@@ -383,9 +383,7 @@ def offline_cli_env(base_url: str, config_dir: Path, base: Mapping[str, str] | N
     ``base`` (default: nothing) is copied first; variables that would leak a real account, a parent
     session or a proxy are dropped. PATH and HOME are kept from ``base`` when given.
     """
-    env = {
-        key: value for key, value in (base or {}).items() if not key.upper().startswith(_DROPPED_ENV_PREFIXES)
-    }
+    env = {key: value for key, value in (base or {}).items() if not key.upper().startswith(_DROPPED_ENV_PREFIXES)}
     env.update(
         {
             "ANTHROPIC_BASE_URL": base_url,

@@ -42,9 +42,7 @@ def test_a_resumed_session_never_also_gets_a_session_id(settings: Settings, tmp_
     assert "--session-id" not in argv
 
 
-def test_allowed_tools_come_last_so_they_cannot_swallow_the_prompt(
-    settings: Settings, tmp_path: Path
-) -> None:
+def test_allowed_tools_come_last_so_they_cannot_swallow_the_prompt(settings: Settings, tmp_path: Path) -> None:
     request = RunRequest(
         prompt="go",
         cwd=tmp_path,
@@ -58,9 +56,7 @@ def test_allowed_tools_come_last_so_they_cannot_swallow_the_prompt(
     assert argv[argv.index("--max-turns") + 1] == "3"
 
 
-def test_shell_metacharacters_in_the_prompt_stay_one_literal_argument(
-    settings: Settings, tmp_path: Path
-) -> None:
+def test_shell_metacharacters_in_the_prompt_stay_one_literal_argument(settings: Settings, tmp_path: Path) -> None:
     prompt = "/fix $(rm -rf /); `id` | tee x && echo 'q'"
     argv = build_command(settings, RunRequest(prompt=prompt, cwd=tmp_path), "sid", mcp_config=None)
     assert argv[argv.index("-p") + 1] == prompt
@@ -107,9 +103,7 @@ def test_a_cwd_outside_the_allowed_roots_is_refused(settings: Settings) -> None:
 def test_a_missing_cwd_is_refused(settings: Settings, tmp_path: Path) -> None:
     executor = ClaudeCodeExecutor(settings, base_env={})
     with pytest.raises(InvalidInput, match="does not exist"):
-        executor.prepare(
-            RunRequest(prompt="x", cwd=tmp_path / "nope"), marker_dir=None, caller_session_id=None
-        )
+        executor.prepare(RunRequest(prompt="x", cwd=tmp_path / "nope"), marker_dir=None, caller_session_id=None)
 
 
 def test_a_prompt_that_looks_like_a_flag_is_refused(settings: Settings, tmp_path: Path) -> None:
@@ -119,9 +113,7 @@ def test_a_prompt_that_looks_like_a_flag_is_refused(settings: Settings, tmp_path
 
 
 @pytest.mark.parametrize("bad", ["../x", "a/b", "a b", "", "abc-in-progress-x"])
-def test_session_ids_that_cannot_be_file_names_are_refused(
-    settings: Settings, tmp_path: Path, bad: str
-) -> None:
+def test_session_ids_that_cannot_be_file_names_are_refused(settings: Settings, tmp_path: Path, bad: str) -> None:
     executor = ClaudeCodeExecutor(settings, base_env={})
     with pytest.raises((InvalidIdentifier, ValueError)):
         executor.prepare(RunRequest(prompt="x", cwd=tmp_path), marker_dir=None, caller_session_id=bad)

@@ -27,9 +27,7 @@ def test_defaults_match_the_settled_table(tmp_path: Path) -> None:
     assert (settings.http_host, settings.http_port, settings.http_token) == ("127.0.0.1", 8765, None)
 
 
-def test_paths_are_absolute_and_marker_dir_follows_home(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_paths_are_absolute_and_marker_dir_follows_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
     settings = load_settings(home="rel-home")
     assert settings.home == tmp_path / "rel-home"
@@ -60,9 +58,7 @@ def test_the_claude_command_is_split_like_a_shell(tmp_path: Path) -> None:
     assert settings.claude_argv == ["python", "-m", "my agent", "--debug"]
 
 
-def test_allowed_roots_come_from_a_colon_separated_variable(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_allowed_roots_come_from_a_colon_separated_variable(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("EXPEDITOR_ALLOWED_ROOTS", f"{tmp_path}:/var")
     assert load_settings(home=tmp_path).allowed_roots == (tmp_path.resolve(), Path("/var").resolve())
 
@@ -94,9 +90,7 @@ def test_an_unknown_setting_in_config_yaml_is_refused(tmp_path: Path) -> None:
         load_settings(home=tmp_path)
 
 
-@pytest.mark.parametrize(
-    "model", ["sonnet", "opus", "haiku", "claude-sonnet-4-5", "claude-opus-4-1-20250805"]
-)
+@pytest.mark.parametrize("model", ["sonnet", "opus", "haiku", "claude-sonnet-4-5", "claude-opus-4-1-20250805"])
 def test_known_models_are_accepted(model: str) -> None:
     assert validate_model(model) == model
 

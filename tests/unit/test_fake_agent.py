@@ -176,9 +176,7 @@ def test_a_two_block_reply_repeats_its_id_with_opening_usage_but_the_result_coun
     assert result["total_cost_usd"] == pytest.approx(0.002376)
 
     written = [line for line in run.transcript() if line["type"] == "assistant"]
-    assert [line["message"]["id"] for line in written] == [
-        event["message"]["id"] for event in (first, second, third)
-    ]
+    assert [line["message"]["id"] for line in written] == [event["message"]["id"] for event in (first, second, third)]
     assert {line["message"]["usage"]["output_tokens"] for line in written} == {7}
 
 
@@ -192,9 +190,7 @@ steps:
 
 
 @pytest.mark.parametrize("source", ["env file", "env inline YAML", "prompt JSON"])
-def test_the_scenario_comes_from_a_file_inline_yaml_or_the_prompt(
-    agent: Agent, tmp_path: Path, source: str
-) -> None:
+def test_the_scenario_comes_from_a_file_inline_yaml_or_the_prompt(agent: Agent, tmp_path: Path, source: str) -> None:
     prompt, scenario = "/make-plan 42", None
     if source == "env file":
         scenario_file = tmp_path / "scenario.yaml"
@@ -226,9 +222,7 @@ def test_a_bad_scenario_exits_2_naming_each_problem(agent: Agent) -> None:
     assert "step 0 has ['sleeep']" in run.stderr
     assert "one of assistant, tool_result, sleep" in run.stderr
 
-    run = agent.stream(
-        "x", scenario="steps:\n  - sleep: soon\n  - assistant: {content: hi, colour: red}\nbogus: 1\n"
-    )
+    run = agent.stream("x", scenario="steps:\n  - sleep: soon\n  - assistant: {content: hi, colour: red}\nbogus: 1\n")
     assert run.code == 2
     assert "steps[0].sleep: Input should be a valid number" in run.stderr
     assert "steps[1].assistant.colour: Extra inputs are not permitted" in run.stderr
@@ -271,10 +265,7 @@ def test_session_id_with_resume_prints_claude_codes_exact_error(agent: Agent) ->
 def test_resume_keeps_the_session_id_and_appends_to_the_same_transcript(agent: Agent) -> None:
     first = agent.stream("first", "--session-id", SESSION)
     assert first.session_id == SESSION
-    assert (
-        agent.stream("again", "--session-id", SESSION).stderr
-        == f"Error: Session ID {SESSION} is already in use.\n"
-    )
+    assert agent.stream("again", "--session-id", SESSION).stderr == f"Error: Session ID {SESSION} is already in use.\n"
 
     second = agent.stream("second", "--resume", SESSION)
 

@@ -68,9 +68,7 @@ def kill_and_reap(pids: list[int], timeout: float = 5.0) -> None:
 class Launched:
     """A running fake agent with pipes; ``close`` kills it and everything its log says it spawned."""
 
-    def __init__(
-        self, tmp_path: Path, scenario: dict[str, Any], *args: str, env: dict[str, str] | None = None
-    ):
+    def __init__(self, tmp_path: Path, scenario: dict[str, Any], *args: str, env: dict[str, str] | None = None):
         self.log = tmp_path / "invocations.jsonl"
         full_env = fake_agent_env(
             os.environ, config_dir=tmp_path / "config", log=self.log, scenario=json.dumps(scenario)
@@ -105,9 +103,7 @@ class Launched:
 
 
 class Launch(Protocol):
-    def __call__(
-        self, scenario: dict[str, Any], *args: str, env: dict[str, str] | None = None
-    ) -> Launched: ...
+    def __call__(self, scenario: dict[str, Any], *args: str, env: dict[str, str] | None = None) -> Launched: ...
 
 
 @pytest.fixture

@@ -55,8 +55,7 @@ def test_validate_lists_every_problem_of_every_file_and_exits_one(tmp_path: Path
     assert out.getvalue().splitlines() == [
         f"{broken}:5: step 'plan', field 'skill': placeholder {{nothing}} names no input and no capture; "
         "expected one of: none are declared",
-        f"{broken}:6: step 'plan', field 'stale_threshold': expected a number of seconds greater than 0, "
-        "got -1",
+        f"{broken}:6: step 'plan', field 'stale_threshold': expected a number of seconds greater than 0, got -1",
         f"{good}: ok",
         f"{tmp_path / 'absent.yaml'}: recipe: cannot be read: [Errno 2] No such file or directory: "
         f"'{tmp_path / 'absent.yaml'}'",
@@ -77,9 +76,7 @@ def test_list_prints_name_source_and_description_as_plain_columns(settings: Sett
     assert lines[0].split() == ["NAME", "SOURCE", "DESCRIPTION"]
     assert lines[1] == "demo            project (overrides bundled)  Project demo, folded."
     assert lines[2].startswith("diagnose        bundled                      Reproduce a reported problem")
-    assert lines[3].startswith(
-        "implementation  bundled                      Plan, implement, test and review"
-    )
+    assert lines[3].startswith("implementation  bundled                      Plan, implement, test and review")
 
 
 def test_list_marks_an_invalid_project_recipe_and_still_lists_the_rest(settings: Settings) -> None:

@@ -35,9 +35,7 @@ def library(tmp_path: Path) -> RecipeLibrary:
     recipes = tmp_path / "recipes"
     recipes.mkdir()
     (recipes / "demo.yaml").write_text(PROJECT_DEMO, encoding="utf-8")
-    (recipes / "nightly.yaml").write_text(
-        PROJECT_DEMO.replace("name: demo", "name: nightly"), encoding="utf-8"
-    )
+    (recipes / "nightly.yaml").write_text(PROJECT_DEMO.replace("name: demo", "name: nightly"), encoding="utf-8")
     (recipes / "notes.txt").write_text("not a recipe", encoding="utf-8")
     return RecipeLibrary(recipes)
 
@@ -63,14 +61,10 @@ def test_without_a_project_directory_only_bundled_recipes_are_listed(tmp_path: P
     ]
 
 
-@pytest.mark.parametrize(
-    "name", ["../evil", "recipes/../../evil", "/etc/passwd", ".hidden", "demo.yaml", "", "a b"]
-)
+@pytest.mark.parametrize("name", ["../evil", "recipes/../../evil", "/etc/passwd", ".hidden", "demo.yaml", "", "a b"])
 def test_a_name_that_could_leave_the_recipes_directory_is_refused(library: RecipeLibrary, name: str) -> None:
     assert library.project_dir is not None
-    (library.project_dir.parent / "evil.yaml").write_text(
-        PROJECT_DEMO.replace("demo", "evil"), encoding="utf-8"
-    )
+    (library.project_dir.parent / "evil.yaml").write_text(PROJECT_DEMO.replace("demo", "evil"), encoding="utf-8")
     with pytest.raises(RecipeError, match="is not valid: expected 1 to 64 letters"):
         library.load(name)
 
@@ -86,9 +80,7 @@ def test_an_unknown_name_lists_the_available_ones(library: RecipeLibrary) -> Non
 
 def test_an_invalid_project_recipe_fails_with_its_problems(library: RecipeLibrary) -> None:
     assert library.project_dir is not None
-    (library.project_dir / "broken.yaml").write_text(
-        "name: broken\ndescription: x\nsteps: {}\n", encoding="utf-8"
-    )
+    (library.project_dir / "broken.yaml").write_text("name: broken\ndescription: x\nsteps: {}\n", encoding="utf-8")
     with pytest.raises(RecipeError, match=r"broken\.yaml:3: field 'steps': expected at least one step"):
         library.load("broken")
 

@@ -21,10 +21,7 @@ def test_shell_metacharacters_in_a_value_stay_one_literal_argument() -> None:
 
 
 def test_shell_metacharacters_in_a_value_appear_literally_in_a_skill_command() -> None:
-    assert (
-        substitute("/make-plan {work_dir} {task}", {"work_dir": "w", "task": HOSTILE})
-        == f"/make-plan w {HOSTILE}"
-    )
+    assert substitute("/make-plan {work_dir} {task}", {"work_dir": "w", "task": HOSTILE}) == f"/make-plan w {HOSTILE}"
 
 
 def test_a_value_that_looks_like_a_placeholder_is_not_substituted_again() -> None:
@@ -40,17 +37,12 @@ def test_a_missing_name_is_an_error_naming_it_and_the_closest_known_name() -> No
 
 def test_json_braces_and_double_braces_are_literal() -> None:
     template = '/demo {"events": [{"type": "result"}], "topic": "{topic}"} {{topic}'
-    assert (
-        substitute(template, {"topic": "t"}) == '/demo {"events": [{"type": "result"}], "topic": "t"} {topic}'
-    )
+    assert substitute(template, {"topic": "t"}) == '/demo {"events": [{"type": "result"}], "topic": "t"} {topic}'
     assert placeholder_names(template) == ["topic"]
 
 
 def test_kept_names_stay_placeholders_for_a_later_pass() -> None:
-    assert (
-        substitute("/fix {work_dir} {verdict} {{x}", {"work_dir": "w"}, keep={"verdict"})
-        == "/fix w {verdict} {{x}"
-    )
+    assert substitute("/fix {work_dir} {verdict} {{x}", {"work_dir": "w"}, keep={"verdict"}) == "/fix w {verdict} {{x}"
 
 
 def test_placeholder_names_are_listed_once_in_order_of_first_use() -> None:

@@ -40,9 +40,7 @@ def test_the_prompt_refuses_missing_inputs_and_pipeline_recipes() -> None:
 
 
 def test_settings_no_recipe_sets_are_left_to_the_server() -> None:
-    recipe = parse_recipe(
-        "name: bare\ndescription: Nothing set.\nsteps:\n  only: {skill: /only}\n", source="bare.yaml"
-    )
+    recipe = parse_recipe("name: bare\ndescription: Nothing set.\nsteps:\n  only: {skill: /only}\n", source="bare.yaml")
     prompt = orchestrator_prompt(recipe, {})
     assert "   model: server default; stale_threshold: server default; timeout: server default\n" in prompt
     assert "- cwd: your current working directory, as an absolute path\n" in prompt

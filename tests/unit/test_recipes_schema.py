@@ -53,12 +53,8 @@ def test_routes_default_to_the_next_step_then_stop_and_failures_to_fail(recipe: 
 
 def test_step_settings_fall_back_to_defaults_then_to_settings(recipe: Recipe, tmp_path: Path) -> None:
     settings = Settings(home=tmp_path, timeout=7200, stale_threshold=1200, default_model=None)
-    assert recipe.step_settings("plan", settings) == StepSettings(
-        model="opus", stale_threshold=600, timeout=7200
-    )
-    assert recipe.step_settings("build", settings) == StepSettings(
-        model="sonnet", stale_threshold=600, timeout=90
-    )
+    assert recipe.step_settings("plan", settings) == StepSettings(model="opus", stale_threshold=600, timeout=7200)
+    assert recipe.step_settings("build", settings) == StepSettings(model="sonnet", stale_threshold=600, timeout=90)
 
 
 def test_inputs_get_defaults_and_optional_ones_are_empty(recipe: Recipe) -> None:

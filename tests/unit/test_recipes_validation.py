@@ -84,8 +84,7 @@ BROKEN: list[tuple[str, str, str]] = [
           skill: /done
           on_failure: stop
         """,
-        "recipes/sample.yaml:6: step 'plan': steps 'plan', 'check' route to one another with no way out "
-        "but 'fail'",
+        "recipes/sample.yaml:6: step 'plan': steps 'plan', 'check' route to one another with no way out but 'fail'",
     ),
     (
         "step that routes back to itself forever",
@@ -142,8 +141,7 @@ BROKEN: list[tuple[str, str, str]] = [
           skill: /plan
           timeout: -5
         """,
-        "recipes/sample.yaml:8: step 'plan', field 'timeout': expected a number of seconds greater than 0, "
-        "got -5",
+        "recipes/sample.yaml:8: step 'plan', field 'timeout': expected a number of seconds greater than 0, got -5",
     ),
     (
         "threshold that is not a number",
@@ -152,8 +150,7 @@ BROKEN: list[tuple[str, str, str]] = [
           skill: /plan
           stale_threshold: 40m
         """,
-        "recipes/sample.yaml:8: step 'plan', field 'stale_threshold': expected a number of seconds, "
-        "got '40m'",
+        "recipes/sample.yaml:8: step 'plan', field 'stale_threshold': expected a number of seconds, got '40m'",
     ),
     (
         "both skill and run",
@@ -291,9 +288,7 @@ BROKEN: list[tuple[str, str, str]] = [
 ]
 
 
-@pytest.mark.parametrize(
-    ("steps", "expected"), [case[1:] for case in BROKEN], ids=[case[0] for case in BROKEN]
-)
+@pytest.mark.parametrize(("steps", "expected"), [case[1:] for case in BROKEN], ids=[case[0] for case in BROKEN])
 def test_a_broken_recipe_fails_with_a_message_naming_the_step_and_field(steps: str, expected: str) -> None:
     problems = problems_of(steps)
     assert any(problem.startswith(expected) for problem in problems), "\n".join(problems)
@@ -323,8 +318,7 @@ HEADER_CASES: list[tuple[str, str, str]] = [
     (
         "steps written as a list",
         "name: sample\ndescription: x\nsteps:\n  - plan: {skill: /plan}\n",
-        "recipes/sample.yaml:3: field 'steps': expected a mapping of step names to steps, in order, "
-        "got a list",
+        "recipes/sample.yaml:3: field 'steps': expected a mapping of step names to steps, in order, got a list",
     ),
     (
         "no steps",
@@ -345,8 +339,7 @@ HEADER_CASES: list[tuple[str, str, str]] = [
     (
         "zero default threshold",
         "name: sample\ndescription: x\ndefaults:\n  stale_threshold: 0\nsteps:\n  plan: {skill: /plan}\n",
-        "recipes/sample.yaml:4: defaults, field 'stale_threshold': expected a number of seconds "
-        "greater than 0",
+        "recipes/sample.yaml:4: defaults, field 'stale_threshold': expected a number of seconds greater than 0",
     ),
     (
         "YAML syntax error",
@@ -396,9 +389,7 @@ def test_parse_recipe_raises_one_error_carrying_every_problem() -> None:
     with pytest.raises(RecipeError) as caught:
         parse_recipe(text, source=SOURCE, expected_name="sample")
     assert len(caught.value.problems) == 2
-    assert str(caught.value).startswith(
-        "recipes/sample.yaml: 2 problems\n  recipes/sample.yaml:7: step 'plan'"
-    )
+    assert str(caught.value).startswith("recipes/sample.yaml: 2 problems\n  recipes/sample.yaml:7: step 'plan'")
 
 
 def test_a_loop_with_a_way_out_is_accepted() -> None:

@@ -139,9 +139,7 @@ def test_garbage_and_unknown_events_are_ignored() -> None:
 
 def test_a_result_with_wrong_types_gives_zeroes_not_errors() -> None:
     state = StreamState()
-    state.handle(
-        {"type": "result", "usage": {"input_tokens": "many", "output_tokens": -5}, "num_turns": None}
-    )
+    state.handle({"type": "result", "usage": {"input_tokens": "many", "output_tokens": -5}, "num_turns": None})
     assert state.result is not None
     assert state.result.usage.total.input_tokens == 0
     assert state.result.usage.total.output_tokens == 0
@@ -163,9 +161,7 @@ def test_arbitrary_bytes_never_raise(chunks: list[bytes]) -> None:
 
 JSON_VALUES = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=10),
-    lambda children: (
-        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=8), children, max_size=4)
-    ),
+    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=8), children, max_size=4),
     max_leaves=20,
 )
 
@@ -231,3 +227,19 @@ def test_a_missing_transcript_gives_empty_usage(tmp_path: Path) -> None:
     usage = usage_from_transcript(tmp_path / "nothing.jsonl")
     assert usage.source is UsageSource.NONE
     assert usage.total.input_tokens == 0
+
+
+def test_the_result_keeps_errors_and_permission_denials() -> None:
+    state = StreamState()
+    state.handle(
+        {
+            "type": "result",
+            "subtype": "error_during_execution",
+            "is_error": True,
+            "errors": ["No conversation found with session ID: abc", 3],
+            "permission_denials": [{"tool_name": "mcp__expeditor__run_skill", "tool_use_id": "t"}, "junk"],
+        }
+    )
+    assert state.result is not None
+    assert state.result.errors == ("No conversation found with session ID: abc",)
+    assert state.result.permission_denials == ("mcp__expeditor__run_skill",)

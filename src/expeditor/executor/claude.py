@@ -112,9 +112,7 @@ class ClaudeCodeExecutor:
     def _checked_cwd(self, cwd: Path) -> Path:
         resolved = cwd.expanduser().resolve()
         if not resolved.is_dir():
-            raise InvalidInput(
-                f"cwd {cwd} does not exist or is not a directory: expected an existing directory"
-            )
+            raise InvalidInput(f"cwd {cwd} does not exist or is not a directory: expected an existing directory")
         if not any(resolved == root or resolved.is_relative_to(root) for root in self.settings.allowed_roots):
             roots = ", ".join(str(root) for root in self.settings.allowed_roots)
             raise InvalidInput(
@@ -128,13 +126,9 @@ class ClaudeCodeExecutor:
     ) -> tuple[LaunchSpec, RunPolicy]:
         """Validate the request and build the launch without starting anything."""
         if request.prompt.startswith("-"):
-            raise InvalidInput(
-                f"prompt {request.prompt[:40]!r} starts with '-': expected a skill command or text"
-            )
+            raise InvalidInput(f"prompt {request.prompt[:40]!r} starts with '-': expected a skill command or text")
         if len(request.prompt.encode()) > _MAX_PROMPT_BYTES:
-            raise InvalidInput(
-                f"prompt is {len(request.prompt.encode())} bytes: expected at most {_MAX_PROMPT_BYTES}"
-            )
+            raise InvalidInput(f"prompt is {len(request.prompt.encode())} bytes: expected at most {_MAX_PROMPT_BYTES}")
         if caller_session_id is not None:
             validate_identifier(caller_session_id, what="caller session id")
         cwd = self._checked_cwd(request.cwd)
@@ -191,9 +185,7 @@ class ClaudeCodeExecutor:
             spec.cwd,
         )
         try:
-            outcome = await run_managed(
-                spec, policy, watchers=watchers, registry=self.registry, control=control
-            )
+            outcome = await run_managed(spec, policy, watchers=watchers, registry=self.registry, control=control)
         finally:
             if control.outcome is not None:
                 result = to_run_result(spec, control.outcome)
@@ -235,11 +227,9 @@ def to_run_result(spec: LaunchSpec, outcome: ManagedOutcome) -> RunResult:
     termination = outcome.verdict.termination
     reason = outcome.verdict.reason
     if termination is Termination.COMPLETED and is_error and result is not None:
-        first_line = (result.text.strip().splitlines() or [result.subtype or "no message"])[0]
+        first_line = ([*result.errors, *result.text.strip().splitlines()] or [result.subtype or "no message"])[0]
         reason = f"the session completed with an error result: {first_line[:200]}"
-    transcript = (
-        spec.transcript_path if spec.transcript_path is not None and spec.transcript_path.exists() else None
-    )
+    transcript = spec.transcript_path if spec.transcript_path is not None and spec.transcript_path.exists() else None
     return RunResult(
         success=termination is Termination.COMPLETED and not is_error,
         termination=termination,
@@ -248,6 +238,7 @@ def to_run_result(spec: LaunchSpec, outcome: ManagedOutcome) -> RunResult:
         caller_session_id=spec.caller_session_id,
         result_text=result.text if result is not None else "",
         is_error=is_error,
+        permission_denials=list(result.permission_denials) if result is not None else [],
         usage=usage,
         duration_s=round(outcome.duration_s, 3),
         started_at=outcome.started_at,
@@ -257,9 +248,7 @@ def to_run_result(spec: LaunchSpec, outcome: ManagedOutcome) -> RunResult:
         decided_by=outcome.verdict.decided_by,
         reason=reason,
         last_moved=outcome.last_moved,
-        suppressed_by=[
-            Suppression(marker=name, seconds=round(s, 3)) for name, s in outcome.suppressed_by.items()
-        ],
+        suppressed_by=[Suppression(marker=name, seconds=round(s, 3)) for name, s in outcome.suppressed_by.items()],
         suppressed_s=round(sum(outcome.suppressed_by.values()), 3),
         killed=outcome.killed,
     )

@@ -127,6 +127,10 @@ class RunResult(BaseModel):
     caller_session_id: str | None = None
     result_text: str = ""
     is_error: bool = Field(default=False, description="The session reported an error result.")
+    permission_denials: list[str] = Field(
+        default_factory=list,
+        description="Tools the session tried to use and was refused (headless: no prompt).",
+    )
     usage: SessionUsage = Field(default_factory=SessionUsage)
     duration_s: float
     started_at: float | None = Field(default=None, description="Epoch seconds at spawn.")

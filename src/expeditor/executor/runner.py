@@ -95,9 +95,7 @@ class RunControl:
         self._decision: _Decision | None = None
         self._pending: Verdict | None = None
 
-    def cancel(
-        self, reason: str, *, grace: float | None = None, decided_by: DecidedBy = DecidedBy.CANCEL
-    ) -> None:
+    def cancel(self, reason: str, *, grace: float | None = None, decided_by: DecidedBy = DecidedBy.CANCEL) -> None:
         """End the run as ``cancelled``; ``grace`` replaces the policy's SIGTERM grace."""
         verdict = Verdict(Termination.CANCELLED, decided_by, reason, kill_grace=grace)
         if self._decision is None:
@@ -305,9 +303,7 @@ async def _watch_exit(process: anyio.abc.Process, pipes: _Pipes, policy: RunPoli
         await pipes.stdout_eof.wait()
     if pipes.state.result is not None:
         pipes.decision.offer(
-            Verdict(
-                Termination.COMPLETED, DecidedBy.EXIT, f"the session reported its result and exited ({code})"
-            )
+            Verdict(Termination.COMPLETED, DecidedBy.EXIT, f"the session reported its result and exited ({code})")
         )
     else:
         pipes.decision.offer(
@@ -340,8 +336,7 @@ async def _watch_deadline(decision: _Decision, policy: RunPolicy) -> None:
         Verdict(
             Termination.TIMEOUT,
             DecidedBy.TIMEOUT,
-            f"the session ran past its wall-clock limit of {policy.timeout:g}s; "
-            "raise `timeout` if it needs longer",
+            f"the session ran past its wall-clock limit of {policy.timeout:g}s; raise `timeout` if it needs longer",
         )
     )
 

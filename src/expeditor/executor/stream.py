@@ -119,6 +119,8 @@ class ResultFacts:
     is_error: bool
     subtype: str
     usage: SessionUsage
+    errors: tuple[str, ...] = ()
+    permission_denials: tuple[str, ...] = ()
 
 
 @dataclass
@@ -195,7 +197,17 @@ class StreamState:
         session_id = event.get("session_id")
         text = event.get("result")
         subtype = event.get("subtype")
+        errors = event.get("errors")
+        denials = event.get("permission_denials")
         return ResultFacts(
+            errors=tuple(str(e) for e in errors if isinstance(e, str)) if isinstance(errors, list) else (),  # pyright: ignore[reportUnknownVariableType]
+            permission_denials=tuple(
+                str(_dict(d).get("tool_name"))
+                for d in denials
+                if _dict(d).get("tool_name")  # pyright: ignore[reportUnknownVariableType]
+            )
+            if isinstance(denials, list)
+            else (),
             session_id=session_id if isinstance(session_id, str) else None,
             text=text if isinstance(text, str) else "",
             is_error=event.get("is_error") is True,

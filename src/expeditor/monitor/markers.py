@@ -169,9 +169,7 @@ def find_active_marker(
         marker = _read_active(Path(entry.path), session_id, freshness, now)
         if marker is None:
             continue
-        if best is None or (
-            best.expires_at is not None and (marker.expires_at or float("inf")) > best.expires_at
-        ):
+        if best is None or (best.expires_at is not None and (marker.expires_at or float("inf")) > best.expires_at):
             best = marker
     return best
 
@@ -197,9 +195,7 @@ async def execution_marker(
     body_error: BaseException | None = None
     try:
         async with anyio.create_task_group() as heartbeat:
-            heartbeat.start_soon(
-                _heartbeat, path, marker_dir, label, session_id, expires_at, heartbeat_interval
-            )
+            heartbeat.start_soon(_heartbeat, path, marker_dir, label, session_id, expires_at, heartbeat_interval)
             try:
                 yield path
             except BaseException as exc:

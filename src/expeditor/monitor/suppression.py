@@ -50,9 +50,7 @@ class SuppressionPolicy:
         if not policy.markers_enabled or session.marker_dir is None:
             return SuppressionDecision(False, None, "")
         now = time.time()
-        marker = find_active_marker(
-            session.marker_dir, session.session_id, freshness=policy.marker_freshness, now=now
-        )
+        marker = find_active_marker(session.marker_dir, session.session_id, freshness=policy.marker_freshness, now=now)
         if marker is None:
             self._suppressing_since = None
             self._last_check = None

@@ -108,9 +108,7 @@ class ChildrenWatcher:
         while True:
             await anyio.sleep(interval)
             current = self.table.activity(session)
-            cpu_cores = (current.cpu_seconds - previous.cpu_seconds) / max(
-                current.taken - previous.taken, 1e-6
-            )
+            cpu_cores = (current.cpu_seconds - previous.cpu_seconds) / max(current.taken - previous.taken, 1e-6)
             if current.pids != previous.pids or cpu_cores > session.policy.children_cpu_floor:
                 session.clock.moved(Signal.CHILDREN)
             previous = current

@@ -24,10 +24,7 @@ __all__ = ["Condition", "Reference"]
 Reference = tuple[Literal["input", "capture"], str]
 """A name a condition reads: ``("input", "mode")`` or ``("capture", "verdict")``."""
 
-_SHAPES = (
-    "{input|capture: NAME, equals: VALUE}, {input|capture: NAME, in: [VALUES]}, "
-    "{not: …}, {all: […]}, {any: […]}"
-)
+_SHAPES = "{input|capture: NAME, equals: VALUE}, {input|capture: NAME, in: [VALUES]}, {not: …}, {all: […]}, {any: […]}"
 
 
 def _as_text(value: object) -> str:
@@ -51,9 +48,7 @@ class Condition(BaseModel):
     in_: tuple[str, ...] | None = Field(
         default=None, alias="in", min_length=1, description="The value must be one of these strings."
     )
-    not_: Condition | None = Field(
-        default=None, alias="not", description="Holds when this condition does not."
-    )
+    not_: Condition | None = Field(default=None, alias="not", description="Holds when this condition does not.")
     all_: tuple[Condition, ...] | None = Field(
         default=None, alias="all", min_length=1, description="Holds when every one of these holds."
     )
@@ -75,26 +70,18 @@ class Condition(BaseModel):
 
     @model_validator(mode="after")
     def _one_shape(self) -> Condition:
-        combinators = [
-            key for key, value in (("not", self.not_), ("all", self.all_), ("any", self.any_)) if value
-        ]
-        sources = [
-            key for key, value in (("input", self.input), ("capture", self.capture)) if value is not None
-        ]
+        combinators = [key for key, value in (("not", self.not_), ("all", self.all_), ("any", self.any_)) if value]
+        sources = [key for key, value in (("input", self.input), ("capture", self.capture)) if value is not None]
         tests = [key for key, value in (("equals", self.equals), ("in", self.in_)) if value is not None]
         if combinators:
             if len(combinators) > 1 or sources or tests:
-                raise ValueError(
-                    f"mixes {', '.join(combinators + sources + tests)}; expected one of {_SHAPES}"
-                )
+                raise ValueError(f"mixes {', '.join(combinators + sources + tests)}; expected one of {_SHAPES}")
         elif not sources:
             raise ValueError(f"expected one of {_SHAPES}")
         elif len(sources) > 1:
             raise ValueError("names both an input and a capture; expected one of them")
         elif not tests:
-            raise ValueError(
-                f"has no test for {sources[0]} {self.input or self.capture!r}; expected 'equals' or 'in'"
-            )
+            raise ValueError(f"has no test for {sources[0]} {self.input or self.capture!r}; expected 'equals' or 'in'")
         elif len(tests) > 1:
             raise ValueError("has both 'equals' and 'in'; expected one of them")
         return self

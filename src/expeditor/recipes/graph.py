@@ -75,11 +75,7 @@ def closed_loops(recipe: Recipe) -> list[list[str]]:
     for name in recipe.steps:
         if name in placed or name not in reach[name]:
             continue
-        members = [
-            other
-            for other in recipe.steps
-            if other == name or (other in reach[name] and name in reach[other])
-        ]
+        members = [other for other in recipe.steps if other == name or (other in reach[name] and name in reach[other])]
         placed.update(members)
         exits = [
             edge

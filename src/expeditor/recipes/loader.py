@@ -76,18 +76,14 @@ class RecipeLibrary:
         found = dict(bundled)
         for path in self._project_files():
             name = path.name.removesuffix(_SUFFIX)
-            found[name] = RecipeEntry(
-                name, RecipeSource.PROJECT, str(path), overrides_bundled=name in bundled
-            )
+            found[name] = RecipeEntry(name, RecipeSource.PROJECT, str(path), overrides_bundled=name in bundled)
         return [found[name] for name in sorted(found)]
 
     def _project_files(self) -> list[Path]:
         if self.project_dir is None or not self.project_dir.is_dir():
             return []
         try:
-            return sorted(
-                path for path in self.project_dir.iterdir() if path.name.endswith(_SUFFIX) and path.is_file()
-            )
+            return sorted(path for path in self.project_dir.iterdir() if path.name.endswith(_SUFFIX) and path.is_file())
         except OSError as exc:
             raise RecipeError(f"cannot list project recipes in {self.project_dir}: {exc}") from exc
 

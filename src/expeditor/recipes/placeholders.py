@@ -32,9 +32,7 @@ def placeholder_names(template: str) -> list[str]:
     return list(dict.fromkeys(_names(template)))
 
 
-def substitute(
-    template: str, values: Mapping[str, str], *, keep: Collection[str] = (), where: str = ""
-) -> str:
+def substitute(template: str, values: Mapping[str, str], *, keep: Collection[str] = (), where: str = "") -> str:
     """Fill every ``{name}`` from ``values``; names in ``keep`` stay as placeholders.
 
     With ``keep`` the result is still a template (``{{`` stays ``{{``), to be filled later.

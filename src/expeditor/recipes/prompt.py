@@ -61,9 +61,7 @@ def orchestrator_prompt(recipe: Recipe, inputs: Mapping[str, str], *, cwd: str |
     ``cwd`` is the directory every step runs in; without it the orchestrator uses its own.
     """
     if recipe.orchestrator is not Orchestrator.AGENT:
-        raise RecipeError(
-            f"recipe {recipe.name!r} runs on the pipeline runner; it has no orchestrator prompt"
-        )
+        raise RecipeError(f"recipe {recipe.name!r} runs on the pipeline runner; it has no orchestrator prompt")
     values = recipe.resolve_inputs(inputs)
     where = cwd if cwd is not None else "your current working directory, as an absolute path"
     parts = [
@@ -71,10 +69,7 @@ def orchestrator_prompt(recipe: Recipe, inputs: Mapping[str, str], *, cwd: str |
         f"About the recipe:\n{recipe.description.strip()}",
         _RULES.replace("{cwd}", where),
         "Steps, in order:",
-        *(
-            _step_block(recipe, index, name, step)
-            for index, (name, step) in enumerate(recipe.steps.items(), 1)
-        ),
+        *(_step_block(recipe, index, name, step) for index, (name, step) in enumerate(recipe.steps.items(), 1)),
         _REPORT,
         _inputs_block(values),
     ]
@@ -89,8 +84,7 @@ def _step_block(recipe: Recipe, index: int, name: str, step: Step) -> str:
     lines = [
         title,
         f"   skill_command: {step.skill}",
-        f"   model: {model or _SERVER_DEFAULT}; stale_threshold: {_seconds(stale)}; "
-        f"timeout: {_seconds(timeout)}",
+        f"   model: {model or _SERVER_DEFAULT}; stale_threshold: {_seconds(stale)}; timeout: {_seconds(timeout)}",
     ]
     if step.when is not None:
         lines.append(f"   when: {step.when.describe()}")
@@ -100,9 +94,7 @@ def _step_block(recipe: Recipe, index: int, name: str, step: Step) -> str:
         lines.append(f"   retries: {step.retries}")
     if step.max_visits is not None:
         lines.append(f"   at most {step.max_visits} runs")
-    lines.append(
-        f"   on success: {recipe.route(name, 'success')}; on failure: {recipe.route(name, 'failure')}"
-    )
+    lines.append(f"   on success: {recipe.route(name, 'success')}; on failure: {recipe.route(name, 'failure')}")
     return "\n".join(lines)
 
 

@@ -55,9 +55,7 @@ class _Outline:
 
     @classmethod
     def of(cls, recipe: Recipe) -> _Outline:
-        return cls(
-            recipe.name, recipe.orchestrator, list(recipe.inputs), list(recipe.steps), recipe.steps, recipe
-        )
+        return cls(recipe.name, recipe.orchestrator, list(recipe.inputs), list(recipe.steps), recipe.steps, recipe)
 
     @classmethod
     def partial(cls, data: dict[Any, Any]) -> _Outline:
@@ -72,9 +70,7 @@ class _Outline:
                 if step is not None:
                     steps[str(key)] = step
         input_names = [str(key) for key in inputs] if isinstance(inputs, dict) else []
-        return cls(
-            data.get("name"), data.get("orchestrator", Orchestrator.AGENT), input_names, step_names, steps
-        )
+        return cls(data.get("name"), data.get("orchestrator", Orchestrator.AGENT), input_names, step_names, steps)
 
 
 def _lenient_step(raw: object) -> Step | None:
@@ -125,9 +121,7 @@ class _Rules:
                 self.add(("inputs", input_name), _bad_name_message("input"))
         for step_name in self.outline.step_names:
             if step_name in TERMINALS:
-                self.add(
-                    ("steps", step_name), "is a reserved name ('stop' and 'fail' end a run); expected another"
-                )
+                self.add(("steps", step_name), "is a reserved name ('stop' and 'fail' end a run); expected another")
                 continue
             try:
                 validate_identifier(step_name, what="step name")
@@ -191,9 +185,7 @@ class _Rules:
         if recipe is None or any(step_name in reachable_from(recipe, capturer) for capturer in capturers):
             return None
         steps = ", ".join(repr(capturer) for capturer in capturers)
-        which = (
-            f"step {steps}, which never runs" if len(capturers) == 1 else f"steps {steps}, none of which runs"
-        )
+        which = f"step {steps}, which never runs" if len(capturers) == 1 else f"steps {steps}, none of which runs"
         return (
             f"placeholder {{{name}}} is captured only by {which} before this step; "
             "expected an input or a capture of an earlier step"

@@ -120,9 +120,7 @@ class Defaults(BaseModel):
     stale_threshold: float | None = Field(
         default=None, gt=0, le=_MAX_STALE, description="Transcript silence that makes a step stale, seconds."
     )
-    timeout: float | None = Field(
-        default=None, gt=0, le=_MAX_TIMEOUT, description="Wall-clock limit, seconds."
-    )
+    timeout: float | None = Field(default=None, gt=0, le=_MAX_TIMEOUT, description="Wall-clock limit, seconds.")
 
     @field_validator("model")
     @classmethod
@@ -147,9 +145,7 @@ class Step(BaseModel):
         le=_MAX_STALE,
         description="Transcript silence that makes the step stale, seconds.",
     )
-    timeout: float | None = Field(
-        default=None, gt=0, le=_MAX_TIMEOUT, description="Wall-clock limit, seconds."
-    )
+    timeout: float | None = Field(default=None, gt=0, le=_MAX_TIMEOUT, description="Wall-clock limit, seconds.")
     retries: int = Field(default=0, ge=0, le=10, description="Extra attempts after a failed one.")
     max_visits: int | None = Field(
         default=None, ge=1, le=100, description="Times the step may run in one run; one more fails the run."
@@ -158,15 +154,11 @@ class Step(BaseModel):
         default=None,
         description="Step to go to after success, or stop/fail (default: the next step, or stop).",
     )
-    on_failure: str = Field(
-        default=FAIL, description="Step to go to after failure, or stop/fail (default: fail)."
-    )
+    on_failure: str = Field(default=FAIL, description="Step to go to after failure, or stop/fail (default: fail).")
     capture: tuple[str, ...] = Field(
         default=(), description="Names of values read from the result text (key=value lines or a JSON block)."
     )
-    when: Condition | None = Field(
-        default=None, description="Run the step only when this holds; else skip it."
-    )
+    when: Condition | None = Field(default=None, description="Run the step only when this holds; else skip it.")
 
     @field_validator("model")
     @classmethod

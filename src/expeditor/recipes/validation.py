@@ -63,9 +63,7 @@ def _check(text: str, *, source: str, expected_name: str | None) -> tuple[Recipe
     doc = load_yaml(text, source=source)
     problems = list(doc.problems)
     if not isinstance(doc.data, dict):
-        problems.append(
-            doc.problem((), "expected a mapping with name, description, steps and optional inputs")
-        )
+        problems.append(doc.problem((), "expected a mapping with name, description, steps and optional inputs"))
         return None, problems
     data: dict[Any, Any] = doc.data
     recipe: Recipe | None = None

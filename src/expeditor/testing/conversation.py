@@ -65,9 +65,7 @@ def _prices(model: str) -> tuple[float, float, float, float, int, int]:
 def cost_usd(model: str, usage: Tokens) -> float:
     """List-price cost of ``usage`` on ``model`` (unknown models are priced as Sonnet)."""
     p_in, p_out, p_read, p_write, _, _ = _prices(model)
-    total = (
-        usage.input * p_in + usage.output * p_out + usage.cache_read * p_read + usage.cache_write * p_write
-    )
+    total = usage.input * p_in + usage.output * p_out + usage.cache_read * p_read + usage.cache_write * p_write
     return round(total / 1_000_000, 6)
 
 
@@ -172,9 +170,7 @@ class Conversation:
         model = resolve_model(model) if model else self.model
         message_id = message_id or _new_id("msg_")
         request_id = _new_id("req_")
-        blocks = [
-            {**b, "id": b.get("id") or _new_id("toolu_")} if b["type"] == "tool_use" else b for b in blocks
-        ]
+        blocks = [{**b, "id": b.get("id") or _new_id("toolu_")} if b["type"] == "tool_use" else b for b in blocks]
         tool_ids = [str(b["id"]) for b in blocks if b["type"] == "tool_use"]
         self.last_text = next((b["text"] for b in reversed(blocks) if b["type"] == "text"), self.last_text)
         self.last_tool_use_id = tool_ids[-1] if tool_ids else self.last_tool_use_id
@@ -227,9 +223,7 @@ class Conversation:
                 "session_id": self.session_id,
             }
         )
-        self.permission_denials.append(
-            {"tool_name": tool_name, "tool_use_id": tool_use_id, "tool_input": tool_input}
-        )
+        self.permission_denials.append({"tool_name": tool_name, "tool_use_id": tool_use_id, "tool_input": tool_input})
         self.tool_result(tool_use_id, text, is_error=True, tool_use_result=f"Error: {text}")
 
     def _stdout_envelope(self, kind: str, message: dict[str, Any], line_uuid: str) -> dict[str, Any]:
@@ -284,9 +278,7 @@ class Conversation:
             "result": self.last_text if text is None else text,
             "stop_reason": "end_turn",
             "session_id": self.session_id,
-            "total_cost_usd": round(sum(m["costUSD"] for m in model_usage.values()), 6)
-            if cost is None
-            else cost,
+            "total_cost_usd": round(sum(m["costUSD"] for m in model_usage.values()), 6) if cost is None else cost,
             "usage": _api_usage(totals),
             "modelUsage": model_usage,
             "permission_denials": self.permission_denials,

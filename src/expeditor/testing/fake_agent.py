@@ -57,9 +57,7 @@ class _Parser(argparse.ArgumentParser):
 
 def build_parser() -> argparse.ArgumentParser:
     """The Claude Code options expeditor may pass; anything else is refused as unknown."""
-    p = _Parser(
-        prog="claude", description="Fake Claude Code (headless only).", allow_abbrev=False, add_help=True
-    )
+    p = _Parser(prog="claude", description="Fake Claude Code (headless only).", allow_abbrev=False, add_help=True)
     p.add_argument("prompt", nargs="?", help="the prompt; read from stdin when absent")
     p.add_argument("-p", "--print", action="store_true", dest="print_mode", help="headless: print and exit")
     p.add_argument("--output-format", choices=("text", "json", "stream-json"), default="text")
@@ -72,12 +70,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model")
     p.add_argument("--mcp-config", action="extend", nargs="+", default=[], metavar="CONFIG")
     p.add_argument("--strict-mcp-config", action="store_true")
-    p.add_argument(
-        "--allowedTools", "--allowed-tools", action="extend", nargs="+", default=[], dest="allowed"
-    )
-    p.add_argument(
-        "--disallowedTools", "--disallowed-tools", action="extend", nargs="+", default=[], dest="denied"
-    )
+    p.add_argument("--allowedTools", "--allowed-tools", action="extend", nargs="+", default=[], dest="allowed")
+    p.add_argument("--disallowedTools", "--disallowed-tools", action="extend", nargs="+", default=[], dest="denied")
     p.add_argument("--permission-mode", choices=PERMISSION_MODES)
     p.add_argument("--add-dir", action="extend", nargs="+", default=[])
     p.add_argument("--plugin-dir", action="extend", nargs="+", default=[])
@@ -119,9 +113,7 @@ def _prompt(args: argparse.Namespace) -> str:
                 return content if isinstance(content, str) else " ".join(b.get("text", "") for b in content)
         text = ""
     if not text.strip():
-        raise _Refused(
-            "Error: Input must be provided either through stdin or as a prompt argument when using --print"
-        )
+        raise _Refused("Error: Input must be provided either through stdin or as a prompt argument when using --print")
     return text.rstrip("\n")
 
 
@@ -208,9 +200,7 @@ def _scenario(prompt: str) -> Scenario | None:
         if not looks_inline and not Path(source).is_file():
             raise ScenarioError(f"EXPEDITOR_FAKE_SCENARIO names no file and is no scenario: {source}")
         text, origin = (
-            (source, "EXPEDITOR_FAKE_SCENARIO")
-            if looks_inline
-            else (Path(source).read_text(), f"file {source}")
+            (source, "EXPEDITOR_FAKE_SCENARIO") if looks_inline else (Path(source).read_text(), f"file {source}")
         )
     else:
         text, origin = _scenario_in_prompt(prompt), "the prompt"
@@ -281,9 +271,7 @@ def _launch(argv: list[str], cwd: str) -> _Launch:
     session_id, fork_from = _session(args, project)
     allow += _rules(args.allowed)
     deny += _rules(args.denied)
-    return _Launch(
-        args, prompt, session_id, project / f"{session_id}.jsonl", fork_from, mcp_servers, allow, deny
-    )
+    return _Launch(args, prompt, session_id, project / f"{session_id}.jsonl", fork_from, mcp_servers, allow, deny)
 
 
 def run(argv: list[str]) -> int:

@@ -159,14 +159,10 @@ async def _call(
 
         async with (
             httpx2.AsyncClient(headers=server.headers, timeout=httpx2.Timeout(30.0, read=300.0)) as http,
-            Client(
-                streamable_http_client(server.url, http_client=http), read_timeout_seconds=read_timeout
-            ) as client,
+            Client(streamable_http_client(server.url, http_client=http), read_timeout_seconds=read_timeout) as client,
         ):
             result = await client.call_tool(tool, arguments)
     else:
         raise ValueError(f"the fake agent does not speak the {server.transport!r} transport")
-    text = "\n".join(
-        getattr(block, "text", "") for block in result.content if getattr(block, "type", "") == "text"
-    )
+    text = "\n".join(getattr(block, "text", "") for block in result.content if getattr(block, "type", "") == "text")
     return ToolOutcome(text, is_error=bool(result.is_error), structured=result.structured_content)

@@ -65,9 +65,7 @@ class Usage(_Strict):
     """Token figures of one assistant message as the API would report them at the end of its stream."""
 
     input: int = Field(default=Tokens.input, ge=0, description="input_tokens")
-    output: int = Field(
-        default=Tokens.output, ge=0, description="output_tokens (stdout shows 1: the opening count)"
-    )
+    output: int = Field(default=Tokens.output, ge=0, description="output_tokens (stdout shows 1: the opening count)")
     cache_read: int = Field(default=Tokens.cache_read, ge=0, description="cache_read_input_tokens")
     cache_write: int = Field(default=Tokens.cache_write, ge=0, description="cache_creation_input_tokens")
 
@@ -114,9 +112,7 @@ class AssistantReply(_Strict):
     content: list[Block] = Field(min_length=1)
     usage: Usage = Usage()
     id: str | None = Field(default=None, description="message id; made up (msg_…) when omitted")
-    model: str | None = Field(
-        default=None, description="this message's model; the scenario's model when omitted"
-    )
+    model: str | None = Field(default=None, description="this message's model; the scenario's model when omitted")
     stop_reason: str | None = Field(default=None, description="tool_use if a block is one, else end_turn")
 
     @field_validator("content", mode="before")
@@ -154,18 +150,12 @@ class Spawn(_Strict):
 
     sleep: float = Field(default=60.0, ge=0, description="lifetime of each child, seconds")
     count: int = Field(default=1, ge=1, le=64)
-    setsid: bool = Field(
-        default=False, description="the child calls setsid(): it leaves the agent's process group"
-    )
-    double_fork: bool = Field(
-        default=False, description="a daemon whose middle process exits: out of group and tree"
-    )
+    setsid: bool = Field(default=False, description="the child calls setsid(): it leaves the agent's process group")
+    double_fork: bool = Field(default=False, description="a daemon whose middle process exits: out of group and tree")
     ignore_sigterm: bool = False
     burn_cpu: bool = Field(default=False, description="busy-loop for the lifetime instead of sleeping")
     wait: bool = Field(default=False, description="the agent waits for its children before the next step")
-    close_stdio: bool = Field(
-        default=False, description="children get /dev/null instead of the agent's stdout/stderr"
-    )
+    close_stdio: bool = Field(default=False, description="children get /dev/null instead of the agent's stdout/stderr")
 
 
 class ToolCall(_Strict):
@@ -312,9 +302,7 @@ class Scenario(_Strict):
 
     steps: list[Step] = Field(default_factory=list)
     model: str | None = Field(default=None, description="default: --model, else claude-sonnet-4-5")
-    ignore_sigterm: bool = Field(
-        default=False, description="SIGTERM is noted on stderr and ignored; SIGKILL ends it"
-    )
+    ignore_sigterm: bool = Field(default=False, description="SIGTERM is noted on stderr and ignored; SIGKILL ends it")
     init: bool = Field(default=True, description="emit the system/init event first (stream-json)")
     exit_code: int = Field(default=0, ge=0, le=255, description="exit status after the last step")
 
@@ -348,9 +336,7 @@ def parse_scenario(text: str, *, origin: str) -> Scenario:
     except (ValueError, yaml.YAMLError) as exc:
         raise ScenarioError(f"bad scenario ({origin}): not JSON or YAML: {exc}") from exc
     if not isinstance(data, dict):
-        raise ScenarioError(
-            f"bad scenario ({origin}): expected a mapping with 'steps', got {type(data).__name__}"
-        )
+        raise ScenarioError(f"bad scenario ({origin}): expected a mapping with 'steps', got {type(data).__name__}")
     try:
         return Scenario.model_validate(data)
     except ValidationError as exc:

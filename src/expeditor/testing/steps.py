@@ -77,9 +77,7 @@ def _run(step: Step, rt: Runtime) -> int | None:
                 stop_reason=reply.stop_reason,
             )
         case ToolResultStep(tool_result=answer):
-            tool_use_id = (
-                answer.tool_use_id or conversation.last_tool_use_id or f"toolu_{uuid.uuid4().hex[:24]}"
-            )
+            tool_use_id = answer.tool_use_id or conversation.last_tool_use_id or f"toolu_{uuid.uuid4().hex[:24]}"
             conversation.tool_result(
                 tool_use_id, answer.content, is_error=answer.is_error, tool_use_result=answer.content
             )

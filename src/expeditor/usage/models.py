@@ -23,16 +23,12 @@ class TokenUsage(BaseModel):
     cache_read_tokens: int = Field(default=0, ge=0)
     cache_write_tokens: int = Field(default=0, ge=0)
     turns: int = Field(default=0, ge=0, description="Assistant turns (the result event's num_turns).")
-    peak_context: int = Field(
-        default=0, ge=0, description="Largest single-message input + cache_read + cache_write."
-    )
+    peak_context: int = Field(default=0, ge=0, description="Largest single-message input + cache_read + cache_write.")
     cost_usd: float | None = Field(default=None, ge=0, description="Cost reported by the CLI, when known.")
 
     def __add__(self, other: TokenUsage) -> TokenUsage:
         cost = (
-            None
-            if self.cost_usd is None and other.cost_usd is None
-            else (self.cost_usd or 0) + (other.cost_usd or 0)
+            None if self.cost_usd is None and other.cost_usd is None else (self.cost_usd or 0) + (other.cost_usd or 0)
         )
         return TokenUsage(
             input_tokens=self.input_tokens + other.input_tokens,

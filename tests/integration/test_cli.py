@@ -1,0 +1,83 @@
+"""The command line, run as a real process: run-skill and demo."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from rich.console import Console
+
+from expeditor.demo import run_demo
+from tests.support.fake import FAKE_AGENT_COMMAND
+
+
+def expeditor(
+    tmp_path: Path, *args: str, scenario: dict[str, object] | None = None
+) -> subprocess.CompletedProcess[str]:
+    env = {
+        **os.environ,
+        "EXPEDITOR_CLAUDE_COMMAND": FAKE_AGENT_COMMAND,
+        "EXPEDITOR_CLAUDE_CONFIG_DIR": str(tmp_path / "claude"),
+        "EXPEDITOR_ALLOWED_ROOTS": str(tmp_path),
+    }
+    if scenario is not None:
+        env["EXPEDITOR_FAKE_SCENARIO"] = json.dumps(scenario)
+    return subprocess.run(
+        [sys.executable, "-m", "expeditor", "--home", str(tmp_path / "home"), *args],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_run_skill_prints_the_result_as_json(tmp_path: Path) -> None:
+    done = expeditor(
+        tmp_path,
+        "run-skill",
+        "/make-plan 42",
+        "--cwd",
+        str(tmp_path),
+        "--model",
+        "haiku",
+        "--json",
+        scenario={"steps": [{"assistant": "Plan written."}, {"result": {}}]},
+    )
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)
+    assert result["success"] is True
+    assert result["termination"] == "completed"
+    assert result["result_text"] == "Plan written."
+    assert (tmp_path / "home" / "logs" / "expeditor.log").read_text().count(result["session_id"]) >= 2
+
+
+def test_run_skill_exits_1_when_the_session_fails(tmp_path: Path) -> None:
+    done = expeditor(tmp_path, "run-skill", "/x", "--cwd", str(tmp_path), scenario={"steps": [{"exit": 4}]})
+    assert done.returncode == 1
+    assert "crashed" in done.stdout
+
+
+def test_run_skill_refuses_an_unknown_model_with_the_list(tmp_path: Path) -> None:
+    done = expeditor(tmp_path, "run-skill", "/x", "--cwd", str(tmp_path), "--model", "gpt-5")
+    assert done.returncode == 2
+    assert "sonnet, opus, haiku" in done.stderr
+    assert done.stdout == ""
+
+
+def test_run_skill_refuses_a_cwd_outside_the_allowed_roots(tmp_path: Path) -> None:
+    done = expeditor(tmp_path, "run-skill", "/x", "--cwd", "/")
+    assert done.returncode == 2
+    assert "outside the allowed roots" in done.stderr
+
+
+def test_the_demo_shows_every_outcome_and_passes() -> None:
+    buffer = io.StringIO()
+    assert run_demo(Console(file=buffer, width=120)) == 0
+    text = buffer.getvalue()
+    assert text.count("PASS") == 2
+    assert "FAIL" not in text
