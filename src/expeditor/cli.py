@@ -87,6 +87,24 @@ def _demo(args: argparse.Namespace) -> int:
     return run_demo()
 
 
+def _recipe_validate(args: argparse.Namespace) -> int:
+    from expeditor.recipes.commands import validate_recipes
+
+    return validate_recipes([Path(path) for path in args.files], sys.stdout)
+
+
+def _recipe_list(args: argparse.Namespace) -> int:
+    from expeditor.recipes.commands import list_recipes
+
+    return list_recipes(_settings(args), sys.stdout)
+
+
+def _recipe_show(args: argparse.Namespace) -> int:
+    from expeditor.recipes.commands import show_recipe
+
+    return show_recipe(_settings(args), args.name, sys.stdout)
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="expeditor", description=__doc__)
     parser.add_argument("--home", help="expeditor's home directory (default: ./.expeditor)")
@@ -105,6 +123,17 @@ def _parser() -> argparse.ArgumentParser:
 
     demo = commands.add_parser("demo", help="see supervision work in seconds, on the bundled fake agent")
     demo.set_defaults(handler=_demo)
+
+    recipe = commands.add_parser("recipe", help="list, show and validate recipes")
+    recipe_commands = recipe.add_subparsers(dest="recipe_command", required=True, metavar="ACTION")
+    validate = recipe_commands.add_parser("validate", help="report every problem in recipe files")
+    validate.add_argument("files", nargs="+", help="recipe files or directories of *.yaml")
+    validate.set_defaults(handler=_recipe_validate)
+    listing = recipe_commands.add_parser("list", help="bundled and project recipes")
+    listing.set_defaults(handler=_recipe_list)
+    show = recipe_commands.add_parser("show", help="a recipe's inputs and steps, with resolved settings")
+    show.add_argument("name")
+    show.set_defaults(handler=_recipe_show)
     return parser
 
 

@@ -81,3 +81,17 @@ def test_the_demo_shows_every_outcome_and_passes() -> None:
     text = buffer.getvalue()
     assert text.count("PASS") == 2
     assert "FAIL" not in text
+
+
+def test_recipe_commands_list_show_and_validate(tmp_path: Path) -> None:
+    listed = expeditor(tmp_path, "recipe", "list")
+    assert listed.returncode == 0
+    assert {"demo", "diagnose", "implementation"} <= {line.split()[0] for line in listed.stdout.splitlines()[1:]}
+    shown = expeditor(tmp_path, "recipe", "show", "diagnose")
+    assert shown.returncode == 0
+    assert "stale_threshold 2400 s" in shown.stdout
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("name: broken\ndescription: x\nsteps:\n  a:\n    skil: /x\n")
+    validated = expeditor(tmp_path, "recipe", "validate", str(broken))
+    assert validated.returncode == 1
+    assert "did you mean 'skill'" in validated.stdout

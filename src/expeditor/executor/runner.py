@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 import subprocess
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -258,6 +258,7 @@ async def run_managed(
     control._attach(decision, session)  # pyright: ignore[reportPrivateUsage]
     if registry is not None:
         registry.write(_registry_entry(spec, session))
+        session.clock.listener = _registry_writer(registry, spec, session)
     outcome: ManagedOutcome | None = None
     try:
         async with anyio.create_task_group() as race:
@@ -268,8 +269,6 @@ async def run_managed(
             race.start_soon(_watch_deadline, decision, policy)
             for watcher in watchers:
                 race.start_soon(_run_watcher, watcher, session, decision)
-            if registry is not None:
-                race.start_soon(_refresh_registry, registry, spec, session)
             await decision.wait()
             race.cancel_scope.cancel()
     except anyio.get_cancelled_exc_class():
@@ -345,13 +344,21 @@ async def _run_watcher(watcher: Watcher, session: LiveSession, decision: _Decisi
     decision.offer(await watcher.watch(session))
 
 
-async def _refresh_registry(registry: SessionRegistry, spec: LaunchSpec, session: LiveSession) -> None:
-    written = session.clock.changes
-    while True:
-        await anyio.sleep(_REGISTRY_REFRESH)
-        if session.clock.changes != written:
-            written = session.clock.changes
+def _registry_writer(registry: SessionRegistry, spec: LaunchSpec, session: LiveSession) -> Callable[[], None]:
+    """A clock listener that rewrites the session's registry entry at most once a second.
+
+    Idle sessions cost nothing; the entry on disk lags the last movement by under a second.
+    """
+    written = anyio.current_time()
+
+    def on_movement() -> None:
+        nonlocal written
+        now = anyio.current_time()
+        if now - written >= _REGISTRY_REFRESH:
+            written = now
             registry.write(_registry_entry(spec, session))
+
+    return on_movement
 
 
 async def _finish(
@@ -381,6 +388,7 @@ async def _finish(
             await pipes.stdout_eof.wait()
             await pipes.stderr_eof.wait()
         drains.cancel_scope.cancel()
+    session.observe_transcript()
     with anyio.move_on_after(_REAP_TIMEOUT):
         await process.aclose()
     return ManagedOutcome(

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -26,12 +28,17 @@ class SignalClock:
         self._wall: dict[Signal, float] = {}
         self.started_loop = start
         self.started_wall = wall
-        self.changes = 0
+        self.listener: Callable[[], None] | None = None
 
-    def moved(self, signal: Signal) -> None:
-        self._loop[signal] = anyio.current_time()
-        self._wall[signal] = time.time()
-        self.changes += 1
+    def moved(self, signal: Signal, *, at_wall: float | None = None) -> None:
+        """Record movement now, or at ``at_wall`` (epoch seconds, e.g. a file's mtime) if given."""
+        loop_now, wall_now = anyio.current_time(), time.time()
+        if at_wall is None or at_wall > wall_now:
+            at_wall = wall_now
+        self._loop[signal] = loop_now - (wall_now - at_wall)
+        self._wall[signal] = at_wall
+        if self.listener is not None:
+            self.listener()
 
     def last(self, signal: Signal) -> float:
         """Event-loop time the signal last moved, or the session's start if it never did."""
@@ -73,9 +80,28 @@ class LiveSession:
     suppressed_by: dict[str, float] = field(default_factory=dict[str, float])
     known_descendants: dict[int, psutil.Process] = field(default_factory=dict[int, psutil.Process])
 
+    _transcript_size: int | None = None
+
     @property
     def pid(self) -> int:
         return self.process.pid
+
+    def observe_transcript(self) -> None:
+        """Record transcript growth since the last look, dated by the file's mtime.
+
+        The mtime is the exact time of the last write, so the transcript need not be polled:
+        looking when a verdict is due gives the same answer as watching all along.
+        """
+        if self.transcript_path is None:
+            return
+        try:
+            stat = os.stat(self.transcript_path)
+        except OSError:
+            return
+        known = self.transcript_offset if self._transcript_size is None else self._transcript_size
+        if stat.st_size != known:
+            self._transcript_size = stat.st_size
+            self.clock.moved(Signal.TRANSCRIPT, at_wall=stat.st_mtime)
 
 
 class Watcher(Protocol):

@@ -7,8 +7,10 @@ for 50 sessions instead of 125-220 ms).
 
 from __future__ import annotations
 
+import os
 from collections import defaultdict
 from dataclasses import dataclass
+from pathlib import Path
 
 import anyio
 import psutil
@@ -27,6 +29,43 @@ class Activity:
     cpu_seconds: float
 
 
+_PROC = Path("/proc")
+_TICKS_PER_SECOND = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
+def _read_proc() -> list[tuple[int, int, float]]:
+    """(pid, ppid, CPU seconds) of every process, straight from /proc/<pid>/stat.
+
+    About five times cheaper than psutil's per-process objects, which matters because this
+    runs every few seconds for as long as any session lives.
+    """
+    rows: list[tuple[int, int, float]] = []
+    for name in os.listdir(_PROC):
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/stat", "rb") as stream:
+                data = stream.read()
+        except OSError:
+            continue
+        # The command name may contain spaces and parentheses: the fields start after the last ')'.
+        fields = data[data.rfind(b")") + 2 :].split()
+        try:
+            rows.append((int(name), int(fields[1]), (int(fields[11]) + int(fields[12])) / _TICKS_PER_SECOND))
+        except (IndexError, ValueError):
+            continue
+    return rows
+
+
+def _read_psutil() -> list[tuple[int, int, float]]:
+    rows: list[tuple[int, int, float]] = []
+    for process in psutil.process_iter(["ppid", "cpu_times"]):
+        ppid, times = process.info.get("ppid"), process.info.get("cpu_times")
+        if ppid is not None:
+            rows.append((process.pid, ppid, (times.user + times.system) if times is not None else 0.0))
+    return rows
+
+
 class ProcessTable:
     """A cached snapshot of every process: parent links and CPU times."""
 
@@ -34,28 +73,25 @@ class ProcessTable:
         self._taken = float("-inf")
         self._children: dict[int, list[int]] = {}
         self._cpu: dict[int, float] = {}
-        self._processes: dict[int, psutil.Process] = {}
         self.walks = 0
 
     def _refresh(self) -> None:
+        rows = _read_proc() if _PROC.is_dir() else _read_psutil()
         children: defaultdict[int, list[int]] = defaultdict(list)
         cpu: dict[int, float] = {}
-        processes: dict[int, psutil.Process] = {}
-        for process in psutil.process_iter(["ppid", "cpu_times"]):
-            info = process.info
-            ppid, times = info.get("ppid"), info.get("cpu_times")
-            if ppid is None:
-                continue
-            children[ppid].append(process.pid)
-            cpu[process.pid] = (times.user + times.system) if times is not None else 0.0
-            processes[process.pid] = process
-        self._children, self._cpu, self._processes = dict(children), cpu, processes
+        for pid, ppid, seconds in rows:
+            children[ppid].append(pid)
+            cpu[pid] = seconds
+        self._children, self._cpu = dict(children), cpu
         self._taken = anyio.current_time()
         self.walks += 1
 
     def activity(self, session: LiveSession, *, max_age: float | None = None) -> Activity:
-        """The session's tree from a snapshot no older than ``max_age`` (half its interval by default)."""
-        max_age = session.policy.children_interval / 2 if max_age is None else max_age
+        """The session's tree from a snapshot no older than ``max_age`` (most of its interval by default).
+
+        Sessions sampled in the same interval share one walk; a walk per interval is the most it costs.
+        """
+        max_age = session.policy.children_interval * 0.8 if max_age is None else max_age
         if anyio.current_time() - self._taken > max_age:
             self._refresh()
         tree: set[int] = set()
@@ -68,8 +104,11 @@ class ProcessTable:
             pending.extend(self._children.get(pid, ()))
         # Remember every descendant ever seen, so the final kill finds those that later escape the tree.
         for pid in tree - {session.pid}:
-            if pid not in session.known_descendants and pid in self._processes:
-                session.known_descendants[pid] = self._processes[pid]
+            if pid not in session.known_descendants:
+                try:
+                    session.known_descendants[pid] = psutil.Process(pid)
+                except psutil.Error:
+                    continue
         for pid, process in list(session.known_descendants.items()):
             if pid not in tree and not process.is_running():
                 del session.known_descendants[pid]

@@ -1,7 +1,8 @@
 """Watchers, each owning one liveness signal of a session.
 
-- ``TranscriptWatcher`` stats the transcript file every ``poll_interval`` (growth past the size
-  at launch is movement) and ends the run as ``stale`` after ``stale_threshold`` of silence.
+- ``TranscriptWatcher`` ends the run as ``stale`` after ``stale_threshold`` of silence. Transcript
+  growth past the size at launch is movement, dated by the file's mtime, so the file is looked at
+  when a verdict is due instead of being polled.
 - ``StdoutWatcher`` ends it as ``idle_stall`` after ``idle_timeout`` without stdout bytes (the
   runner's reader records them). It only runs when its threshold is the stricter one, so one
   silence gets one verdict.
@@ -9,12 +10,11 @@
   and records movement; it never ends a run.
 
 A silence counts from the last movement of *any* liveness signal, and a verdict waits while
-the suppression policy finds an active marker for the session.
+the suppression policy finds an active marker for the session (re-checked every ``poll_interval``).
+An idle session's watchers therefore wake once per threshold, not once per poll.
 """
 
 from __future__ import annotations
-
-import os
 
 import anyio
 
@@ -41,20 +41,18 @@ class SilenceWatcher:
     def threshold(self, policy: RunPolicy) -> float:
         return policy.stale_threshold if self.signal is Signal.TRANSCRIPT else policy.idle_timeout
 
-    def observe(self, session: LiveSession) -> None:
-        """Record movement of this watcher's own signal, where it must be polled."""
-
     async def watch(self, session: LiveSession) -> Verdict:
         policy = session.policy
         threshold = self.threshold(policy)
         suppression = SuppressionPolicy(session)
         while True:
-            self.observe(session)
+            session.observe_transcript()
             now = anyio.current_time()
             silent_since = session.clock.last_any(LIVENESS_SIGNALS)
             due = silent_since + threshold
             if now < due:
-                await anyio.sleep(min(policy.poll_interval, due - now))
+                # Movement only pushes the verdict later, so sleeping until it is due misses nothing.
+                await anyio.sleep(due - now)
                 continue
             decision = suppression.decide(silent_since)
             if decision.suppress:
@@ -75,20 +73,6 @@ class SilenceWatcher:
 class TranscriptWatcher(SilenceWatcher):
     def __init__(self) -> None:
         super().__init__(Signal.TRANSCRIPT, Termination.STALE, DecidedBy.TRANSCRIPT, "stale_threshold")
-        self._size: int | None = None
-
-    def observe(self, session: LiveSession) -> None:
-        if session.transcript_path is None:
-            return
-        try:
-            size = os.stat(session.transcript_path).st_size
-        except OSError:
-            return
-        if self._size is None:
-            self._size = session.transcript_offset
-        if size != self._size:
-            self._size = size
-            session.clock.moved(Signal.TRANSCRIPT)
 
 
 class StdoutWatcher(SilenceWatcher):
