@@ -87,6 +87,14 @@ def _demo(args: argparse.Namespace) -> int:
     return run_demo()
 
 
+def _serve(args: argparse.Namespace) -> int:
+    from expeditor.server.serve import serve
+
+    settings = _settings(args)
+    configure_logging(settings.logs_dir)
+    return serve(settings, transport=args.transport, host=args.host, port=args.port)
+
+
 def _recipe_validate(args: argparse.Namespace) -> int:
     from expeditor.recipes.commands import validate_recipes
 
@@ -120,6 +128,12 @@ def _parser() -> argparse.ArgumentParser:
     run_skill.add_argument("--add-dir", action="append", default=[], help="extra directory the session may use")
     run_skill.add_argument("--json", action="store_true", help="print the RunResult as JSON")
     run_skill.set_defaults(handler=_run_skill)
+
+    serve = commands.add_parser("serve", help="run the MCP server (stdio by default)")
+    serve.add_argument("--transport", choices=("stdio", "http"), default="stdio")
+    serve.add_argument("--host", help="HTTP bind address (default: the http_host setting, 127.0.0.1)")
+    serve.add_argument("--port", type=int, help="HTTP port (default: the http_port setting, 8765)")
+    serve.set_defaults(handler=_serve)
 
     demo = commands.add_parser("demo", help="see supervision work in seconds, on the bundled fake agent")
     demo.set_defaults(handler=_demo)

@@ -185,20 +185,20 @@ class ClaudeCodeExecutor:
             spec.cwd,
         )
         try:
-            outcome = await run_managed(spec, policy, watchers=watchers, registry=self.registry, control=control)
+            await run_managed(spec, policy, watchers=watchers, registry=self.registry, control=control)
         finally:
+            # Also when cancelled: the caller's RunControl keeps the result of a run it never received.
             if control.outcome is not None:
-                result = to_run_result(spec, control.outcome)
+                control.result = to_run_result(spec, control.outcome)
                 logger.info(
                     "session=%s ended termination=%s decided_by=%s: %s",
                     spec.session_id,
-                    result.termination,
-                    result.decided_by,
-                    result.reason,
+                    control.result.termination.value,
+                    control.result.decided_by.value,
+                    control.result.reason,
                 )
-        if outcome.verdict.termination is Termination.LAUNCH_FAILED:
-            logger.warning("session=%s launch failed: %s", spec.session_id, outcome.verdict.reason)
-        return to_run_result(spec, outcome)
+        assert control.result is not None
+        return control.result
 
 
 def monitor_watchers() -> WatcherFactory:

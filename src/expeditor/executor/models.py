@@ -9,6 +9,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from expeditor.config import validate_model
+from expeditor.errors import InvalidInput
 from expeditor.ids import validate_identifier
 from expeditor.usage.models import SessionUsage
 
@@ -106,15 +107,22 @@ class RunRequest(BaseModel):
     extra_args: tuple[str, ...] = ()
     env: dict[str, str] = Field(default_factory=dict, description="Extra environment for the child.")
 
+    # ValueError (not our InvalidInput) so pydantic reports the field that was wrong.
     @field_validator("model")
     @classmethod
     def _known_model(cls, value: str | None) -> str | None:
-        return None if value is None else validate_model(value)
+        try:
+            return None if value is None else validate_model(value)
+        except InvalidInput as exc:
+            raise ValueError(str(exc)) from None
 
     @field_validator("session_id", "resume_session_id")
     @classmethod
     def _safe_id(cls, value: str | None) -> str | None:
-        return None if value is None else validate_identifier(value)
+        try:
+            return None if value is None else validate_identifier(value)
+        except InvalidInput as exc:
+            raise ValueError(str(exc)) from None
 
 
 class RunResult(BaseModel):

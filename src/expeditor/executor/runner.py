@@ -22,7 +22,7 @@ import anyio.abc
 import psutil
 
 from expeditor.config import RunPolicy
-from expeditor.executor.models import DecidedBy, KilledProcess, SessionKind, Signal, Termination
+from expeditor.executor.models import DecidedBy, KilledProcess, RunResult, SessionKind, Signal, Termination
 from expeditor.executor.process_tree import snapshot_targets, terminate
 from expeditor.executor.registry import SessionEntry, SessionRegistry, process_start_time
 from expeditor.executor.session import LiveSession, Verdict, Watcher
@@ -92,6 +92,7 @@ class RunControl:
         self.started = anyio.Event()
         self.session: LiveSession | None = None
         self.outcome: ManagedOutcome | None = None
+        self.result: RunResult | None = None
         self._decision: _Decision | None = None
         self._pending: Verdict | None = None
 

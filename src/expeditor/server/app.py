@@ -1,0 +1,57 @@
+"""The expeditor MCP server: one ``MCPServer`` whose lifespan owns every live session."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+from collections.abc import AsyncGenerator, Mapping
+from typing import Any
+
+from mcp.server.mcpserver import MCPServer
+
+from expeditor import __version__
+from expeditor.config import Settings
+from expeditor.executor import ClaudeCodeExecutor
+from expeditor.server.caller import CallerContext
+from expeditor.server.state import ServerState
+from expeditor.server.supervisor import Supervisor
+from expeditor.server.tools import register_tools
+
+__all__ = ["build_server"]
+
+logger = logging.getLogger(__name__)
+
+INSTRUCTIONS = """\
+expeditor runs headless Claude Code sessions for you and supervises them. Use run_skill to hand
+one skill command (e.g. "/make-plan 42") to a fresh session and wait for its result; the session
+is killed with its process tree only if it is truly stuck, and you are not judged stuck while you
+wait. list_sessions shows what is running; cancel_session stops one."""
+
+
+def build_server(
+    settings: Settings, *, env: Mapping[str, str] | None = None, http_url: str | None = None
+) -> MCPServer[ServerState]:
+    """The server for ``settings``. ``env`` is the environment children inherit and callers are read from."""
+    environment = dict(os.environ if env is None else env)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_server: MCPServer[ServerState]) -> AsyncGenerator[ServerState]:
+        executor = ClaudeCodeExecutor(settings, base_env=environment)
+        supervisor = Supervisor(settings, executor, http_url=http_url)
+        state = ServerState(settings=settings, supervisor=supervisor, stdio_caller=CallerContext.from_env(environment))
+        logger.info(
+            "server pid=%d home=%s caller=%s kind=%s",
+            os.getpid(),
+            settings.home,
+            state.stdio_caller.session_id,
+            state.stdio_caller.kind,
+        )
+        try:
+            yield state
+        finally:
+            supervisor.cancel_all("the expeditor server is shutting down", grace=settings.shutdown_grace)
+
+    server: MCPServer[Any] = MCPServer("expeditor", version=__version__, instructions=INSTRUCTIONS, lifespan=lifespan)
+    register_tools(server)
+    return server

@@ -1,0 +1,28 @@
+"""What the server's lifespan owns: settings, the supervisor (and through it the executor)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from mcp.server.mcpserver import Context
+
+from expeditor.config import Settings
+from expeditor.server.caller import CallerContext
+from expeditor.server.supervisor import Supervisor
+
+__all__ = ["ServerState"]
+
+
+@dataclass
+class ServerState:
+    settings: Settings
+    supervisor: Supervisor
+    stdio_caller: CallerContext
+
+    def caller(self, ctx: Context[Any]) -> CallerContext:
+        """The calling session: from the HTTP header when there is a request, else the stdio environment."""
+        request = ctx.request_context.request
+        headers: Mapping[str, str] | None = getattr(request, "headers", None)
+        return self.stdio_caller.with_header(headers)

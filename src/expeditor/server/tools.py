@@ -1,0 +1,167 @@
+"""The MCP tools: run_skill and the session companions. Their docstrings are what the calling model reads."""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+from mcp.server.mcpserver import Context, MCPServer
+from mcp.server.mcpserver.exceptions import ToolError
+from pydantic import BaseModel, Field, ValidationError
+
+from expeditor.errors import InvalidInput
+from expeditor.executor import RunControl, RunRequest, RunResult
+from expeditor.monitor import execution_marker, find_active_marker
+from expeditor.server.progress import reporting_progress
+from expeditor.server.state import ServerState
+
+__all__ = ["CancelOutcome", "SessionInfo", "register_tools"]
+
+logger = logging.getLogger(__name__)
+
+
+class SessionInfo(BaseModel):
+    """One live managed session, as the live-session registry and the marker directory describe it."""
+
+    session_id: str
+    kind: str
+    pid: int
+    caller_session_id: str | None
+    cwd: str
+    elapsed_s: float
+    silent_s: dict[str, float] = Field(description="Seconds since each liveness signal last moved.")
+    active_marker: str | None = Field(description="The marker vouching for this session, if any.")
+    owner_alive: bool = Field(description="False when the server that launched it is gone (orphaned).")
+
+
+class CancelOutcome(BaseModel):
+    cancelled: bool
+    message: str
+
+
+def _state(ctx: Context) -> ServerState:
+    state = ctx.request_context.lifespan_context
+    assert isinstance(state, ServerState)
+    return state
+
+
+def _tool_error(exc: Exception) -> ToolError:
+    if isinstance(exc, ValidationError):
+        problems = "; ".join(
+            f"{'.'.join(str(part) for part in error['loc']) or 'input'}: {error['msg']}" for error in exc.errors()
+        )
+        return ToolError(f"invalid arguments: {problems}")
+    return ToolError(str(exc))
+
+
+def register_tools(server: MCPServer[Any]) -> None:
+    """Add the tools to ``server``; each reads the server state from its lifespan."""
+
+    @server.tool()
+    async def run_skill(
+        skill_command: str,
+        cwd: str,
+        ctx: Context,
+        model: str | None = None,
+        stale_threshold: float | None = None,
+        timeout: float | None = None,  # noqa: ASYNC109  (the session's wall-clock limit, not ours)
+        add_dirs: list[str] | None = None,
+        resume_session_id: str | None = None,
+    ) -> RunResult:
+        """Run one headless Claude Code session for a skill command (e.g. "/make-plan 42") in `cwd` and wait for it.
+
+        The session is supervised: it is killed with its whole process tree if its transcript,
+        stdout and child processes all stay silent longer than `stale_threshold` seconds (default
+        1200), or when it runs past `timeout` seconds (default 7200). The result says whether it
+        succeeded, its final text, how it ended (`termination`, `reason`), its session id (pass it
+        as `resume_session_id` to continue that session) and its token usage. `model` is sonnet,
+        opus, haiku or a full model id. You are not judged stuck while you wait for this call.
+        """
+        state = _state(ctx)
+        caller = state.caller(ctx)
+        try:
+            caller.require("run_skill")
+            request = RunRequest(
+                prompt=skill_command,
+                cwd=Path(cwd),
+                model=model,
+                stale_threshold=stale_threshold,
+                timeout=timeout,
+                add_dirs=tuple(Path(d) for d in add_dirs or ()),
+                resume_session_id=resume_session_id,
+            )
+            state.supervisor.executor.prepare(
+                request, marker_dir=state.settings.markers_path, caller_session_id=caller.session_id
+            )
+        except (InvalidInput, ValidationError) as exc:
+            raise _tool_error(exc) from exc
+        settings = state.settings
+        # The marker is trusted until the call's own deadline (plus the kill grace), never longer.
+        deadline = time.time() + (timeout or settings.timeout) + settings.kill_grace
+        control = RunControl()
+
+        async def report(elapsed: float, message: str) -> None:
+            await ctx.report_progress(elapsed, None, message)
+
+        async with (
+            execution_marker(
+                settings.markers_path,
+                "run-skill",
+                caller.session_id,
+                expires_at=deadline,
+                heartbeat_interval=settings.marker_heartbeat_interval,
+            ),
+            reporting_progress(report, settings.progress_interval, lambda: control),
+        ):
+            return await state.supervisor.run(request, caller, control=control)
+
+    @server.tool()
+    async def list_sessions(ctx: Context) -> list[SessionInfo]:
+        """List the headless sessions expeditor is supervising right now (all servers sharing this home).
+
+        For each: its id, kind, pid, who is waiting on it, how long it has run, how many seconds
+        since its transcript, stdout and child processes last showed activity, and the execution
+        marker (if any) that vouches for it while it is blocked on a tool call.
+        """
+        state = _state(ctx)
+        now = time.time()
+        infos: list[SessionInfo] = []
+        for entry in state.supervisor.executor.registry.entries():
+            marker = find_active_marker(
+                state.settings.markers_path, entry.session_id, freshness=state.settings.marker_freshness
+            )
+            infos.append(
+                SessionInfo(
+                    session_id=entry.session_id,
+                    kind=entry.kind.value,
+                    pid=entry.pid,
+                    caller_session_id=entry.caller_session_id,
+                    cwd=entry.cwd,
+                    elapsed_s=round(now - entry.started_at, 1),
+                    silent_s={signal.value: round(now - at, 1) for signal, at in entry.last_moved.items()},
+                    active_marker=marker.name if marker else None,
+                    owner_alive=entry.owner_alive(),
+                )
+            )
+        return infos
+
+    @server.tool()
+    async def cancel_session(session_id: str, ctx: Context) -> CancelOutcome:
+        """Stop a session this server launched: its whole process tree is killed and the run ends as cancelled.
+
+        The call that launched it (run_skill or dispatch) then returns with termination "cancelled".
+        """
+        state = _state(ctx)
+        caller = state.caller(ctx)
+        reason = f"cancelled by cancel_session from {caller.session_id or 'an unidentified caller'}"
+        if state.supervisor.cancel(session_id, reason):
+            return CancelOutcome(cancelled=True, message=f"session {session_id} is being stopped")
+        owners = [e for e in state.supervisor.executor.registry.entries() if e.session_id == session_id]
+        if owners:
+            raise ToolError(
+                f"session {session_id} belongs to another expeditor server (pid {owners[0].owner_pid}); "
+                "cancel it through that server"
+            )
+        raise ToolError(f"no live session {session_id}: list_sessions shows the sessions that can be cancelled")
