@@ -18,7 +18,7 @@ from expeditor.server.state import ServerState
 from expeditor.server.supervisor import Supervisor
 from expeditor.server.tools import register_tools
 
-__all__ = ["build_server"]
+__all__ = ["StateHolder", "build_server"]
 
 logger = logging.getLogger(__name__)
 
@@ -29,11 +29,23 @@ is killed with its process tree only if it is truly stuck, and you are not judge
 wait. list_sessions shows what is running; cancel_session stops one."""
 
 
+class StateHolder:
+    """Where the lifespan leaves its state, so a signal handler outside the server can reach it."""
+
+    def __init__(self) -> None:
+        self.state: ServerState | None = None
+
+
 def build_server(
-    settings: Settings, *, env: Mapping[str, str] | None = None, http_url: str | None = None
+    settings: Settings,
+    *,
+    env: Mapping[str, str] | None = None,
+    http_url: str | None = None,
+    holder: StateHolder | None = None,
 ) -> MCPServer[ServerState]:
     """The server for ``settings``. ``env`` is the environment children inherit and callers are read from."""
     environment = dict(os.environ if env is None else env)
+    holder = holder or StateHolder()
 
     @contextlib.asynccontextmanager
     async def lifespan(_server: MCPServer[ServerState]) -> AsyncGenerator[ServerState]:
@@ -47,9 +59,11 @@ def build_server(
             state.stdio_caller.session_id,
             state.stdio_caller.kind,
         )
+        holder.state = state
         try:
             yield state
         finally:
+            holder.state = None
             supervisor.cancel_all("the expeditor server is shutting down", grace=settings.shutdown_grace)
 
     server: MCPServer[Any] = MCPServer("expeditor", version=__version__, instructions=INSTRUCTIONS, lifespan=lifespan)

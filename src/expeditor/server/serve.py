@@ -3,12 +3,19 @@
 Over stdio, stdout is the protocol: nothing here prints; logs go to stderr and the log file.
 Over HTTP the server binds to 127.0.0.1 by default, keeps the SDK's DNS-rebinding protection
 on, and requires ``Authorization: Bearer <http_token>`` when a token is set.
+
+SIGINT and SIGTERM take one path: every live session is cancelled with ``shutdown_grace``
+(Claude Code sends SIGTERM 100 ms after SIGINT and SIGKILL about 400 ms later), the runs end as
+``cancelled`` with the signal in their reason, their markers are removed, and the server exits.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hmac
 import logging
+import signal
+from collections.abc import Awaitable, Callable, Generator
 from typing import Any, Literal
 
 import anyio
@@ -17,11 +24,14 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from expeditor.config import Settings
-from expeditor.server.app import build_server
+from expeditor.server.app import StateHolder, build_server
 
-__all__ = ["serve"]
+__all__ = ["serve", "shut_down_on_signals"]
 
 logger = logging.getLogger(__name__)
+
+# Bound on waiting for the sessions' trees to die after the grace: SIGKILL is immediate.
+_TEARDOWN_BOUND = 1.0
 
 
 class BearerTokenMiddleware(BaseHTTPMiddleware):
@@ -38,6 +48,36 @@ class BearerTokenMiddleware(BaseHTTPMiddleware):
         return await call_next(request)
 
 
+async def shut_down_on_signals(holder: StateHolder, settings: Settings, serving: anyio.CancelScope) -> None:
+    """Wait for SIGINT or SIGTERM, end every live session quickly, then stop serving."""
+    with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async for received in signals:
+            name = signal.Signals(received).name
+            started = anyio.current_time()
+            state = holder.state
+            if state is not None:
+                count = state.supervisor.cancel_all(
+                    f"the expeditor server received {name} and stopped the session", grace=settings.shutdown_grace
+                )
+                with anyio.move_on_after(settings.shutdown_grace + _TEARDOWN_BOUND):
+                    await state.supervisor.wait_until_idle()
+                logger.warning(
+                    "received %s: stopped %d sessions in %.0f ms",
+                    name,
+                    count,
+                    (anyio.current_time() - started) * 1000,
+                )
+            serving.cancel()
+            return
+
+
+async def _serve_until_signalled(run: Callable[[], Awaitable[None]], holder: StateHolder, settings: Settings) -> None:
+    async with anyio.create_task_group() as group:
+        group.start_soon(shut_down_on_signals, holder, settings, group.cancel_scope)
+        await run()
+        group.cancel_scope.cancel()
+
+
 def serve(
     settings: Settings,
     *,
@@ -45,20 +85,28 @@ def serve(
     host: str | None = None,
     port: int | None = None,
 ) -> int:
+    holder = StateHolder()
     if transport == "stdio":
-        server = build_server(settings)
-        anyio.run(server.run_stdio_async)
+        server = build_server(settings, holder=holder)
+        anyio.run(_serve_until_signalled, server.run_stdio_async, holder, settings)
         return 0
     import uvicorn
 
     bind_host = host or settings.http_host
     bind_port = port or settings.http_port
     url = f"http://{bind_host}:{bind_port}/mcp"
-    server = build_server(settings, http_url=url)
+    server = build_server(settings, http_url=url, holder=holder)
     app = server.streamable_http_app(host=bind_host)
     if settings.http_token:
         app.add_middleware(BearerTokenMiddleware, token=settings.http_token)
     logger.info("serving MCP over HTTP at %s", url)
     config = uvicorn.Config(app, host=bind_host, port=bind_port, log_level="warning", lifespan="on")
-    anyio.run(uvicorn.Server(config).serve)
+
+    class _Server(uvicorn.Server):
+        @contextlib.contextmanager
+        def capture_signals(self) -> Generator[None]:
+            # Our handler, not uvicorn's, decides what SIGINT and SIGTERM do.
+            yield
+
+    anyio.run(_serve_until_signalled, _Server(config).serve, holder, settings)
     return 0

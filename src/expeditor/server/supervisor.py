@@ -7,6 +7,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+import anyio
+
 from expeditor.config import Settings
 from expeditor.executor import ClaudeCodeExecutor, RunControl, RunRequest, RunResult, SessionKind
 from expeditor.ids import new_session_id
@@ -45,6 +47,7 @@ class Supervisor:
         self.http_url = http_url
         self.on_finished = on_finished
         self.live: dict[str, LiveRun] = {}
+        self._changed = anyio.Event()
 
     def prepare(self, request: RunRequest) -> RunRequest:
         """Choose the child's id now, so its generated MCP config can name it."""
@@ -73,9 +76,16 @@ class Supervisor:
             )
         finally:
             del self.live[session_id]
+            self._changed.set()
+            self._changed = anyio.Event()
             if self.on_finished is not None and control.result is not None:
                 self.on_finished(live, control.result)
         return result
+
+    async def wait_until_idle(self) -> None:
+        """Return once no run of this server is live."""
+        while self.live:
+            await self._changed.wait()
 
     def cancel(self, session_id: str, reason: str, *, grace: float | None = None) -> bool:
         """Cancel one live run of this server; False when it is not one of ours."""

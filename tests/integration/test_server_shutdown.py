@@ -1,0 +1,97 @@
+"""A server stopped the way Claude Code stops it leaves no session process and no marker behind."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import signal
+import sys
+import uuid
+from pathlib import Path
+
+import anyio
+import psutil
+import pytest
+from mcp import Client, StdioServerParameters
+
+from tests.support.fake import read_log
+
+pytestmark = pytest.mark.anyio
+
+
+def serve_parameters(tmp_path: Path, scenario: dict[str, object]) -> StdioServerParameters:
+    env = {
+        **os.environ,
+        "EXPEDITOR_HOME": str(tmp_path / "home"),
+        "EXPEDITOR_CLAUDE_COMMAND": f"{sys.executable} -m expeditor.testing.fake_agent",
+        "EXPEDITOR_CLAUDE_CONFIG_DIR": str(tmp_path / "claude"),
+        "EXPEDITOR_ALLOWED_ROOTS": str(tmp_path),
+        "EXPEDITOR_FAKE_SCENARIO": json.dumps(scenario),
+        "EXPEDITOR_FAKE_LOG": str(tmp_path / "agent.log"),
+        "CLAUDE_CODE_SESSION_ID": str(uuid.uuid4()),
+    }
+    return StdioServerParameters(command=sys.executable, args=["-m", "expeditor", "serve"], env=env)
+
+
+def server_process() -> psutil.Process:
+    for child in psutil.Process().children(recursive=True):
+        with contextlib.suppress(psutil.Error):
+            if child.cmdline()[-2:] == ["expeditor", "serve"]:
+                return child
+    raise AssertionError("no expeditor serve process found")
+
+
+async def wait_for_registry(home: Path, count: int) -> None:
+    with anyio.fail_after(15):
+        while len(list((home / "sessions").glob("*.json"))) < count:
+            await anyio.sleep(0.05)
+
+
+def alive(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
+
+
+async def test_sigint_then_sigterm_mid_run_skill_kills_every_session_and_removes_markers(tmp_path: Path) -> None:
+    sessions = 3
+    scenario = {"steps": [{"spawn": {"sleep": 60, "setsid": True}}, {"hang": True}]}
+    home = tmp_path / "home"
+    async with contextlib.AsyncExitStack() as stack:
+        client = await stack.enter_async_context(Client(serve_parameters(tmp_path, scenario)))
+        group = await stack.enter_async_context(anyio.create_task_group())
+        for _ in range(sessions):
+            group.start_soon(_call_ignoring_disconnect, client, str(tmp_path))
+        await wait_for_registry(home, sessions)
+        with anyio.fail_after(10):
+            while len(read_log(tmp_path / "agent.log")) < 2 * sessions:  # every launch and its child logged
+                await anyio.sleep(0.05)
+        server = server_process()
+        assert list((home / "markers").glob("*.marker"))
+        # Claude Code's sequence: SIGINT, SIGTERM 100 ms later, SIGKILL about 400 ms after that.
+        server.send_signal(signal.SIGINT)
+        await anyio.sleep(0.1)
+        with contextlib.suppress(psutil.Error):
+            server.send_signal(signal.SIGTERM)
+        await anyio.sleep(0.4)
+        with contextlib.suppress(psutil.Error):
+            server.kill()
+        group.cancel_scope.cancel()
+    pids = [entry["pid"] for entry in read_log(tmp_path / "agent.log") if entry["event"] in ("launch", "spawned")]
+    assert len(pids) == 2 * sessions
+    assert [pid for pid in pids if alive(pid)] == []
+    assert list((home / "markers").glob("*.marker")) == []
+    assert list((home / "sessions").glob("*.json")) == []
+    log = (home / "logs" / "expeditor.log").read_text()
+    stopped = re.search(r"received SIGINT: stopped (\d+) sessions in (\d+) ms", log)
+    assert stopped is not None, log[-2000:]
+    assert int(stopped.group(1)) == sessions
+    assert int(stopped.group(2)) < 100
+
+
+async def _call_ignoring_disconnect(client: Client, cwd: str) -> None:
+    with contextlib.suppress(Exception):
+        await client.call_tool("run_skill", {"skill_command": "/hang", "cwd": cwd})
