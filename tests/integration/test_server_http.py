@@ -18,6 +18,7 @@ import httpx2
 import pytest
 from mcp import ClientSession
 from mcp.client.streamable_http import streamable_http_client
+from mcp.types import CallToolResult
 
 from expeditor.monitor import parse_marker_name
 
@@ -81,6 +82,7 @@ async def test_the_caller_header_keys_the_marker(http_server: str, tmp_path: Pat
     caller = str(uuid.uuid4())
     headers = {"authorization": f"Bearer {TOKEN}", "x-expeditor-caller-session": caller}
     seen_markers: list[str] = []
+    result: CallToolResult | None = None
 
     async def watch_markers() -> None:
         while True:
@@ -97,6 +99,7 @@ async def test_the_caller_header_keys_the_marker(http_server: str, tmp_path: Pat
             group.start_soon(watch_markers)
             result = await session.call_tool("run_skill", {"skill_command": "/x", "cwd": str(tmp_path)})
             group.cancel_scope.cancel()
+    assert result is not None
     assert not result.is_error, result.content
     assert result.structured_content is not None
     assert result.structured_content["caller_session_id"] == caller

@@ -9,7 +9,9 @@ import re
 import signal
 import sys
 import uuid
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import anyio
 import psutil
@@ -21,7 +23,7 @@ from tests.support.fake import read_log
 pytestmark = pytest.mark.anyio
 
 
-def serve_parameters(tmp_path: Path, scenario: dict[str, object]) -> StdioServerParameters:
+def serve_parameters(tmp_path: Path, scenario: Mapping[str, Any]) -> StdioServerParameters:
     env = {
         **os.environ,
         "EXPEDITOR_HOME": str(tmp_path / "home"),
