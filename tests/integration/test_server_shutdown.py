@@ -97,3 +97,22 @@ async def test_sigint_then_sigterm_mid_run_skill_kills_every_session_and_removes
 async def _call_ignoring_disconnect(client: Client, cwd: str) -> None:
     with contextlib.suppress(Exception):
         await client.call_tool("run_skill", {"skill_command": "/hang", "cwd": cwd})
+
+
+async def test_a_sigkilled_server_leaves_no_session_process(tmp_path: Path) -> None:
+    scenario = {"steps": [{"spawn": {"sleep": 60}}, {"spawn": {"sleep": 60, "double_fork": True}}, {"hang": True}]}
+    home = tmp_path / "home"
+    async with contextlib.AsyncExitStack() as stack:
+        client = await stack.enter_async_context(Client(serve_parameters(tmp_path, scenario)))
+        group = await stack.enter_async_context(anyio.create_task_group())
+        group.start_soon(_call_ignoring_disconnect, client, str(tmp_path))
+        await wait_for_registry(home, 1)
+        with anyio.fail_after(10):
+            while len(read_log(tmp_path / "agent.log")) < 3:  # the launch and both children
+                await anyio.sleep(0.05)
+        server_process().kill()
+        pids = [entry["pid"] for entry in read_log(tmp_path / "agent.log") if entry["event"] in ("launch", "spawned")]
+        with anyio.fail_after(5):
+            while [pid for pid in pids if alive(pid)]:
+                await anyio.sleep(0.05)
+        group.cancel_scope.cancel()

@@ -41,10 +41,21 @@ _STRIPPED_FROM_CHILD = ("CLAUDE_CODE_SESSION_ID",)
 _DEFAULT_CONFIG_DIR = Path.home() / ".claude"
 
 
+def _bundled_plugin_dir() -> Path:
+    # Imported here: the recipes package (its pipeline runner) builds on the executor.
+    from expeditor.recipes.loader import bundled_plugin_dir
+
+    return bundled_plugin_dir()
+
+
 def build_command(
     settings: Settings, request: RunRequest, session_id: str, *, mcp_config: Mapping[str, object] | None
 ) -> list[str]:
-    """The argv of one session: the configured command, then our flags, prompt right after ``-p``."""
+    """The argv of one session: the configured command, then our flags, prompt right after ``-p``.
+
+    With ``settings.bundled_skills`` the session also gets expeditor's bundled plugin, whose skills
+    it reaches as ``/expeditor:<skill>`` (docs/claude-code-cli-notes.md, "Bundled skills").
+    """
     argv = [*settings.claude_argv, "-p", request.prompt, "--output-format", "stream-json", "--verbose"]
     if request.resume_session_id is not None:
         # The CLI refuses --session-id together with --resume; the resumed id stays the same.
@@ -55,6 +66,8 @@ def build_command(
     if model is not None:
         argv += ["--model", model]
     argv += ["--permission-mode", request.permission_mode or settings.permission_mode]
+    if settings.bundled_skills:
+        argv += ["--plugin-dir", str(_bundled_plugin_dir())]
     for directory in request.add_dirs:
         argv += ["--add-dir", str(directory)]
     if mcp_config is not None:
@@ -185,7 +198,10 @@ class ClaudeCodeExecutor:
             spec.cwd,
         )
         try:
-            await run_managed(spec, policy, watchers=watchers, registry=self.registry, control=control)
+            # Set here too: a launch that failed returns before the runner touches the control.
+            control.outcome = await run_managed(
+                spec, policy, watchers=watchers, registry=self.registry, control=control
+            )
         finally:
             # Also when cancelled: the caller's RunControl keeps the result of a run it never received.
             if control.outcome is not None:

@@ -11,7 +11,9 @@ the outcome on the ``RunControl`` and re-raises.
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
+import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -198,6 +200,24 @@ def _registry_entry(spec: LaunchSpec, session: LiveSession) -> SessionEntry:
     )
 
 
+_GUARD = Path(__file__).resolve().parent.parent / "session_guard.py"
+
+
+def _guarded(argv: list[str]) -> list[str]:
+    """Start the agent under the session guard on Linux, so it dies with this process (see session_guard)."""
+    if sys.platform != "linux":
+        return argv
+    return [sys.executable, "-I", "-S", str(_GUARD), *argv]
+
+
+def _resolve_executable(command: str, env: Mapping[str, str], cwd: Path) -> str | None:
+    """The absolute path the command would run, or None when nothing executable is there."""
+    if os.sep in command:
+        path = (cwd / command) if not os.path.isabs(command) else Path(command)
+        return str(path) if os.access(path, os.X_OK) and path.is_file() else None
+    return shutil.which(command, path=env.get("PATH", os.defpath))
+
+
 def _launch_failed(spec: LaunchSpec, reason: str) -> ManagedOutcome:
     return ManagedOutcome(
         verdict=Verdict(Termination.LAUNCH_FAILED, DecidedBy.EXIT, reason),
@@ -220,11 +240,16 @@ async def run_managed(
     """Run one session to its end and return what happened. Never leaves a process behind."""
     if not spec.cwd.is_dir():
         return _launch_failed(spec, f"working directory {spec.cwd} does not exist or is not a directory")
+    executable = _resolve_executable(spec.argv[0], spec.env, spec.cwd)
+    if executable is None:
+        return _launch_failed(
+            spec, f"could not start {spec.argv[0]!r}: no such executable (checked PATH and the working directory)"
+        )
     transcript_offset = _file_size(spec.transcript_path)
     started = anyio.current_time()
     try:
         process = await anyio.open_process(
-            list(spec.argv),
+            _guarded([executable, *spec.argv[1:]]),
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
@@ -401,7 +426,8 @@ async def _finish(
         transcript_offset=session.transcript_offset,
         started_at=session.clock.started_wall,
         ended_at=time.time(),
-        killed=killed,
+        # The guard is our own plumbing: report the agent and what it started, not the guard.
+        killed=[entry for entry in killed if entry.pid != process.pid or _GUARD.name not in " ".join(entry.cmdline)],
         last_moved=session.clock.wall(),
         suppressed_by=dict(session.suppressed_by),
     )
