@@ -106,6 +106,13 @@ class Settings(BaseSettings):
         pattern=r"^(default|acceptEdits|bypassPermissions|plan|dontAsk)$",
         description="Claude Code --permission-mode for launched sessions.",
     )
+    bundled_skills: bool = Field(
+        default=True,
+        description=(
+            "Give every launched session expeditor's bundled skills (--plugin-dir), as /expeditor:<skill>; "
+            "the bundled recipes' steps need them."
+        ),
+    )
     timeout: float = Field(default=7200, gt=0, le=7 * 86400, description="Wall-clock limit of a run_skill.")
     stale_threshold: float = Field(
         default=1200, gt=0, le=86400, description="Transcript silence after which a session is stale."

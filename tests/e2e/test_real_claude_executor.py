@@ -92,7 +92,8 @@ async def test_a_one_turn_session_of_the_real_cli_is_a_completed_run_with_the_ap
     assert result.transcript_path is not None
     assert result.transcript_path.is_file()
     [request] = scripted_api.main_requests
-    assert "/make-plan 42" in request.text
+    # /make-plan is a bundled skill (as /expeditor:make-plan): the CLI expands it, keeping the arguments.
+    assert "<command-args>42</command-args>" in request.text
     assert request.headers["x-claude-code-session-id"] == session_id
 
 

@@ -106,7 +106,7 @@ def test_show_prints_inputs_and_steps_with_their_effective_settings(settings: Se
     assert text.startswith("diagnose (version 1, orchestrator: agent)\nsource: bundled, ")
     assert "  problem (required): The symptom as observed" in text
     assert "  work_dir (default '.expeditor/work'): " in text
-    assert "  1. reproduce: /reproduce-problem {work_dir} {problem}\n" in text
+    assert "  1. reproduce: /expeditor:reproduce-problem {work_dir} {problem}\n" in text
     assert "     model opus, stale_threshold 1200 s, timeout 3600 s\n" in text
     assert "     model opus, stale_threshold 2400 s, timeout 7200 s\n" in text
     assert "     on success: stop; on failure: fail\n" in text

@@ -1,22 +1,21 @@
-"""The recipe loader: bundled and project recipes, names that never become paths, bundled skills."""
+"""The recipe loader: bundled and project recipes, names that never become paths.
+
+The bundled skills the recipes' steps run are checked in test_bundled_skills.py.
+"""
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 import pytest
-import yaml
 
 import expeditor.recipes
 from expeditor.config import Settings
 from expeditor.recipes import (
     Orchestrator,
-    RecipeEntry,
     RecipeError,
     RecipeLibrary,
     RecipeSource,
-    bundled_skills_dir,
     substitute,
 )
 
@@ -87,32 +86,6 @@ def test_an_invalid_project_recipe_fails_with_its_problems(library: RecipeLibrar
 
 def test_from_settings_uses_the_recipes_directory_under_home(tmp_path: Path) -> None:
     assert RecipeLibrary.from_settings(Settings(home=tmp_path)).project_dir == tmp_path / "recipes"
-
-
-def _skill_names(entry: RecipeEntry) -> set[str]:
-    names: set[str] = set()
-    for step in RecipeLibrary().load_entry(entry).steps.values():
-        match = re.match(r"/([a-z0-9-]+)", step.skill or "")
-        assert match is not None, f"{entry.name}: {step.skill!r} does not start with a /skill-name"
-        names.add(match.group(1))
-    return names
-
-
-def test_every_skill_a_bundled_recipe_uses_ships_with_a_skill_file() -> None:
-    skills = bundled_skills_dir()
-    used: set[str] = set()
-    for entry in RecipeLibrary().entries():
-        if entry.name != "demo":
-            used |= _skill_names(entry)
-    shipped = {path.name for path in skills.iterdir() if path.is_dir()}
-    assert used == shipped
-    for name in sorted(shipped):
-        text = (skills / name / "SKILL.md").read_text(encoding="utf-8")
-        _, front, body = text.split("---\n", 2)
-        meta = yaml.safe_load(front)
-        assert meta["name"] == name
-        assert len(meta["description"]) > 40
-        assert "$ARGUMENTS" in body
 
 
 def test_the_long_diagnostic_step_has_a_larger_stale_threshold() -> None:

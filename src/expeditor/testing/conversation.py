@@ -129,8 +129,20 @@ class Conversation:
         )
         self._parent_uuid = line_uuid
 
-    def init(self, *, tools: list[str], mcp_servers: list[str], permission_mode: str) -> None:
-        """The ``system/init`` event; MCP servers are ``pending``: the fake connects only to call a tool."""
+    def init(
+        self,
+        *,
+        tools: list[str],
+        mcp_servers: list[str],
+        permission_mode: str,
+        skills: list[str],
+        plugins: list[dict[str, str]],
+    ) -> None:
+        """The ``system/init`` event; MCP servers are ``pending``: the fake connects only to call a tool.
+
+        ``skills`` are named as Claude Code names them (``name``, or ``plugin:name`` for a plugin's) and are
+        also its ``slash_commands``; ``plugins`` are the ``--plugin-dir`` plugins, ``{"name", "path"}``.
+        """
         self.event(
             {
                 "type": "system",
@@ -141,7 +153,9 @@ class Conversation:
                 "mcp_servers": [{"name": name, "status": "pending"} for name in mcp_servers],
                 "model": self.model,
                 "permissionMode": permission_mode,
-                "slash_commands": [],
+                "slash_commands": list(skills),
+                "skills": list(skills),
+                "plugins": [dict(plugin) for plugin in plugins],
                 "apiKeySource": "none",
                 "claude_code_version": VERSION,
                 "output_style": "default",

@@ -9,7 +9,9 @@ What the session then does comes from its scenario (``scenario.py``): ``EXPEDITO
 path, or inline JSON/YAML), else the first JSON object with a ``steps`` key in the prompt, else a default
 reply ``Done: <prompt>``. A malformed scenario exits 2 with every problem named. SIGTERM exits 143
 (unless the scenario ignores it), SIGINT 130. When ``EXPEDITOR_FAKE_LOG`` is set, each launch, spawned
-child, signal and exit is appended there as one JSON line: the invocation log tests assert from.
+child, signal and exit is appended there as one JSON line: the invocation log tests assert from. The
+``system/init`` event lists the skills the real CLI would find: ``<cwd>/.claude/skills`` and, namespaced
+by plugin, those of each ``--plugin-dir``.
 
 Run it as ``expeditor-fake-agent`` or ``python -m expeditor.testing.fake_agent``.
 """
@@ -232,6 +234,37 @@ def _ignore_sigterm(log: InvocationLog) -> None:
     signal.signal(signal.SIGTERM, handler)
 
 
+def _plugin_name(plugin: Path) -> str:
+    """The ``name`` in ``.claude-plugin/plugin.json``, else the directory's name, as Claude Code names a plugin."""
+    try:
+        name = json.loads((plugin / ".claude-plugin" / "plugin.json").read_text()).get("name")
+    except (OSError, ValueError, AttributeError):
+        name = None
+    return name if isinstance(name, str) and name else plugin.name
+
+
+def _skills_in(directory: Path) -> list[str]:
+    return sorted(skill.parent.name for skill in directory.glob("*/SKILL.md"))
+
+
+def _skills(cwd: str, plugin_dirs: list[str]) -> tuple[list[str], list[dict[str, str]]]:
+    """The skills a session finds, named as Claude Code's init event names them, and the plugins they come from.
+
+    ``<cwd>/.claude/skills/<name>/SKILL.md`` is ``<name>``; ``skills/<name>/SKILL.md`` of a ``--plugin-dir``
+    is ``<plugin>:<name>`` (docs/claude-code-cli-notes.md, section a).
+    """
+    skills = _skills_in(Path(cwd, ".claude", "skills"))
+    plugins: list[dict[str, str]] = []
+    for directory in plugin_dirs:
+        plugin = Path(cwd, directory)
+        if not plugin.is_dir():
+            continue
+        name = _plugin_name(plugin)
+        plugins.append({"name": name, "path": str(plugin)})
+        skills += [f"{name}:{skill}" for skill in _skills_in(plugin / "skills")]
+    return skills, plugins
+
+
 def _config_dir() -> Path:
     configured = os.environ.get("CLAUDE_CONFIG_DIR")
     return Path(configured) if configured else Path.home() / ".claude"
@@ -310,10 +343,13 @@ def run(argv: list[str]) -> int:
         _copy_history(launch.fork_from, conversation)
     bypass = args.dangerously_skip_permissions or args.permission_mode == "bypassPermissions"
     if scenario is None or scenario.init:
+        skills, plugins = _skills(cwd, args.plugin_dir)
         conversation.init(
             tools=[tool for tool in BUILTIN_TOOLS if tool not in launch.deny],
             mcp_servers=list(launch.mcp_servers),
             permission_mode="bypassPermissions" if bypass else args.permission_mode or "default",
+            skills=skills,
+            plugins=plugins,
         )
     conversation.user_prompt()
     if scenario is None:  # the default: answer, succeed
