@@ -5,8 +5,9 @@ command line expeditor builds for Claude Code. So the command line is checked li
 it: an unknown option, a missing ``--verbose`` with stream-json, or ``--session-id`` with ``--resume``
 fails at once with Claude Code's message and exit status 1, and a caller's argv bug shows in tests.
 
-What the session then does comes from its scenario (``scenario.py``): ``EXPEDITOR_FAKE_SCENARIO`` (a file
-path, or inline JSON/YAML), else the first JSON object with a ``steps`` key in the prompt, else a default
+What the session then does comes from its scenario (``scenario.py``): ``EXPEDITOR_FAKE_SCENARIO_<KIND>``
+for the session's ``EXPEDITOR_SESSION_KIND`` (e.g. ``_ORCHESTRATOR``, ``_SKILL``) or ``EXPEDITOR_FAKE_SCENARIO``
+(a file path, or inline JSON/YAML), else the first JSON object with a ``steps`` key in the prompt, else a default
 reply ``Done: <prompt>``. A malformed scenario exits 2 with every problem named. SIGTERM exits 143
 (unless the scenario ignores it), SIGINT 130. When ``EXPEDITOR_FAKE_LOG`` is set, each launch, spawned
 child, signal and exit is appended there as one JSON line: the invocation log tests assert from. The
@@ -196,14 +197,17 @@ def _scenario(prompt: str) -> Scenario | None:
 
     pydantic is imported only here, when there is a scenario to validate: a default run skips it.
     """
-    source = os.environ.get("EXPEDITOR_FAKE_SCENARIO")
+    # A per-kind scenario lets one test drive several levels (a dispatched orchestrator and the
+    # skill sessions it starts) that all inherit the same environment.
+    kind = os.environ.get("EXPEDITOR_SESSION_KIND", "").upper()
+    variable = f"EXPEDITOR_FAKE_SCENARIO_{kind}" if os.environ.get(f"EXPEDITOR_FAKE_SCENARIO_{kind}") else None
+    variable = variable or "EXPEDITOR_FAKE_SCENARIO"
+    source = os.environ.get(variable)
     if source:
         looks_inline = "\n" in source or ": " in source or source.lstrip().startswith("{")
         if not looks_inline and not Path(source).is_file():
-            raise ScenarioError(f"EXPEDITOR_FAKE_SCENARIO names no file and is no scenario: {source}")
-        text, origin = (
-            (source, "EXPEDITOR_FAKE_SCENARIO") if looks_inline else (Path(source).read_text(), f"file {source}")
-        )
+            raise ScenarioError(f"{variable} names no file and is no scenario: {source}")
+        text, origin = (source, variable) if looks_inline else (Path(source).read_text(), f"file {source}")
     else:
         text, origin = _scenario_in_prompt(prompt), "the prompt"
     if text is None:
