@@ -5,6 +5,9 @@
     │   └── InvalidIdentifier a session id or label that cannot become a file name
     ├── LaunchFailed          the agent command could not be started: fix the installation or config
     ├── StoreUnavailable      the campaign store could not be read or written: retry later
+    │   └── ClaimRefused      a dispatch's claim could not be written, so nothing was launched: retry the dispatch
+    ├── IllegalTransition     a record cannot move from its status to the one asked: re-read it, do not retry as is
+    │   └── StaleAttempt      a write carried an attempt number that is no longer current: another claimer owns the job
     └── ScenarioError         the fake agent's scenario is malformed (testing only)
 
 Foreign exceptions (OSError, psutil.Error, sqlite3.Error) are translated where they enter
@@ -14,11 +17,14 @@ our code, with ``raise ... from exc``, so a traceback keeps the original cause.
 from __future__ import annotations
 
 __all__ = [
+    "ClaimRefused",
     "ExpeditorError",
+    "IllegalTransition",
     "InvalidIdentifier",
     "InvalidInput",
     "LaunchFailed",
     "ScenarioError",
+    "StaleAttempt",
     "StoreUnavailable",
 ]
 
@@ -41,6 +47,18 @@ class LaunchFailed(ExpeditorError):
 
 class StoreUnavailable(ExpeditorError):
     """The campaign store could not be read or written."""
+
+
+class ClaimRefused(StoreUnavailable):
+    """A dispatch's claim could not be written, so nothing was launched; retrying may succeed."""
+
+
+class IllegalTransition(ExpeditorError):
+    """A record was asked to move to a status it cannot reach from its current one."""
+
+
+class StaleAttempt(IllegalTransition):
+    """A write was fenced off: its attempt number is older than the record's."""
 
 
 class ScenarioError(ExpeditorError):

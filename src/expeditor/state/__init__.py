@@ -1,0 +1,35 @@
+"""Campaign state: dispatch records, runs and pipeline steps, behind the ``CampaignStore`` protocol."""
+
+from expeditor.state.models import (
+    LEGAL_TRANSITIONS,
+    Claim,
+    ClaimAction,
+    DispatchRecord,
+    DispatchStatus,
+    Owner,
+    RunRecord,
+    RunStatus,
+    StepExecution,
+    StepStatus,
+    check_transition,
+    inputs_hash,
+)
+from expeditor.state.sqlite import SqliteCampaignStore
+from expeditor.state.store import CampaignStore
+
+__all__ = [
+    "LEGAL_TRANSITIONS",
+    "CampaignStore",
+    "Claim",
+    "ClaimAction",
+    "DispatchRecord",
+    "DispatchStatus",
+    "Owner",
+    "RunRecord",
+    "RunStatus",
+    "SqliteCampaignStore",
+    "StepExecution",
+    "StepStatus",
+    "check_transition",
+    "inputs_hash",
+]

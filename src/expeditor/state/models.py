@@ -1,0 +1,247 @@
+"""What the campaign store keeps: dispatch records, runs and pipeline step executions.
+
+A dispatch is one named job of a campaign; ``(campaign_id, name)`` is its identity and
+owns exactly one record. Its status moves only along ``LEGAL_TRANSITIONS``; anything else
+is refused with ``IllegalTransition`` naming both ends. ``attempts`` counts the claims that
+won the right to launch the job and fences every write: a write carrying an older attempt
+number comes from a claimer that has since been replaced, and is refused.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import socket
+from collections.abc import Mapping
+from enum import StrEnum
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from expeditor.errors import IllegalTransition, InvalidInput
+from expeditor.executor.models import SessionKind, Termination
+from expeditor.executor.registry import process_start_time
+from expeditor.usage.models import SessionUsage
+
+__all__ = [
+    "LEGAL_TRANSITIONS",
+    "Claim",
+    "ClaimAction",
+    "DispatchRecord",
+    "DispatchStatus",
+    "Owner",
+    "RunRecord",
+    "RunStatus",
+    "StepExecution",
+    "StepStatus",
+    "canonical_json",
+    "check_transition",
+    "inputs_hash",
+]
+
+
+class DispatchStatus(StrEnum):
+    """Where a dispatched job stands."""
+
+    PENDING = "pending"
+    RUNNING = "running"
+    SUCCESS = "success"
+    FAILURE = "failure"
+    INTERRUPTED = "interrupted"
+    CANCELLED = "cancelled"
+
+
+_S = DispatchStatus
+
+LEGAL_TRANSITIONS: Mapping[DispatchStatus, frozenset[DispatchStatus]] = {
+    # A claim creates a record as pending. A pending record is launched (running), fails to
+    # launch (failure), is cancelled or interrupted before launch, or, when its claimer died
+    # before launching, is claimed again (pending -> pending, with attempts + 1).
+    _S.PENDING: frozenset({_S.PENDING, _S.RUNNING, _S.FAILURE, _S.CANCELLED, _S.INTERRUPTED}),
+    _S.RUNNING: frozenset({_S.SUCCESS, _S.FAILURE, _S.CANCELLED, _S.INTERRUPTED}),
+    # Every ended record can only be claimed again; a success only by a forced claim.
+    _S.SUCCESS: frozenset({_S.PENDING}),
+    _S.FAILURE: frozenset({_S.PENDING}),
+    _S.INTERRUPTED: frozenset({_S.PENDING}),
+    _S.CANCELLED: frozenset({_S.PENDING}),
+}
+
+
+def check_transition(current: DispatchStatus, target: DispatchStatus, *, what: str = "dispatch") -> None:
+    """Raise IllegalTransition unless ``current -> target`` is in ``LEGAL_TRANSITIONS``."""
+    if target not in LEGAL_TRANSITIONS[current]:
+        allowed = ", ".join(sorted(LEGAL_TRANSITIONS[current]))
+        raise IllegalTransition(f"{what} cannot go from {current} to {target}: from {current} it may become {allowed}")
+
+
+class RunStatus(StrEnum):
+    """Where one managed session stands: running until it ends one of four ways."""
+
+    RUNNING = "running"
+    SUCCESS = "success"
+    FAILURE = "failure"
+    CANCELLED = "cancelled"
+    INTERRUPTED = "interrupted"
+
+    @classmethod
+    def from_termination(cls, termination: Termination, *, is_error: bool) -> RunStatus:
+        """How a run's end maps to a status (DESIGN, "Dispatch")."""
+        if termination is Termination.COMPLETED:
+            return cls.FAILURE if is_error else cls.SUCCESS
+        if termination is Termination.CANCELLED:
+            return cls.CANCELLED
+        return cls.FAILURE
+
+
+class StepStatus(StrEnum):
+    """Where one execution of a pipeline step stands."""
+
+    RUNNING = "running"
+    SUCCESS = "success"
+    FAILURE = "failure"
+    SKIPPED = "skipped"
+    CANCELLED = "cancelled"
+    INTERRUPTED = "interrupted"
+
+
+class Owner(BaseModel):
+    """The process that owns a record: it launched the job or supervises the run.
+
+    ``start_time`` tells the owner from a later process that reused its pid.
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    pid: int = Field(gt=0)
+    start_time: float = Field(description="The process's start time as psutil reports it (epoch seconds).")
+    host: str = Field(min_length=1)
+
+    @classmethod
+    def current(cls) -> Owner:
+        """This process, on this host."""
+        pid = os.getpid()
+        start_time = process_start_time(pid)
+        assert start_time is not None, "the current process always has a start time"
+        return cls(pid=pid, start_time=start_time, host=socket.gethostname())
+
+    def describe(self) -> str:
+        return f"pid {self.pid} on {self.host}"
+
+
+def canonical_json(value: Any) -> str:
+    """JSON with sorted keys and no spaces: the same value always gives the same text."""
+    try:
+        return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise InvalidInput(f"inputs must be JSON values (strings, numbers, booleans, lists, objects): {exc}") from exc
+
+
+def inputs_hash(inputs: Mapping[str, Any]) -> str:
+    """sha256 of the inputs' canonical JSON: stable across key order."""
+    return hashlib.sha256(canonical_json(dict(inputs)).encode("utf-8")).hexdigest()
+
+
+class DispatchRecord(BaseModel):
+    """The one record of a named job in a campaign."""
+
+    model_config = ConfigDict(frozen=True)
+
+    campaign_id: str = Field(min_length=1)
+    name: str = Field(min_length=1)
+    dispatch_id: str = Field(description="Stable for the record's whole life, across attempts.")
+    status: DispatchStatus
+    attempts: int = Field(ge=1, description="Claims that won the launch; the current attempt number.")
+    recipe: str
+    inputs: dict[str, Any] = Field(default_factory=dict)
+    inputs_hash: str
+    caller_session_id: str | None = Field(default=None, description="The session that asked for the latest attempt.")
+    dispatched_session_id: str | None = Field(
+        default=None, description="The session of the latest attempt that started (kept across claims, for resume)."
+    )
+    result_summary: str | None = None
+    outputs: dict[str, Any] = Field(default_factory=dict)
+    usage: SessionUsage | None = None
+    error: str | None = Field(default=None, description="Why the latest attempt failed, was cancelled or interrupted.")
+    owner: Owner | None = Field(default=None, description="The process that claimed the latest attempt.")
+    created_at: float
+    updated_at: float
+    started_at: float | None = None
+    finished_at: float | None = None
+
+
+class RunRecord(BaseModel):
+    """One launch of a managed session: a run_skill call, a dispatched orchestrator or a pipeline step.
+
+    The run id is the session id. Resuming a session launches it again under the same id, so
+    ``launch`` numbers the launches of one session (1 for the first) and each keeps its own row.
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    run_id: str = Field(min_length=1, description="The session id.")
+    launch: int = Field(default=1, ge=1, description="Set by the store when the run is recorded.")
+    kind: SessionKind
+    status: RunStatus = RunStatus.RUNNING
+    caller_session_id: str | None = None
+    campaign_id: str | None = None
+    job_name: str | None = Field(default=None, description="The dispatch or pipeline job the run belongs to.")
+    dispatch_id: str | None = None
+    attempt: int | None = Field(default=None, ge=1, description="The dispatch attempt the run serves.")
+    step_sequence: int | None = Field(default=None, ge=1, description="The pipeline step execution it runs.")
+    termination: Termination | None = None
+    usage: SessionUsage = Field(default_factory=SessionUsage)
+    reason: str | None = None
+    transcript_path: str | None = None
+    owner: Owner = Field(description="The process supervising the run.")
+    started_at: float
+    finished_at: float | None = None
+    updated_at: float | None = None
+
+
+class StepExecution(BaseModel):
+    """One execution of a pipeline step; a loop that visits a step twice records two."""
+
+    model_config = ConfigDict(frozen=True)
+
+    campaign_id: str = Field(min_length=1)
+    job_name: str = Field(min_length=1)
+    sequence: int = Field(ge=1, description="Order of execution within the pipeline run, from 1.")
+    step: str = Field(min_length=1)
+    status: StepStatus
+    captures: dict[str, str] = Field(default_factory=dict)
+    run_id: str | None = None
+    started_at: float | None = None
+    finished_at: float | None = None
+
+
+class ClaimAction(StrEnum):
+    """What the caller of a claim should do next."""
+
+    LAUNCH = "launch"
+    SHORT_CIRCUIT = "short_circuit"
+    ALREADY_RUNNING = "already_running"
+
+
+class Claim(BaseModel):
+    """The answer to a claim: what to do, the record as the claim left it, and why."""
+
+    model_config = ConfigDict(frozen=True)
+
+    action: ClaimAction
+    record: DispatchRecord
+    previous_status: DispatchStatus | None = Field(description="The record's status before the claim; None if new.")
+    inputs_changed: bool = Field(description="The claim's inputs differ from the record's (short-circuit, running).")
+    interrupted_owner: Owner | None = Field(
+        default=None, description="Set when the claim found the record running under a dead owner and interrupted it."
+    )
+    prior_session_id: str | None = Field(
+        default=None,
+        description="On a launch after an unsuccessful attempt: its session, to resume if its transcript exists.",
+    )
+    reason: str = Field(description="One sentence saying why this action.")
+
+    @property
+    def attempt(self) -> int:
+        """The attempt number to fence this caller's writes with."""
+        return self.record.attempts

@@ -1,0 +1,345 @@
+"""``SqliteCampaignStore``: the embedded campaign store, one file at ``<home>/state.sqlite3``.
+
+Every transition is one ``BEGIN IMMEDIATE`` transaction that reads the record, checks the
+move against ``LEGAL_TRANSITIONS`` and the attempt fence, and writes it; SQLite's write lock
+makes that read-check-write atomic across threads and processes. Threads: see
+``expeditor.state.connections`` (pooled connections, one per call in flight).
+
+Owner liveness: SQLite is one machine. An owner on this host is alive while a process with
+its pid and start time exists; an owner recorded under another host name cannot be checked
+from here and is taken to be alive, so its records are never launched twice (a shared store
+across hosts is the PostgreSQL store's job, with leases).
+"""
+
+from __future__ import annotations
+
+import builtins
+import logging
+import socket
+import sqlite3
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any, TypeVar
+
+from expeditor.errors import ClaimRefused, IllegalTransition, StaleAttempt, StoreUnavailable
+from expeditor.executor.models import Termination
+from expeditor.executor.registry import process_alive
+from expeditor.state.claims import ClaimRequest, claim_in
+from expeditor.state.connections import SqliteFile
+from expeditor.state.models import (
+    Claim,
+    DispatchRecord,
+    DispatchStatus,
+    Owner,
+    RunRecord,
+    RunStatus,
+    StepExecution,
+    canonical_json,
+    check_transition,
+    inputs_hash,
+)
+from expeditor.state.rows import (
+    close_run,
+    dispatch_from_row,
+    dump_json,
+    insert_run,
+    latest_run,
+    read_dispatch,
+    run_from_row,
+    step_from_row,
+    usage_text,
+)
+from expeditor.usage.models import SessionUsage
+
+__all__ = ["SqliteCampaignStore"]
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+
+class SqliteCampaignStore:
+    """The default ``CampaignStore``: WAL, a busy timeout, migrations, atomic claims and fenced writes.
+
+    Opening is lazy: the file is created, checked and migrated by the first call, so a store
+    that cannot be opened fails that call (lookups fail open) instead of its constructor.
+    """
+
+    def __init__(self, path: Path, *, busy_timeout: float = 5.0, max_idle_connections: int = 8) -> None:
+        """``path``: usually ``settings.state_path``. ``busy_timeout``: seconds a call waits for another
+        process's lock before a lookup fails open or a write raises. ``max_idle_connections``: pool size.
+        """
+        self.path = path
+        self._file = SqliteFile(path, busy_timeout=busy_timeout, max_idle=max_idle_connections)
+        self._host = socket.gethostname()
+
+    def close(self) -> None:
+        self._file.close()
+
+    # --- lookups: fail open ----------------------------------------------------------------
+
+    def _lookup(self, doing: str, default: T, query: Callable[[sqlite3.Connection], T]) -> T:
+        if not self._file.opened and not self.path.exists():
+            logger.debug("%s: the campaign store %s does not exist yet: nothing is recorded", doing, self.path)
+            return default
+        try:
+            return self._file.read(doing, query)
+        except StoreUnavailable as exc:
+            logger.warning("%s; answering as if nothing were recorded", exc)
+            return default
+
+    def find_completed_dispatch(self, campaign_id: str, name: str) -> DispatchRecord | None:
+        def query(connection: sqlite3.Connection) -> DispatchRecord | None:
+            sql = "SELECT * FROM dispatches WHERE campaign_id = ? AND name = ? AND status = 'success'"
+            row = connection.execute(sql, (campaign_id, name)).fetchone()
+            return None if row is None else dispatch_from_row(row)
+
+        return self._lookup(f"looking up a success of {campaign_id}/{name}", None, query)
+
+    def get(self, campaign_id: str, name: str) -> DispatchRecord | None:
+        return self._lookup(f"reading {campaign_id}/{name}", None, lambda c: read_dispatch(c, campaign_id, name))
+
+    def list(self, campaign_id: str, *, status: DispatchStatus | None = None) -> builtins.list[DispatchRecord]:
+        sql, parameters = "SELECT * FROM dispatches WHERE campaign_id = ?", [campaign_id]
+        if status is not None:
+            sql, parameters = sql + " AND status = ?", [*parameters, status.value]
+
+        def query(connection: sqlite3.Connection) -> builtins.list[DispatchRecord]:
+            return [dispatch_from_row(row) for row in connection.execute(sql + " ORDER BY name", parameters)]
+
+        return self._lookup(f"listing the dispatches of {campaign_id}", [], query)
+
+    def get_run(self, run_id: str) -> RunRecord | None:
+        return self._lookup(f"reading run {run_id}", None, lambda c: latest_run(c, run_id))
+
+    def list_runs(
+        self,
+        campaign_id: str | None = None,
+        *,
+        job_name: str | None = None,
+        dispatch_id: str | None = None,
+        status: RunStatus | None = None,
+    ) -> builtins.list[RunRecord]:
+        filters = {"campaign_id": campaign_id, "job_name": job_name, "dispatch_id": dispatch_id, "status": status}
+        given = {column: value for column, value in filters.items() if value is not None}
+        where = " AND ".join(f"{column} = ?" for column in given) or "1"
+        sql = f"SELECT * FROM runs WHERE {where} ORDER BY started_at, run_id, launch"
+
+        def query(connection: sqlite3.Connection) -> builtins.list[RunRecord]:
+            return [run_from_row(row) for row in connection.execute(sql, [str(value) for value in given.values()])]
+
+        return self._lookup("listing runs", [], query)
+
+    def list_steps(self, campaign_id: str, name: str) -> builtins.list[StepExecution]:
+        def query(connection: sqlite3.Connection) -> builtins.list[StepExecution]:
+            rows = connection.execute(
+                "SELECT * FROM step_executions WHERE campaign_id = ? AND job_name = ? ORDER BY sequence",
+                (campaign_id, name),
+            )
+            return [step_from_row(row) for row in rows]
+
+        return self._lookup(f"listing the steps of {campaign_id}/{name}", [], query)
+
+    def owner_alive(self, record: DispatchRecord | RunRecord) -> bool:
+        owner = record.owner
+        if owner is None:
+            return False
+        if owner.host != self._host:
+            return True  # SQLite is one machine: another host's process cannot be checked from here.
+        return process_alive(owner.pid, owner.start_time)
+
+    # --- the claim: never fails open -------------------------------------------------------
+
+    def claim(
+        self,
+        campaign_id: str,
+        name: str,
+        *,
+        recipe: str,
+        inputs: Mapping[str, Any],
+        caller_session_id: str | None,
+        owner: Owner,
+        force: bool = False,
+    ) -> Claim:
+        request = ClaimRequest(
+            campaign_id=campaign_id,
+            name=name,
+            recipe=recipe,
+            inputs_text=canonical_json(dict(inputs)),
+            inputs_hash=inputs_hash(inputs),
+            caller_session_id=caller_session_id,
+            owner=owner,
+            force=force,
+            now=time.time(),
+        )
+        try:
+            return self._file.write(f"claiming {campaign_id}/{name}", lambda c: claim_in(c, request, self.owner_alive))
+        except StoreUnavailable as exc:
+            raise ClaimRefused(
+                f"{exc}; the claim was not recorded, so nothing was launched: retry the dispatch"
+            ) from exc
+
+    # --- fenced transitions ----------------------------------------------------------------
+
+    def _transition(
+        self, campaign_id: str, name: str, attempt: int, target: DispatchStatus, changes: Mapping[str, object]
+    ) -> DispatchRecord:
+        job = f"{campaign_id}/{name}"
+
+        def work(connection: sqlite3.Connection) -> DispatchRecord:
+            current = read_dispatch(connection, campaign_id, name)
+            if current is None:
+                raise IllegalTransition(f"dispatch {job} has no record, so it cannot become {target}")
+            if current.attempts != attempt:
+                raise StaleAttempt(
+                    f"dispatch {job} attempt {attempt} may not become {target}: the record is at attempt "
+                    f"{current.attempts} ({current.status}), claimed by another caller since"
+                )
+            check_transition(current.status, target, what=f"dispatch {job}")
+            assignments = "".join(f", {column} = ?" for column in changes)
+            connection.execute(
+                f"UPDATE dispatches SET status = ?, updated_at = ?{assignments} WHERE campaign_id = ? AND name = ?",
+                (target.value, time.time(), *changes.values(), campaign_id, name),
+            )
+            updated = read_dispatch(connection, campaign_id, name)
+            assert updated is not None, "read inside the transaction that wrote it"
+            return updated
+
+        return self._file.write(f"marking {job} {target}", work)
+
+    def mark_running(self, campaign_id: str, name: str, *, attempt: int, dispatched_session_id: str) -> DispatchRecord:
+        changes = {"dispatched_session_id": dispatched_session_id, "started_at": time.time()}
+        return self._transition(campaign_id, name, attempt, DispatchStatus.RUNNING, changes)
+
+    def mark_succeeded(
+        self,
+        campaign_id: str,
+        name: str,
+        *,
+        attempt: int,
+        summary: str | None,
+        outputs: Mapping[str, Any] | None = None,
+        usage: SessionUsage | None = None,
+    ) -> DispatchRecord:
+        changes = {
+            "result_summary": summary,
+            "outputs": canonical_json(dict(outputs or {})),
+            "usage": usage_text(usage),
+            "error": None,
+            "finished_at": time.time(),
+        }
+        return self._transition(campaign_id, name, attempt, DispatchStatus.SUCCESS, changes)
+
+    def mark_failed(
+        self,
+        campaign_id: str,
+        name: str,
+        *,
+        attempt: int,
+        error: str,
+        summary: str | None = None,
+        usage: SessionUsage | None = None,
+    ) -> DispatchRecord:
+        changes = {"error": error, "result_summary": summary, "usage": usage_text(usage), "finished_at": time.time()}
+        return self._transition(campaign_id, name, attempt, DispatchStatus.FAILURE, changes)
+
+    def mark_cancelled(
+        self, campaign_id: str, name: str, *, attempt: int, reason: str, usage: SessionUsage | None = None
+    ) -> DispatchRecord:
+        changes = {"error": reason, "usage": usage_text(usage), "finished_at": time.time()}
+        return self._transition(campaign_id, name, attempt, DispatchStatus.CANCELLED, changes)
+
+    def mark_interrupted(self, campaign_id: str, name: str, *, attempt: int, reason: str) -> DispatchRecord:
+        changes = {"error": reason, "finished_at": time.time()}
+        return self._transition(campaign_id, name, attempt, DispatchStatus.INTERRUPTED, changes)
+
+    # --- runs ------------------------------------------------------------------------------
+
+    def record_run_started(self, run: RunRecord) -> RunRecord:
+        def work(connection: sqlite3.Connection) -> RunRecord:
+            now = time.time()
+            previous = latest_run(connection, run.run_id)
+            launch = 1
+            if previous is not None:
+                if previous.status is RunStatus.RUNNING:
+                    if self.owner_alive(previous):
+                        raise IllegalTransition(
+                            f"run {run.run_id} launch {previous.launch} is still running under "
+                            f"{previous.owner.describe()}: it cannot be launched again until it ends"
+                        )
+                    reason = f"{previous.owner.describe()} is gone"
+                    close_run(connection, previous, RunStatus.INTERRUPTED, None, previous.usage, reason, now)
+                launch = previous.launch + 1
+            stored = run.model_copy(
+                update={"launch": launch, "status": RunStatus.RUNNING, "finished_at": None, "updated_at": now}
+            )
+            insert_run(connection, stored)
+            return stored
+
+        return self._file.write(f"recording the start of run {run.run_id}", work)
+
+    def record_run_finished(
+        self,
+        run_id: str,
+        *,
+        status: RunStatus,
+        termination: Termination | None,
+        usage: SessionUsage,
+        reason: str | None,
+    ) -> RunRecord:
+        def work(connection: sqlite3.Connection) -> RunRecord:
+            current = latest_run(connection, run_id)
+            if current is None:
+                raise IllegalTransition(f"run {run_id} was never recorded as started, so it cannot become {status}")
+            if current.status is not RunStatus.RUNNING or status is RunStatus.RUNNING:
+                raise IllegalTransition(f"run {run_id} cannot go from {current.status} to {status}")
+            return close_run(connection, current, status, termination, usage, reason, time.time())
+
+        return self._file.write(f"recording the end of run {run_id}", work)
+
+    def interrupt_runs_of_dead_owners(self) -> builtins.list[RunRecord]:
+        def work(connection: sqlite3.Connection) -> builtins.list[RunRecord]:
+            now = time.time()
+            running = [run_from_row(row) for row in connection.execute("SELECT * FROM runs WHERE status = 'running'")]
+            dead = [run for run in running if not self.owner_alive(run)]
+            interrupted = RunStatus.INTERRUPTED
+            return [
+                close_run(connection, run, interrupted, None, run.usage, f"{run.owner.describe()} is gone", now)
+                for run in dead
+            ]
+
+        return self._file.write("interrupting the runs of dead owners", work)
+
+    # --- pipeline steps --------------------------------------------------------------------
+
+    def record_step(self, step: StepExecution) -> None:
+        def work(connection: sqlite3.Connection) -> None:
+            connection.execute(
+                "INSERT INTO step_executions (campaign_id, job_name, sequence, step, status, captures, run_id, "
+                "started_at, finished_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) "
+                "ON CONFLICT (campaign_id, job_name, sequence) DO UPDATE SET step = excluded.step, "
+                "status = excluded.status, captures = excluded.captures, run_id = excluded.run_id, "
+                "started_at = excluded.started_at, finished_at = excluded.finished_at",
+                (
+                    step.campaign_id,
+                    step.job_name,
+                    step.sequence,
+                    step.step,
+                    step.status.value,
+                    dump_json(step.captures),
+                    step.run_id,
+                    step.started_at,
+                    step.finished_at,
+                ),
+            )
+
+        job = f"{step.campaign_id}/{step.job_name}"
+        self._file.write(f"recording step {step.sequence} ({step.step}) of {job}", work)
+
+    def clear_steps(self, campaign_id: str, name: str) -> int:
+        def work(connection: sqlite3.Connection) -> int:
+            sql = "DELETE FROM step_executions WHERE campaign_id = ? AND job_name = ?"
+            return connection.execute(sql, (campaign_id, name)).rowcount
+
+        return self._file.write(f"clearing the steps of {campaign_id}/{name}", work)

@@ -1,0 +1,186 @@
+"""The ``CampaignStore`` protocol: what every campaign store does, embedded or shared.
+
+Written so a PostgreSQL store fits beside the SQLite one:
+
+- every method is one transaction; nothing spans two calls;
+- ``claim`` is the only way to start an attempt, and exactly one of any number of concurrent
+  claimers of a ``(campaign_id, name)`` is told to launch;
+- every write to a dispatch carries the attempt number its claim returned, and a write whose
+  attempt is no longer the record's is refused (``StaleAttempt``), so a claimer that was
+  presumed dead cannot overwrite the work of the one that replaced it;
+- nothing host-local leaks through: whether a record's owner is alive is asked of the store
+  (``owner_alive``), which the SQLite store answers from the process table and a shared
+  store would answer with leases.
+
+Failure rules: lookups (``find_completed_dispatch``, ``get``, ``list``, ``get_run``,
+``list_runs``, ``list_steps``) fail open: when the store cannot be read they log a warning and
+answer as if nothing were recorded, because reading state must never block work. Writes raise
+``StoreUnavailable``; a claim that cannot be written raises ``ClaimRefused``, because a launch
+nobody recorded would be repeated. Illegal moves raise ``IllegalTransition``.
+
+Calls are synchronous and safe to make from several threads at once; async code calls them
+through ``anyio.to_thread.run_sync``.
+"""
+
+from __future__ import annotations
+
+import builtins
+from collections.abc import Mapping
+from typing import Any, Protocol
+
+from expeditor.executor.models import Termination
+from expeditor.state.models import (
+    Claim,
+    DispatchRecord,
+    DispatchStatus,
+    Owner,
+    RunRecord,
+    RunStatus,
+    StepExecution,
+)
+from expeditor.usage.models import SessionUsage
+
+__all__ = ["CampaignStore"]
+
+
+class CampaignStore(Protocol):
+    """Dispatch records, runs and pipeline step executions of every campaign."""
+
+    # --- dispatches --------------------------------------------------------------------
+
+    def claim(
+        self,
+        campaign_id: str,
+        name: str,
+        *,
+        recipe: str,
+        inputs: Mapping[str, Any],
+        caller_session_id: str | None,
+        owner: Owner,
+        force: bool = False,
+    ) -> Claim:
+        """Decide, atomically, whether this caller launches the job.
+
+        No record: create it ``pending`` (attempt 1) and answer ``launch``. ``success``: answer
+        ``short_circuit`` unless ``force``. ``running`` or ``pending`` under a live owner:
+        ``already_running`` (``force`` does not launch twice). ``running`` under a dead owner:
+        mark it ``interrupted``, then relaunch. Relaunching sets the record ``pending`` under
+        ``owner`` with attempts + 1 and the new recipe and inputs. Raises ``ClaimRefused``
+        when the claim cannot be written.
+        """
+        ...
+
+    def find_completed_dispatch(self, campaign_id: str, name: str) -> DispatchRecord | None:
+        """The job's record if it succeeded, else None (also when the store cannot be read)."""
+        ...
+
+    def get(self, campaign_id: str, name: str) -> DispatchRecord | None:
+        """The job's record in any status, or None."""
+        ...
+
+    def list(self, campaign_id: str, *, status: DispatchStatus | None = None) -> builtins.list[DispatchRecord]:
+        """The campaign's records, by name, optionally only those in ``status``."""
+        ...
+
+    def owner_alive(self, record: DispatchRecord | RunRecord) -> bool:
+        """Whether the process that owns ``record`` may still be working on it."""
+        ...
+
+    def mark_running(self, campaign_id: str, name: str, *, attempt: int, dispatched_session_id: str) -> DispatchRecord:
+        """pending -> running: the attempt's session was launched."""
+        ...
+
+    def mark_succeeded(
+        self,
+        campaign_id: str,
+        name: str,
+        *,
+        attempt: int,
+        summary: str | None,
+        outputs: Mapping[str, Any] | None = None,
+        usage: SessionUsage | None = None,
+    ) -> DispatchRecord:
+        """running -> success, with the result."""
+        ...
+
+    def mark_failed(
+        self,
+        campaign_id: str,
+        name: str,
+        *,
+        attempt: int,
+        error: str,
+        summary: str | None = None,
+        usage: SessionUsage | None = None,
+    ) -> DispatchRecord:
+        """pending or running -> failure, saying why."""
+        ...
+
+    def mark_cancelled(
+        self, campaign_id: str, name: str, *, attempt: int, reason: str, usage: SessionUsage | None = None
+    ) -> DispatchRecord:
+        """pending or running -> cancelled."""
+        ...
+
+    def mark_interrupted(self, campaign_id: str, name: str, *, attempt: int, reason: str) -> DispatchRecord:
+        """pending or running -> interrupted: its owner stopped before the run ended."""
+        ...
+
+    # --- runs --------------------------------------------------------------------------
+
+    def record_run_started(self, run: RunRecord) -> RunRecord:
+        """Record a launch; returns it with its ``launch`` number (1, or + 1 for a resume).
+
+        Refused with ``IllegalTransition`` while an earlier launch of the same session is
+        running under a live owner; one under a dead owner is marked interrupted first.
+        """
+        ...
+
+    def record_run_finished(
+        self,
+        run_id: str,
+        *,
+        status: RunStatus,
+        termination: Termination | None,
+        usage: SessionUsage,
+        reason: str | None,
+    ) -> RunRecord:
+        """Close the latest launch of ``run_id``, which must be running."""
+        ...
+
+    def get_run(self, run_id: str) -> RunRecord | None:
+        """The latest launch of ``run_id``, or None."""
+        ...
+
+    def list_runs(
+        self,
+        campaign_id: str | None = None,
+        *,
+        job_name: str | None = None,
+        dispatch_id: str | None = None,
+        status: RunStatus | None = None,
+    ) -> builtins.list[RunRecord]:
+        """Runs matching every filter given, oldest first."""
+        ...
+
+    def interrupt_runs_of_dead_owners(self) -> builtins.list[RunRecord]:
+        """Mark every running run whose owner is gone ``interrupted``; returns them (server start-up)."""
+        ...
+
+    # --- pipeline steps ----------------------------------------------------------------
+
+    def record_step(self, step: StepExecution) -> None:
+        """Insert or replace the execution ``(campaign_id, job_name, sequence)``."""
+        ...
+
+    def list_steps(self, campaign_id: str, name: str) -> builtins.list[StepExecution]:
+        """The job's step executions in order of sequence."""
+        ...
+
+    def clear_steps(self, campaign_id: str, name: str) -> int:
+        """Forget the job's step executions (a forced rerun); returns how many there were."""
+        ...
+
+    def close(self) -> None:
+        """Release connections; the store may not be used afterwards."""
+        ...
