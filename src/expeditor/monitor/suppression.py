@@ -11,6 +11,8 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
+import anyio
+
 from expeditor.executor.session import LiveSession
 from expeditor.monitor.markers import ActiveMarker, find_active_marker
 
@@ -34,6 +36,7 @@ class SuppressionPolicy:
         self._silence_started: float | None = None
         self._suppressing_since: float | None = None
         self._last_check: float | None = None
+        self.vouched_at = float("-inf")
 
     def reset(self) -> None:
         """A signal moved: the next silence is a new one, with a fresh suppression budget."""
@@ -69,6 +72,7 @@ class SuppressionPolicy:
                 )
         # Markers with expires_at are trusted until then; expired ones are never found active.
         self._account(marker, now)
+        self.vouched_at = anyio.current_time()
         return SuppressionDecision(True, marker, f"suppressed by marker {marker.name}")
 
     def _account(self, marker: ActiveMarker, now: float) -> None:

@@ -45,26 +45,37 @@ class SilenceWatcher:
         policy = session.policy
         threshold = self.threshold(policy)
         suppression = SuppressionPolicy(session)
+        suppressing = False
         while True:
             session.observe_transcript()
             now = anyio.current_time()
-            silent_since = session.clock.last_any(LIVENESS_SIGNALS)
-            due = silent_since + threshold
-            if now < due:
-                # Movement only pushes the verdict later, so sleeping until it is due misses nothing.
+            moved_at = session.clock.last_any(LIVENESS_SIGNALS)
+            # While a marker vouches, look again every poll; otherwise sleep until a verdict could be due.
+            # Movement only pushes that moment later, so sleeping until then misses nothing.
+            due = max(moved_at, suppression.vouched_at) + threshold
+            if not suppressing and now < due:
                 await anyio.sleep(due - now)
                 continue
-            decision = suppression.decide(silent_since)
+            if suppressing and moved_at > suppression.vouched_at:
+                suppressing = False  # the session moved: this silence is over
+                continue
+            decision = suppression.decide(moved_at)
             if decision.suppress:
+                suppressing = True
                 await anyio.sleep(policy.poll_interval)
                 continue
-            silence = now - silent_since
+            if suppressing and not decision.note:
+                # The marker went away (its call returned): give the session a threshold to show it.
+                suppressing = False
+                continue
             reason = (
-                f"no transcript, stdout or child-process activity for {silence:.1f}s "
+                f"no transcript, stdout or child-process activity for {now - moved_at:.1f}s "
                 f"(its {self.setting} is {threshold:g}s)"
             )
             if decision.note:
                 reason += f"; {decision.note}"
+            elif suppression.vouched_at > moved_at:
+                reason += f"; its execution marker stopped vouching for it {now - suppression.vouched_at:.1f}s ago"
             elif policy.markers_enabled and session.marker_dir is not None:
                 reason += "; no active execution marker vouched for it"
             return Verdict(self.termination, self.decided_by, reason)

@@ -8,15 +8,21 @@ import os
 from collections.abc import AsyncGenerator, Mapping
 from typing import Any
 
+import anyio
 from mcp.server.mcpserver import MCPServer
 
 from expeditor import __version__
 from expeditor.config import Settings
+from expeditor.dispatch import DispatchService
 from expeditor.executor import ClaudeCodeExecutor
+from expeditor.recipes import RecipeLibrary
 from expeditor.server.caller import CallerContext
+from expeditor.server.dispatch_tools import register_dispatch_tools
+from expeditor.server.reaper import reap_leftovers
 from expeditor.server.state import ServerState
 from expeditor.server.supervisor import Supervisor
 from expeditor.server.tools import register_tools
+from expeditor.state import SqliteCampaignStore
 
 __all__ = ["StateHolder", "build_server"]
 
@@ -26,7 +32,9 @@ INSTRUCTIONS = """\
 expeditor runs headless Claude Code sessions for you and supervises them. Use run_skill to hand
 one skill command (e.g. "/make-plan 42") to a fresh session and wait for its result; the session
 is killed with its process tree only if it is truly stuck, and you are not judged stuck while you
-wait. list_sessions shows what is running; cancel_session stops one."""
+wait. dispatch runs a named job of a campaign once: a job that already succeeded returns its
+recorded result instead of running again. list_sessions shows what is running; cancel_session
+stops one."""
 
 
 class StateHolder:
@@ -50,8 +58,16 @@ def build_server(
     @contextlib.asynccontextmanager
     async def lifespan(_server: MCPServer[ServerState]) -> AsyncGenerator[ServerState]:
         executor = ClaudeCodeExecutor(settings, base_env=environment)
-        supervisor = Supervisor(settings, executor, http_url=http_url)
-        state = ServerState(settings=settings, supervisor=supervisor, stdio_caller=CallerContext.from_env(environment))
+        store = SqliteCampaignStore(settings.state_path)
+        await reap_leftovers(settings, executor.registry, store)
+        supervisor = Supervisor(settings, executor, http_url=http_url, store=store)
+        state = ServerState(
+            settings=settings,
+            supervisor=supervisor,
+            stdio_caller=CallerContext.from_env(environment),
+            store=store,
+            dispatcher=DispatchService(settings, store, supervisor, RecipeLibrary.from_settings(settings)),
+        )
         logger.info(
             "server pid=%d home=%s caller=%s kind=%s",
             os.getpid(),
@@ -65,7 +81,11 @@ def build_server(
         finally:
             holder.state = None
             supervisor.cancel_all("the expeditor server is shutting down", grace=settings.shutdown_grace)
+            with anyio.CancelScope(shield=True), anyio.move_on_after(settings.shutdown_grace + 2):
+                await supervisor.wait_until_idle()
+            store.close()
 
     server: MCPServer[Any] = MCPServer("expeditor", version=__version__, instructions=INSTRUCTIONS, lifespan=lifespan)
     register_tools(server)
+    register_dispatch_tools(server)
     return server

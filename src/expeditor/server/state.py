@@ -9,8 +9,10 @@ from typing import Any
 from mcp.server.mcpserver import Context
 
 from expeditor.config import Settings
+from expeditor.dispatch import DispatchService
 from expeditor.server.caller import CallerContext
 from expeditor.server.supervisor import Supervisor
+from expeditor.state import CampaignStore
 
 __all__ = ["ServerState"]
 
@@ -20,6 +22,8 @@ class ServerState:
     settings: Settings
     supervisor: Supervisor
     stdio_caller: CallerContext
+    store: CampaignStore
+    dispatcher: DispatchService
 
     def caller(self, ctx: Context[Any]) -> CallerContext:
         """The calling session: from the HTTP header when there is a request, else the stdio environment."""

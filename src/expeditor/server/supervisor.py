@@ -2,22 +2,34 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import anyio
 
 from expeditor.config import Settings
+from expeditor.errors import ExpeditorError
 from expeditor.executor import ClaudeCodeExecutor, RunControl, RunRequest, RunResult, SessionKind
 from expeditor.ids import new_session_id
 from expeditor.server.caller import CallerContext
 from expeditor.server.child_config import allowed_tools, child_mcp_config
+from expeditor.state import CampaignStore, Owner, RunRecord, RunStatus
 
-__all__ = ["LiveRun", "Supervisor"]
+__all__ = ["LiveRun", "RunContext", "Supervisor"]
 
 logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class RunContext:
+    """What a run belongs to, for its RunRecord: a dispatch attempt, or nothing (a plain run_skill)."""
+
+    campaign_id: str | None = None
+    job_name: str | None = None
+    dispatch_id: str | None = None
+    attempt: int | None = None
 
 
 @dataclass
@@ -40,12 +52,12 @@ class Supervisor:
         executor: ClaudeCodeExecutor,
         *,
         http_url: str | None = None,
-        on_finished: Callable[[LiveRun, RunResult], None] | None = None,
+        store: CampaignStore | None = None,
     ) -> None:
         self.settings = settings
         self.executor = executor
         self.http_url = http_url
-        self.on_finished = on_finished
+        self.store = store
         self.live: dict[str, LiveRun] = {}
         self._changed = anyio.Event()
 
@@ -59,13 +71,24 @@ class Supervisor:
             update["allowed_tools"] = (*request.allowed_tools, *allowed_tools(request.kind))
         return request.model_copy(update=update)
 
-    async def run(self, request: RunRequest, caller: CallerContext, *, control: RunControl | None = None) -> RunResult:
-        """Run one session for ``caller``; cancelling this call kills the session's tree first."""
+    async def run(
+        self,
+        request: RunRequest,
+        caller: CallerContext,
+        *,
+        control: RunControl | None = None,
+        context: RunContext | None = None,
+    ) -> RunResult:
+        """Run one session for ``caller``; cancelling this call kills the session's tree first.
+
+        Every run is a RunRecord in the store, so a cancelled or crashed one is on record too.
+        """
         request = self.prepare(request)
         control = control or RunControl()
         session_id = request.resume_session_id or request.session_id
         assert session_id is not None
         live = LiveRun(session_id, request.kind, caller.session_id, control)
+        await self._record_started(live, context or RunContext())
         self.live[session_id] = live
         try:
             result = await self.executor.run(
@@ -78,9 +101,47 @@ class Supervisor:
             del self.live[session_id]
             self._changed.set()
             self._changed = anyio.Event()
-            if self.on_finished is not None and control.result is not None:
-                self.on_finished(live, control.result)
+            if control.result is not None:
+                with anyio.CancelScope(shield=True):
+                    await self._record_finished(control.result)
         return result
+
+    async def _record_started(self, live: LiveRun, context: RunContext) -> None:
+        if self.store is None:
+            return
+        record = RunRecord(
+            run_id=live.session_id,
+            kind=live.kind,
+            caller_session_id=live.caller_session_id,
+            campaign_id=context.campaign_id,
+            job_name=context.job_name,
+            dispatch_id=context.dispatch_id,
+            attempt=context.attempt,
+            owner=Owner.current(),
+            started_at=live.started_at,
+        )
+        try:
+            await anyio.to_thread.run_sync(self.store.record_run_started, record)
+        except ExpeditorError as exc:
+            # The run is still supervised; only its record is missing, and the log says so.
+            logger.warning("session=%s could not be recorded as started: %s", live.session_id, exc)
+
+    async def _record_finished(self, result: RunResult) -> None:
+        if self.store is None:
+            return
+        try:
+            await anyio.to_thread.run_sync(
+                functools.partial(
+                    self.store.record_run_finished,
+                    result.session_id,
+                    status=RunStatus.from_termination(result.termination, is_error=result.is_error),
+                    termination=result.termination,
+                    usage=result.usage,
+                    reason=result.reason,
+                )
+            )
+        except ExpeditorError as exc:
+            logger.warning("session=%s could not be recorded as finished: %s", result.session_id, exc)
 
     async def wait_until_idle(self) -> None:
         """Return once no run of this server is live."""

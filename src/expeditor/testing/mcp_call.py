@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -115,14 +116,29 @@ def call_tool(
     session_id: str,
     cwd: str,
     timeout: float | None,
-) -> ToolOutcome:
-    """Connect, call one tool, disconnect; any failure becomes an error outcome, as the model would see it."""
+    deliver: Callable[[ToolOutcome], None],
+) -> None:
+    """Connect, call one tool, hand its outcome to ``deliver``, disconnect.
+
+    ``deliver`` runs as soon as the answer arrives, before the connection is torn down: Claude Code
+    keeps its servers connected and writes a tool's result at once, and a watcher that saw the
+    caller's marker go away expects that line promptly. Any failure becomes an error outcome, as
+    the model would see it.
+    """
     import anyio
 
+    delivered = False
+
+    def deliver_once(outcome: ToolOutcome) -> None:
+        nonlocal delivered
+        if not delivered:
+            delivered = True
+            deliver(outcome)
+
     try:
-        return anyio.run(_call, server, tool, arguments, session_id, cwd, timeout)
+        anyio.run(_call, server, tool, arguments, session_id, cwd, timeout, deliver_once)
     except Exception as exc:  # the boundary: a broken server is a tool error for the model, not a crash
-        return ToolOutcome(f"Error: MCP call {server.name}/{tool} failed: {_describe(exc)}", is_error=True)
+        deliver_once(ToolOutcome(f"Error: MCP call {server.name}/{tool} failed: {_describe(exc)}", is_error=True))
 
 
 def _describe(exc: BaseException) -> str:
@@ -138,7 +154,8 @@ async def _call(
     session_id: str,
     cwd: str,
     read_timeout: float | None,
-) -> ToolOutcome:
+    deliver: Callable[[ToolOutcome], None],
+) -> None:
     from mcp import Client, StdioServerParameters
 
     if server.transport == "stdio":
@@ -152,7 +169,7 @@ async def _call(
         }
         params = StdioServerParameters(command=server.command, args=list(server.args), env=env)
         async with Client(params, read_timeout_seconds=read_timeout) as client:
-            result = await client.call_tool(tool, arguments)
+            deliver(_outcome(await client.call_tool(tool, arguments)))
     elif server.transport == "http":
         import httpx2
         from mcp.client.streamable_http import streamable_http_client
@@ -161,8 +178,11 @@ async def _call(
             httpx2.AsyncClient(headers=server.headers, timeout=httpx2.Timeout(30.0, read=300.0)) as http,
             Client(streamable_http_client(server.url, http_client=http), read_timeout_seconds=read_timeout) as client,
         ):
-            result = await client.call_tool(tool, arguments)
+            deliver(_outcome(await client.call_tool(tool, arguments)))
     else:
         raise ValueError(f"the fake agent does not speak the {server.transport!r} transport")
+
+
+def _outcome(result: Any) -> ToolOutcome:
     text = "\n".join(getattr(block, "text", "") for block in result.content if getattr(block, "type", "") == "text")
     return ToolOutcome(text, is_error=bool(result.is_error), structured=result.structured_content)

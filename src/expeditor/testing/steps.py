@@ -14,7 +14,7 @@ from typing import Any, assert_never
 from expeditor.testing.channels import InvocationLog, now_iso
 from expeditor.testing.conversation import Conversation
 from expeditor.testing.marker_step import MarkerStep, hold_marker
-from expeditor.testing.mcp_call import McpServer, call_tool, permitted
+from expeditor.testing.mcp_call import McpServer, ToolOutcome, call_tool, permitted
 from expeditor.testing.scenario import (
     AssistantStep,
     BurnCpuStep,
@@ -174,19 +174,23 @@ def _call_tool(call: ToolCall, rt: Runtime) -> None:
     if not permitted(name, allow=rt.allow, deny=rt.deny, bypass=rt.bypass_permissions):
         conversation.permission_denied(name, tool_use_id, call.arguments)
         return
-    outcome = call_tool(
+
+    def deliver(outcome: ToolOutcome) -> None:
+        if outcome.is_error:
+            conversation.out.stderr(f"fake agent: {name}: {outcome.text}")
+        conversation.tool_result(
+            tool_use_id,
+            outcome.text,
+            is_error=True if outcome.is_error else None,
+            tool_use_result={"content": outcome.text, "structuredContent": outcome.structured},
+        )
+
+    call_tool(
         server,
         call.tool,
         call.arguments,
         session_id=conversation.session_id,
         cwd=conversation.cwd,
         timeout=call.timeout,
-    )
-    if outcome.is_error:
-        conversation.out.stderr(f"fake agent: {name}: {outcome.text}")
-    conversation.tool_result(
-        tool_use_id,
-        outcome.text,
-        is_error=True if outcome.is_error else None,
-        tool_use_result={"content": outcome.text, "structuredContent": outcome.structured},
+        deliver=deliver,
     )

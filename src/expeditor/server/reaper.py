@@ -1,0 +1,55 @@
+"""What a server finds at start-up that a killed server left behind.
+
+Registry entries whose owning server is dead describe sessions nobody supervises: their trees
+are killed (a pid is only signalled when its start time matches the entry) and their runs are
+marked ``interrupted``. Entries of live servers are left alone: they are someone else's.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import anyio
+import psutil
+
+from expeditor.config import Settings
+from expeditor.errors import ExpeditorError
+from expeditor.executor.process_tree import snapshot_targets, terminate
+from expeditor.executor.registry import SessionRegistry
+from expeditor.state import CampaignStore
+
+__all__ = ["reap_leftovers"]
+
+logger = logging.getLogger(__name__)
+
+
+async def reap_leftovers(settings: Settings, registry: SessionRegistry, store: CampaignStore) -> int:
+    """Kill the sessions of dead servers, forget their entries, interrupt their runs; returns how many."""
+    reaped = 0
+    for entry in registry.entries():
+        if entry.owner_alive():
+            continue
+        if entry.session_alive():
+            try:
+                root = psutil.Process(entry.pid)
+            except psutil.Error:
+                root = None
+            if root is not None and root.create_time() == entry.pid_start_time:
+                targets = snapshot_targets(root, entry.pgid, entry.session_id)
+                killed = await terminate(targets, entry.pgid, grace=settings.shutdown_grace)
+                logger.warning(
+                    "session=%s left by a dead server (pid %d): killed %d processes",
+                    entry.session_id,
+                    entry.owner_pid,
+                    len(killed),
+                )
+        registry.remove(entry.session_id)
+        reaped += 1
+    try:
+        interrupted = await anyio.to_thread.run_sync(store.interrupt_runs_of_dead_owners)
+    except ExpeditorError as exc:
+        logger.warning("could not mark the runs of dead servers interrupted: %s", exc)
+    else:
+        for run in interrupted:
+            logger.warning("session=%s marked interrupted: its server died", run.run_id)
+    return reaped
