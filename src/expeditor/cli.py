@@ -12,7 +12,7 @@ import anyio
 from pydantic import ValidationError
 
 from expeditor.config import Settings, load_settings
-from expeditor.errors import ExpeditorError
+from expeditor.errors import ExpeditorError, InvalidInput
 from expeditor.executor import ClaudeCodeExecutor, RunRequest, RunResult
 from expeditor.logs import configure_logging
 
@@ -95,6 +95,58 @@ def _serve(args: argparse.Namespace) -> int:
     return serve(settings, transport=args.transport, host=args.host, port=args.port)
 
 
+def _parse_inputs(pairs: Sequence[str]) -> dict[str, str]:
+    inputs: dict[str, str] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise InvalidInput(f"--input {pair!r} is not key=value: expected e.g. --input problem='tests hang'")
+        inputs[key] = value
+    return inputs
+
+
+def _dispatch(args: argparse.Namespace) -> int:
+    import os
+
+    from expeditor.dispatch import DispatchOutcome, DispatchService
+    from expeditor.executor import ClaudeCodeExecutor
+    from expeditor.recipes import RecipeLibrary
+    from expeditor.server.caller import CallerContext
+    from expeditor.server.supervisor import Supervisor
+    from expeditor.state import DispatchStatus, SqliteCampaignStore
+
+    settings = _settings(args)
+    configure_logging(settings.logs_dir)
+    inputs = _parse_inputs(args.input)
+    store = SqliteCampaignStore(settings.state_path)
+
+    async def run() -> DispatchOutcome:
+        supervisor = Supervisor(settings, ClaudeCodeExecutor(settings), store=store)
+        service = DispatchService(settings, store, supervisor, RecipeLibrary.from_settings(settings))
+        return await service.dispatch(
+            args.campaign,
+            args.name,
+            args.recipe,
+            inputs,
+            caller=CallerContext.from_env(os.environ),
+            force=args.force,
+            cwd=Path(args.cwd) if args.cwd else None,
+        )
+
+    try:
+        outcome = anyio.run(run)
+    finally:
+        store.close()
+    if args.json:
+        sys.stdout.write(outcome.model_dump_json(indent=2) + "\n")
+    else:
+        sys.stdout.write(
+            f"{outcome.campaign_id}/{outcome.name}: {outcome.status.value} (attempt {outcome.attempts}, "
+            f"dispatch {outcome.dispatch_id}, session {outcome.dispatched_session_id})\n{outcome.message}\n"
+        )
+    return EXIT_OK if outcome.status is DispatchStatus.SUCCESS or outcome.already_running else EXIT_RUN_FAILED
+
+
 def _recipe_validate(args: argparse.Namespace) -> int:
     from expeditor.recipes.commands import validate_recipes
 
@@ -134,6 +186,18 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", help="HTTP bind address (default: the http_host setting, 127.0.0.1)")
     serve.add_argument("--port", type=int, help="HTTP port (default: the http_port setting, 8765)")
     serve.set_defaults(handler=_serve)
+
+    dispatch = commands.add_parser(
+        "dispatch", help="run a campaign's named job once (a recorded success returns at once)"
+    )
+    dispatch.add_argument("campaign")
+    dispatch.add_argument("name", help="the job's name within the campaign")
+    dispatch.add_argument("--recipe", required=True, help="recipe name (expeditor recipe list)")
+    dispatch.add_argument("--input", action="append", default=[], metavar="KEY=VALUE", help="a recipe input")
+    dispatch.add_argument("--cwd", help="project directory the job works in (default: the first allowed root)")
+    dispatch.add_argument("--force", action="store_true", help="rerun a job that already succeeded")
+    dispatch.add_argument("--json", action="store_true", help="print the outcome as JSON")
+    dispatch.set_defaults(handler=_dispatch)
 
     demo = commands.add_parser("demo", help="see supervision work in seconds, on the bundled fake agent")
     demo.set_defaults(handler=_demo)

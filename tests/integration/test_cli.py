@@ -95,3 +95,22 @@ def test_recipe_commands_list_show_and_validate(tmp_path: Path) -> None:
     validated = expeditor(tmp_path, "recipe", "validate", str(broken))
     assert validated.returncode == 1
     assert "did you mean 'skill'" in validated.stdout
+
+
+def test_dispatch_twice_runs_once_and_short_circuits(tmp_path: Path) -> None:
+    scenario = {"steps": [{"assistant": "job done"}, {"result": {}}]}
+    arguments = ("dispatch", "camp", "job", "--recipe", "diagnose", "--input", "problem=p", "--cwd", str(tmp_path))
+    first = expeditor(tmp_path, *arguments, "--json", scenario=scenario)
+    assert first.returncode == 0, first.stderr
+    second = expeditor(tmp_path, *arguments, "--json", scenario=scenario)
+    assert second.returncode == 0, second.stderr
+    before, after = json.loads(first.stdout), json.loads(second.stdout)
+    assert before["short_circuited"] is False
+    assert after["short_circuited"] is True
+    assert after["dispatched_session_id"] == before["dispatched_session_id"]
+
+
+def test_dispatch_refuses_an_input_that_is_not_key_value(tmp_path: Path) -> None:
+    done = expeditor(tmp_path, "dispatch", "camp", "job", "--recipe", "diagnose", "--input", "oops")
+    assert done.returncode == 2
+    assert "is not key=value" in done.stderr
