@@ -98,7 +98,7 @@ def test_recipe_commands_list_show_and_validate(tmp_path: Path) -> None:
 
 
 def test_dispatch_twice_runs_once_and_short_circuits(tmp_path: Path) -> None:
-    scenario = {"steps": [{"assistant": "job done"}, {"result": {}}]}
+    scenario: dict[str, object] = {"steps": [{"assistant": "job done"}, {"result": {}}]}
     arguments = ("dispatch", "camp", "job", "--recipe", "diagnose", "--input", "problem=p", "--cwd", str(tmp_path))
     first = expeditor(tmp_path, *arguments, "--json", scenario=scenario)
     assert first.returncode == 0, first.stderr

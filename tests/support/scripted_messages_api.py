@@ -11,19 +11,26 @@ Anything else (``HEAD /api/hello``, token counting, non-streaming or small ``max
 gets a canned answer and consumes nothing. Every request is recorded. Observed on 2.1.332: a ``-p`` run
 sends one request per model turn, plus ``HEAD /api/hello`` unless nonessential traffic is disabled.
 
-A reply is a ``Reply`` (text and tool_use blocks with usage figures; sent as JSON if the request is not
-streaming), a ``Failure`` (an HTTP error answer) or ``HANG`` (never answers, until the server closes).
-An exhausted script answers HTTP 400: 2.1.332 retries that only a few times, within a second, then
-ends with an error result and exit status 1, so a test that scripted too little fails fast.
+A reply is a ``Reply`` (text and tool_use blocks with usage figures, optionally after a ``delay``; sent
+as JSON if the request is not streaming), a ``Failure`` (an HTTP error answer) or ``HANG`` (never answers,
+until the server closes). An exhausted script answers HTTP 400: 2.1.332 retries that only a few times,
+within a second, then ends with an error result and exit status 1, so a test that scripted too little
+fails fast.
+
+Several sessions at once (a session that launches others, all pointed at one stand-in) each get their
+own script through ``route``: a route claims every session whose first main request it matches, and
+that session's later requests follow it, told apart by the ``x-claude-code-session-id`` header the CLI
+sends. Sessions no route claims take the default script (``add``).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import json
 import threading
 from collections import deque
-from collections.abc import Generator, Iterable, Mapping
+from collections.abc import Callable, Generator, Iterable, Mapping
 from contextlib import contextmanager
 from dataclasses import asdict, astuple, dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -33,15 +40,18 @@ from urllib.parse import parse_qsl, urlsplit
 
 __all__ = [
     "HANG",
+    "SESSION_HEADER",
     "Failure",
     "Hang",
     "RecordedRequest",
     "Reply",
+    "RequestMatch",
     "ScriptedMessagesAPI",
     "Text",
     "ToolUse",
     "Usage",
     "is_main_conversation",
+    "mentions",
     "offline_cli_env",
     "scripted_messages_api",
 ]
@@ -49,6 +59,8 @@ __all__ = [
 _DROPPED_ENV_PREFIXES: Final = ("ANTHROPIC_", "CLAUDE", "HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY")
 _SIDE_CALL_MAX_TOKENS: Final = 4096
 """Main-conversation requests ask for the model's whole output budget; side calls ask for little."""
+SESSION_HEADER: Final = "x-claude-code-session-id"
+"""The header in which 2.1.332 names the session a request belongs to."""
 
 
 @dataclass(frozen=True)
@@ -95,10 +107,12 @@ class Reply:
     blocks: tuple[Block, ...]
     usage: Usage = field(default_factory=lambda: Usage(10, 5))
     stop_reason: str | None = None
+    delay: float = 0.0
+    """Seconds the stand-in waits, silent, before it answers (a slow model); its close cuts the wait short."""
 
     @classmethod
-    def text(cls, text: str, usage: Usage | None = None) -> Reply:
-        return cls((Text(text),), usage or Usage(10, 5))
+    def text(cls, text: str, usage: Usage | None = None, *, delay: float = 0.0) -> Reply:
+        return cls((Text(text),), usage or Usage(10, 5), delay=delay)
 
     @property
     def effective_stop_reason(self) -> str:
@@ -139,6 +153,25 @@ class RecordedRequest:
     body: JSONBody
     kind: RequestKind
     answer: Scripted | None
+    route: str | None = None
+    """The route whose script answered it; None for the default script and side calls."""
+
+    @property
+    def session_id(self) -> str | None:
+        """The session the CLI says the request belongs to (``x-claude-code-session-id``)."""
+        return self.headers.get(SESSION_HEADER)
+
+    @property
+    def tool_results(self) -> list[Mapping[str, Any]]:
+        """The ``tool_result`` blocks of the request's last message: what the tools of the previous reply returned."""
+        messages = self.body.get("messages") if self.body is not None else None
+        if not isinstance(messages, list) or not messages:
+            return []
+        last: Any = messages[-1]
+        content: Any = last.get("content") if isinstance(last, dict) else None
+        if not isinstance(content, list):
+            return []
+        return [block for block in content if isinstance(block, dict) and block.get("type") == "tool_result"]
 
     @property
     def text(self) -> str:
@@ -162,6 +195,22 @@ def _collect_text(value: Any, parts: list[str]) -> None:
             _collect_text(value.get(key), parts)
 
 
+RequestMatch = Callable[[RecordedRequest], bool]
+"""Whether a session's first main request belongs to a route."""
+
+
+def mentions(text: str) -> RequestMatch:
+    """Matches a request whose messages or system prompt contain ``text`` (``RecordedRequest.text``)."""
+    return lambda request: text in request.text
+
+
+@dataclass
+class _Route:
+    name: str
+    matches: RequestMatch
+    script: deque[Scripted]
+
+
 def is_main_conversation(method: str, path: str, body: JSONBody) -> bool:
     """A messages request with tools or a large output budget is a turn of the conversation.
 
@@ -178,6 +227,8 @@ class ScriptedMessagesAPI:
 
     def __init__(self, replies: Iterable[Scripted] = ()) -> None:
         self._script: deque[Scripted] = deque(replies)
+        self._routes: dict[str, _Route] = {}
+        self._sessions: dict[str, _Route] = {}
         self._requests: list[RecordedRequest] = []
         self._lock = threading.Lock()
         self._closing = threading.Event()
@@ -200,16 +251,34 @@ class ScriptedMessagesAPI:
     def main_requests(self) -> list[RecordedRequest]:
         return [request for request in self.requests if request.kind == "main"]
 
+    def requests_of(self, route: str) -> list[RecordedRequest]:
+        """The main requests a route answered, in arrival order."""
+        return [request for request in self.requests if request.route == route]
+
     @property
     def remaining(self) -> int:
-        """Scripted replies not yet taken."""
+        """Scripted replies not yet taken, in the default script and every route's."""
         with self._lock:
-            return len(self._script)
+            return len(self._script) + sum(len(route.script) for route in self._routes.values())
 
     def add(self, *replies: Scripted) -> None:
-        """Append replies to the script (safe while the CLI runs)."""
+        """Append replies to the default script (safe while the CLI runs)."""
         with self._lock:
             self._script.extend(replies)
+
+    def route(self, name: str, first_request: RequestMatch, *replies: Scripted) -> None:
+        """Give the sessions whose first main request matches ``first_request`` a script of their own.
+
+        Routes are tried in the order they were added; a session stays on the route that claimed it
+        (by its ``x-claude-code-session-id``), and sessions one route claims share its script. Adding
+        to an existing route appends to its script.
+        """
+        with self._lock:
+            existing = self._routes.get(name)
+            if existing is None:
+                self._routes[name] = _Route(name, first_request, deque(replies))
+            else:
+                existing.script.extend(replies)
 
     def __enter__(self) -> ScriptedMessagesAPI:
         self._thread.start()
@@ -226,14 +295,29 @@ class ScriptedMessagesAPI:
     def _take(self, method: str, url: str, headers: dict[str, str], body: JSONBody) -> Scripted | None:
         parts = urlsplit(url)
         kind: RequestKind = "main" if is_main_conversation(method, parts.path, body) else "side"
+        request = RecordedRequest(method, parts.path, dict(parse_qsl(parts.query)), headers, body, kind, None)
         with self._lock:
-            answer = self._script.popleft() if kind == "main" and self._script else None
+            route = self._route_of(request) if kind == "main" else None
+            script = route.script if route is not None else self._script
+            answer = script.popleft() if kind == "main" and script else None
             if kind == "main" and answer is None:
                 answer = Failure(400, "invalid_request_error", "the scripted API has no reply left")
-            self._requests.append(
-                RecordedRequest(method, parts.path, dict(parse_qsl(parts.query)), headers, body, kind, answer)
-            )
+            self._requests.append(dataclasses.replace(request, answer=answer, route=route.name if route else None))
         return answer
+
+    def _route_of(self, request: RecordedRequest) -> _Route | None:
+        """The route of the request's session: the one that claimed it, else the first that matches (lock held)."""
+        session = request.session_id
+        if session is not None and session in self._sessions:
+            return self._sessions[session]
+        route = next((route for route in self._routes.values() if route.matches(request)), None)
+        if route is not None and session is not None:
+            self._sessions[session] = route
+        return route
+
+    def _wait_or_close(self, seconds: float) -> bool:
+        """Wait ``seconds``; True when the stand-in started closing meanwhile."""
+        return self._closing.wait(seconds)
 
     def _next_id(self, prefix: str) -> str:
         with self._lock:
@@ -271,16 +355,22 @@ class _Handler(BaseHTTPRequestHandler):
         headers = {name.lower(): value for name, value in self.headers.items()}
         answer = self.api._take(method, self.path, headers, body)
         path = urlsplit(self.path).path
-        if answer is None:
-            self._answer_side(method, path, body)
-        elif isinstance(answer, Hang):
-            self.api._wait_for_close()
+        try:
+            if answer is None:
+                self._answer_side(method, path, body)
+            elif isinstance(answer, Hang):
+                self.api._wait_for_close()
+                self.close_connection = True
+            elif isinstance(answer, Failure):
+                error = {"type": "error", "error": {"type": answer.error_type, "message": answer.message}}
+                self._send_json(answer.status, error)
+            elif answer.delay > 0 and self.api._wait_or_close(answer.delay):
+                self.close_connection = True
+            else:
+                self._send_reply(answer, body)
+        except (BrokenPipeError, ConnectionResetError):
+            # The client gave up (e.g. its session was killed during a delayed reply): nobody to answer.
             self.close_connection = True
-        elif isinstance(answer, Failure):
-            error = {"type": "error", "error": {"type": answer.error_type, "message": answer.message}}
-            self._send_json(answer.status, error)
-        else:
-            self._send_reply(answer, body)
 
     # Without CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC, 2.1.332 sends ``HEAD /api/hello`` first.
     do_GET = do_HEAD = do_POST = _dispatch  # noqa: N815 - names http.server looks up
