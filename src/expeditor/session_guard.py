@@ -69,6 +69,10 @@ def main() -> None:
     agent = os.fork()
     if agent == 0:
         signal.signal(PARENT_DIED, signal.SIG_DFL)
+        # Should the guard itself die, the agent dies with it (the setting survives exec).
+        libc.prctl(PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)
+        if os.getppid() == 1:
+            os._exit(125)
         try:
             os.execv(argv[0], argv)
         except OSError as exc:

@@ -36,6 +36,7 @@ _READ_SIZE = 65536
 _STDERR_TAIL_BYTES = 8192
 _REGISTRY_REFRESH = 1.0
 _REAP_TIMEOUT = 2.0
+_CONFIRMATION_SWEEPS = 3
 
 
 @dataclass(frozen=True)
@@ -248,15 +249,18 @@ async def run_managed(
     transcript_offset = _file_size(spec.transcript_path)
     started = anyio.current_time()
     try:
-        process = await anyio.open_process(
-            _guarded([executable, *spec.argv[1:]]),
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            cwd=spec.cwd,
-            env=dict(spec.env),
-            start_new_session=True,
-        )
+        # Shielded: a cancellation that landed inside the spawn would leave a process nobody owns.
+        # It is delivered at the first checkpoint below, where the ending kills the tree.
+        with anyio.CancelScope(shield=True):
+            process = await anyio.open_process(
+                _guarded([executable, *spec.argv[1:]]),
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                cwd=spec.cwd,
+                env=dict(spec.env),
+                start_new_session=True,
+            )
     except OSError as exc:
         return _launch_failed(spec, f"could not start {spec.argv[0]!r}: {exc.strerror or exc}")
     control = control or RunControl()
@@ -407,6 +411,13 @@ async def _finish(
             session.process, session.pgid, session.session_id, extra=session.known_descendants.values()
         )
         killed = await terminate(targets, session.pgid, grace=grace)
+        # A process that forked while we were killing (a daemon's middle process) leaves a child
+        # we could not have seen. Sweep again until a look finds nothing: dead processes fork no more.
+        for _ in range(_CONFIRMATION_SWEEPS if targets else 0):
+            late = snapshot_targets(session.process, session.pgid, session.session_id)
+            if not late:
+                break
+            killed += await terminate(late, session.pgid, grace=0)
         with anyio.move_on_after(_REAP_TIMEOUT):
             await process.wait()
         # Every writer is dead now, so EOF is imminent unless an unkillable process holds the pipe.

@@ -1,0 +1,150 @@
+"""Stress the kill path: many sessions of random shapes, ended at random moments; count survivors.
+
+Shapes mix SIGTERM-ignoring agents, plain children, setsid children, double-forked daemons and
+CPU burners. Each run is cancelled at a random moment (some before they even finish starting),
+while its caller holds an execution marker. Reported: sessions, survivors (processes still alive
+afterwards), markers left behind, and registry entries left behind. Target: 0, 0, 0.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import anyio
+import psutil
+
+from expeditor.config import Settings, load_settings
+from expeditor.executor import ClaudeCodeExecutor, RunControl, RunRequest
+from expeditor.monitor import execution_marker
+
+FAKE_AGENT = "python -m expeditor.testing.fake_agent"
+
+
+def random_scenario(rng: random.Random) -> dict[str, Any]:
+    spawn: dict[str, Any] = {"sleep": 120, "count": rng.randint(1, 3)}
+    shape = rng.choice(["plain", "setsid", "double_fork", "burn_cpu", "ignore_sigterm"])
+    if shape != "plain":
+        spawn[shape] = True
+    return {
+        "ignore_sigterm": rng.random() < 0.3,
+        "steps": [{"assistant": "working"}, {"spawn": spawn}, {"hang": True}],
+    }
+
+
+async def one_session(
+    executor: ClaudeCodeExecutor, settings: Settings, root: Path, rng: random.Random, log: Path, index: int
+) -> None:
+    scenario = random_scenario(rng)
+    request = RunRequest(
+        prompt="/stress",
+        cwd=root,
+        env={"EXPEDITOR_FAKE_SCENARIO": json.dumps(scenario), "EXPEDITOR_FAKE_LOG": str(log)},
+    )
+    control = RunControl()
+    caller = f"stress-caller-{index}"
+    async with anyio.create_task_group() as group:
+
+        async def cancel_at_random() -> None:
+            await anyio.sleep(rng.uniform(0.0, 1.5))
+            if rng.random() < 0.5:
+                control.cancel("stress: cancelled", grace=rng.choice([0.0, 0.05, 0.2]))
+            else:
+                group.cancel_scope.cancel()  # the caller itself is cancelled
+
+        group.start_soon(cancel_at_random)
+        async with execution_marker(settings.markers_path, "run-skill", caller, heartbeat_interval=0.2):
+            await executor.run(request, marker_dir=settings.markers_path, caller_session_id=caller, control=control)
+        group.cancel_scope.cancel()
+
+
+async def stress(sessions: int, concurrency: int, seed: int) -> dict[str, int]:
+    rng = random.Random(seed)
+    with tempfile.TemporaryDirectory(prefix="expeditor-stress-") as name:
+        root = Path(await anyio.Path(name).resolve())
+        settings = load_settings(
+            home=root / "home",
+            claude_command=FAKE_AGENT.replace("python", sys.executable, 1),
+            claude_config_dir=root / "claude",
+            allowed_roots=(root,),
+            kill_grace=0.3,
+            children_interval=0.5,
+        )
+        executor = ClaudeCodeExecutor(settings)
+        log = root / "agents.log"
+        slots = anyio.Semaphore(concurrency)
+
+        async def bounded(index: int) -> None:
+            async with slots:
+                await one_session(executor, settings, root, rng, log, index)
+
+        async with anyio.create_task_group() as group:
+            for index in range(sessions):
+                group.start_soon(bounded, index)
+        pids = (
+            [
+                json.loads(line)["pid"]
+                for line in log.read_text().splitlines()
+                if json.loads(line)["event"] in ("launch", "spawned")
+            ]
+            if log.exists()
+            else []
+        )
+        await anyio.sleep(0.5)  # init reaps what it adopted
+        survivors = [pid for pid in pids if _alive(pid)]
+        if survivors and "--verbose" in sys.argv:
+            for pid in survivors:
+                process = psutil.Process(pid)
+                print("survivor", pid, process.ppid(), process.cmdline(), process.environ().get("EXPEDITOR_SESSION_ID"))
+        for pid in survivors:
+            psutil.Process(pid).kill()
+        markers = list(settings.markers_path.glob("*.marker")) if settings.markers_path.exists() else []
+        entries = list(settings.sessions_dir.glob("*.json")) if settings.sessions_dir.exists() else []
+        return {
+            "sessions": sessions,
+            "processes": len(pids),
+            "survivors": len(survivors),
+            "markers_left": len(markers),
+            "registry_left": len(entries),
+        }
+
+
+def _logged_pids(log: Path) -> list[int]:
+    if not log.exists():
+        return []
+    entries = [json.loads(line) for line in log.read_text().splitlines()]
+    return [entry["pid"] for entry in entries if entry["event"] in ("launch", "spawned")]
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--sessions", type=int, default=200)
+    parser.add_argument("--concurrency", type=int, default=20)
+    parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--verbose", action="store_true", help="describe every survivor")
+    arguments = parser.parse_args()
+    started = time.perf_counter()
+    figures = anyio.run(stress, arguments.sessions, arguments.concurrency, arguments.seed)
+    elapsed = time.perf_counter() - started
+    print(
+        f"{figures['sessions']} sessions ({figures['processes']} processes) killed at random moments in "
+        f"{elapsed:.1f}s: {figures['survivors']} survivors, {figures['markers_left']} markers left, "
+        f"{figures['registry_left']} registry entries left (target 0, 0, 0)"
+    )
+
+
+if __name__ == "__main__":
+    main()
