@@ -87,15 +87,7 @@ async def stress(sessions: int, concurrency: int, seed: int) -> dict[str, int]:
         async with anyio.create_task_group() as group:
             for index in range(sessions):
                 group.start_soon(bounded, index)
-        pids = (
-            [
-                json.loads(line)["pid"]
-                for line in log.read_text().splitlines()
-                if json.loads(line)["event"] in ("launch", "spawned")
-            ]
-            if log.exists()
-            else []
-        )
+        pids = await anyio.to_thread.run_sync(_logged_pids, log)
         await anyio.sleep(0.5)  # init reaps what it adopted
         survivors = [pid for pid in pids if _alive(pid)]
         if survivors and "--verbose" in sys.argv:

@@ -248,6 +248,7 @@ async def run_managed(
         )
     transcript_offset = _file_size(spec.transcript_path)
     started = anyio.current_time()
+    process: anyio.abc.Process | None = None
     try:
         # Shielded: a cancellation that landed inside the spawn would leave a process nobody owns.
         # It is delivered at the first checkpoint below, where the ending kills the tree.
@@ -263,6 +264,7 @@ async def run_managed(
             )
     except OSError as exc:
         return _launch_failed(spec, f"could not start {spec.argv[0]!r}: {exc.strerror or exc}")
+    assert process is not None
     control = control or RunControl()
     decision = _Decision()
     try:
