@@ -14,6 +14,7 @@ import os
 import signal
 from collections.abc import Iterable
 from dataclasses import dataclass
+from pathlib import Path
 
 import anyio
 import psutil
@@ -23,7 +24,9 @@ from expeditor.executor.models import KilledProcess
 __all__ = [
     "SESSION_TAG_VARIABLE",
     "TreeTarget",
+    "descendants",
     "group_member_pids",
+    "process_rows",
     "snapshot_targets",
     "tagged_processes",
     "terminate",
@@ -76,16 +79,108 @@ def tagged_processes(session_tag: str, *, created_after: float = 0.0) -> list[ps
     This finds what left both the group and the tree, e.g. a double-forked daemon whose middle
     process is gone. Only our own processes' environments are readable, which is all we need,
     and only processes started after the session (``created_after``, epoch seconds) can carry it.
+    On Linux the walk reads /proc directly (psutil's per-process objects cost ~7 ms a walk,
+    which adds up when a server tears down many sessions at once).
     """
-    me = os.getpid()
-    uid = os.getuid()
+    candidates = _proc_candidates(created_after) if _PROC.is_dir() else _psutil_candidates(created_after)
     found: list[psutil.Process] = []
+    wanted = f"{SESSION_TAG_VARIABLE}={session_tag}".encode()
+    for pid in candidates:
+        try:
+            with open(f"/proc/{pid}/environ", "rb") as stream:
+                if wanted not in stream.read().split(b"\0"):
+                    continue
+            found.append(psutil.Process(pid))
+        except (OSError, psutil.Error):
+            continue
+    return found
+
+
+_PROC = Path("/proc")
+_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
+def _proc_candidates(created_after: float) -> list[int]:
+    """Pids of this user's processes started after ``created_after``, from /proc alone."""
+    me, uid = os.getpid(), os.getuid()
+    after_ticks = (created_after - psutil.boot_time()) * _TICKS
+    pids: list[int] = []
+    for name in os.listdir(_PROC):
+        if not name.isdigit() or int(name) == me:
+            continue
+        try:
+            if os.stat(f"/proc/{name}").st_uid != uid:
+                continue
+            with open(f"/proc/{name}/stat", "rb") as stream:
+                data = stream.read()
+            start_ticks = int(data[data.rfind(b")") + 2 :].split()[19])
+        except (OSError, ValueError, IndexError):
+            continue
+        if start_ticks >= after_ticks:
+            pids.append(int(name))
+    return pids
+
+
+def _psutil_candidates(created_after: float) -> list[int]:
+    me, uid = os.getpid(), os.getuid()
+    pids: list[int] = []
     for process in psutil.process_iter(["uids", "create_time"]):
         uids, created = process.info.get("uids"), process.info.get("create_time")
-        if process.pid == me or uids is None or uids.real != uid or (created or 0.0) < created_after:
+        if process.pid != me and uids is not None and uids.real == uid and (created or 0.0) >= created_after:
+            pids.append(process.pid)
+    return pids
+
+
+def _read_proc() -> list[tuple[int, int, float]]:
+    """(pid, ppid, CPU seconds) of every process, straight from /proc/<pid>/stat.
+
+    About five times cheaper than psutil's per-process objects, which matters because this
+    runs every few seconds for as long as any session lives.
+    """
+    rows: list[tuple[int, int, float]] = []
+    for name in os.listdir(_PROC):
+        if not name.isdigit():
             continue
-        if _carries_tag(process, session_tag):
-            found.append(process)
+        try:
+            with open(f"/proc/{name}/stat", "rb") as stream:
+                data = stream.read()
+        except OSError:
+            continue
+        # The command name may contain spaces and parentheses: the fields start after the last ')'.
+        fields = data[data.rfind(b")") + 2 :].split()
+        try:
+            rows.append((int(name), int(fields[1]), (int(fields[11]) + int(fields[12])) / _TICKS))
+        except (IndexError, ValueError):
+            continue
+    return rows
+
+
+def _read_psutil() -> list[tuple[int, int, float]]:
+    rows: list[tuple[int, int, float]] = []
+    for process in psutil.process_iter(["ppid", "cpu_times"]):
+        ppid, times = process.info.get("ppid"), process.info.get("cpu_times")
+        if ppid is not None:
+            rows.append((process.pid, ppid, (times.user + times.system) if times is not None else 0.0))
+    return rows
+
+
+def process_rows() -> list[tuple[int, int, float]]:
+    """(pid, ppid, CPU seconds) of every process: one walk of the process table."""
+    return _read_proc() if _PROC.is_dir() else _read_psutil()
+
+
+def descendants(rows: list[tuple[int, int, float]], root_pid: int) -> set[int]:
+    """Every pid below ``root_pid`` in the parent links of ``rows``."""
+    children: dict[int, list[int]] = {}
+    for pid, ppid, _ in rows:
+        children.setdefault(ppid, []).append(pid)
+    found: set[int] = set()
+    pending = list(children.get(root_pid, ()))
+    while pending:
+        pid = pending.pop()
+        if pid not in found:
+            found.add(pid)
+            pending.extend(children.get(pid, ()))
     return found
 
 
@@ -107,11 +202,9 @@ def snapshot_targets(
         root_present = False
     if root_present:
         found[root.pid] = root
-        try:
-            for child in root.children(recursive=True):
-                found.setdefault(child.pid, child)
-        except psutil.Error:
-            pass
+        for pid in descendants(process_rows(), root.pid):
+            with contextlib.suppress(psutil.Error):
+                found.setdefault(pid, psutil.Process(pid))
     if pgid > 1:
         for pid in group_member_pids(pgid):
             if pid in found:

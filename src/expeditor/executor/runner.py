@@ -413,9 +413,11 @@ async def _finish(
             session.process, session.pgid, session.session_id, extra=session.known_descendants.values()
         )
         killed = await terminate(targets, session.pgid, grace=grace)
-        # A process that forked while we were killing (a daemon's middle process) leaves a child
-        # we could not have seen. Sweep again until a look finds nothing: dead processes fork no more.
-        for _ in range(_CONFIRMATION_SWEEPS if targets else 0):
+        # An escapee that forked while we were killing (a daemon's middle process) leaves a child we
+        # could not have seen; a group member's fork is covered by the group signal. Sweep again
+        # until a look finds nothing: dead processes fork no more.
+        escaped = any(not target.in_group for target in targets)
+        for _ in range(_CONFIRMATION_SWEEPS if escaped else 0):
             late = snapshot_targets(session.process, session.pgid, session.session_id)
             if not late:
                 break

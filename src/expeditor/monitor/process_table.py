@@ -7,14 +7,13 @@ for 50 sessions instead of 125-220 ms).
 
 from __future__ import annotations
 
-import os
 from collections import defaultdict
 from dataclasses import dataclass
-from pathlib import Path
 
 import anyio
 import psutil
 
+from expeditor.executor.process_tree import process_rows
 from expeditor.executor.session import LiveSession
 
 __all__ = ["Activity", "ProcessTable"]
@@ -29,43 +28,6 @@ class Activity:
     cpu_seconds: float
 
 
-_PROC = Path("/proc")
-_TICKS_PER_SECOND = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
-
-
-def _read_proc() -> list[tuple[int, int, float]]:
-    """(pid, ppid, CPU seconds) of every process, straight from /proc/<pid>/stat.
-
-    About five times cheaper than psutil's per-process objects, which matters because this
-    runs every few seconds for as long as any session lives.
-    """
-    rows: list[tuple[int, int, float]] = []
-    for name in os.listdir(_PROC):
-        if not name.isdigit():
-            continue
-        try:
-            with open(f"/proc/{name}/stat", "rb") as stream:
-                data = stream.read()
-        except OSError:
-            continue
-        # The command name may contain spaces and parentheses: the fields start after the last ')'.
-        fields = data[data.rfind(b")") + 2 :].split()
-        try:
-            rows.append((int(name), int(fields[1]), (int(fields[11]) + int(fields[12])) / _TICKS_PER_SECOND))
-        except (IndexError, ValueError):
-            continue
-    return rows
-
-
-def _read_psutil() -> list[tuple[int, int, float]]:
-    rows: list[tuple[int, int, float]] = []
-    for process in psutil.process_iter(["ppid", "cpu_times"]):
-        ppid, times = process.info.get("ppid"), process.info.get("cpu_times")
-        if ppid is not None:
-            rows.append((process.pid, ppid, (times.user + times.system) if times is not None else 0.0))
-    return rows
-
-
 class ProcessTable:
     """A cached snapshot of every process: parent links and CPU times."""
 
@@ -76,7 +38,7 @@ class ProcessTable:
         self.walks = 0
 
     def _refresh(self) -> None:
-        rows = _read_proc() if _PROC.is_dir() else _read_psutil()
+        rows = process_rows()
         children: defaultdict[int, list[int]] = defaultdict(list)
         cpu: dict[int, float] = {}
         for pid, ppid, seconds in rows:
