@@ -18,6 +18,9 @@ import psutil
 import pytest
 from mcp import Client, StdioServerParameters
 
+from expeditor.config import load_settings
+from expeditor.server.app import build_server
+from expeditor.state import RunStatus, SqliteCampaignStore
 from tests.support.fake import read_log
 
 pytestmark = pytest.mark.anyio
@@ -116,3 +119,28 @@ async def test_a_sigkilled_server_leaves_no_session_process(tmp_path: Path) -> N
             while [pid for pid in pids if alive(pid)]:
                 await anyio.sleep(0.05)
         group.cancel_scope.cancel()
+
+
+async def test_the_next_server_marks_the_runs_of_a_sigkilled_server_interrupted(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    async with contextlib.AsyncExitStack() as stack:
+        client = await stack.enter_async_context(Client(serve_parameters(tmp_path, {"steps": [{"hang": True}]})))
+        group = await stack.enter_async_context(anyio.create_task_group())
+        group.start_soon(_call_ignoring_disconnect, client, str(tmp_path))
+        await wait_for_registry(home, 1)
+        (entry,) = (home / "sessions").glob("*.json")
+        session_id = entry.stem
+        server_process().kill()
+        group.cancel_scope.cancel()
+    settings = load_settings(home=home, claude_config_dir=tmp_path / "claude", allowed_roots=(tmp_path,))
+    async with Client(build_server(settings, env=dict(os.environ))) as client:
+        listed = await client.call_tool("list_sessions", {})
+    assert (listed.structured_content or {}).get("result") == []
+    assert list((home / "sessions").glob("*.json")) == []
+    store = SqliteCampaignStore(home / "state.sqlite3")
+    try:
+        run = store.get_run(session_id)
+        assert run is not None
+        assert run.status is RunStatus.INTERRUPTED
+    finally:
+        store.close()
