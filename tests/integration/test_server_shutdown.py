@@ -144,3 +144,22 @@ async def test_the_next_server_marks_the_runs_of_a_sigkilled_server_interrupted(
         assert run.status is RunStatus.INTERRUPTED
     finally:
         store.close()
+
+
+async def test_the_server_adopts_and_reaps_orphans_so_no_zombie_lingers(tmp_path: Path) -> None:
+    scenario = {"steps": [{"spawn": {"sleep": 60, "double_fork": True, "close_stdio": True}}, {"result": "done"}]}
+    parameters = serve_parameters(tmp_path, scenario)
+    assert parameters.env is not None
+    parameters.env["EXPEDITOR_CHILDREN_INTERVAL"] = "0.2"
+    async with Client(parameters) as client:
+        result = await client.call_tool("run_skill", {"skill_command": "/leaves-a-daemon", "cwd": str(tmp_path)})
+        assert result.structured_content is not None
+        (daemon,) = [e["pid"] for e in read_log(tmp_path / "agent.log") if e["event"] == "spawned"]
+        assert daemon in [killed["pid"] for killed in result.structured_content["killed"]]
+        server = server_process()
+        with anyio.fail_after(5):
+            # Adopted by the server (a subreaper), killed, then reaped: no /proc entry, not even a zombie.
+            while os.path.exists(f"/proc/{daemon}") or any(
+                child.status() == psutil.STATUS_ZOMBIE for child in server.children()
+            ):
+                await anyio.sleep(0.05)

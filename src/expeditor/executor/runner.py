@@ -30,12 +30,27 @@ from expeditor.executor.registry import SessionEntry, SessionRegistry, process_s
 from expeditor.executor.session import LiveSession, Verdict, Watcher
 from expeditor.executor.stream import LineSplitter, StreamState, decode_event
 
-__all__ = ["LaunchSpec", "ManagedOutcome", "RunControl", "run_managed"]
+__all__ = ["OWN_CHILDREN", "LaunchSpec", "ManagedOutcome", "RunControl", "run_managed"]
 
 _READ_SIZE = 65536
 _STDERR_TAIL_BYTES = 8192
 _REGISTRY_REFRESH = 1.0
 _REAP_TIMEOUT = 2.0
+
+
+class _OwnChildren:
+    """The processes this event loop spawned and has not yet reaped, and spawns in progress.
+
+    A subreaper that collects adopted orphans must never touch these: their exit statuses
+    belong to the event loop.
+    """
+
+    def __init__(self) -> None:
+        self.pids: set[int] = set()
+        self.spawning = 0
+
+
+OWN_CHILDREN = _OwnChildren()
 _CONFIRMATION_SWEEPS = 3
 
 
@@ -253,15 +268,20 @@ async def run_managed(
         # Shielded: a cancellation that landed inside the spawn would leave a process nobody owns.
         # It is delivered at the first checkpoint below, where the ending kills the tree.
         with anyio.CancelScope(shield=True):
-            process = await anyio.open_process(
-                _guarded([executable, *spec.argv[1:]]),
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                cwd=spec.cwd,
-                env=dict(spec.env),
-                start_new_session=True,
-            )
+            OWN_CHILDREN.spawning += 1
+            try:
+                process = await anyio.open_process(
+                    _guarded([executable, *spec.argv[1:]]),
+                    stdin=subprocess.DEVNULL,
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.PIPE,
+                    cwd=spec.cwd,
+                    env=dict(spec.env),
+                    start_new_session=True,
+                )
+            finally:
+                OWN_CHILDREN.spawning -= 1
+            OWN_CHILDREN.pids.add(process.pid)
     except OSError as exc:
         return _launch_failed(spec, f"could not start {spec.argv[0]!r}: {exc.strerror or exc}")
     assert process is not None
@@ -424,6 +444,8 @@ async def _finish(
             killed += await terminate(late, session.pgid, grace=0)
         with anyio.move_on_after(_REAP_TIMEOUT):
             await process.wait()
+        if process.returncode is not None:
+            OWN_CHILDREN.pids.discard(process.pid)
         # Every writer is dead now, so EOF is imminent unless an unkillable process holds the pipe.
         with anyio.move_on_after(max(grace, 0.1)):
             await pipes.stdout_eof.wait()

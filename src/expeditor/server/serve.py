@@ -24,7 +24,9 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from expeditor.config import Settings
+from expeditor.executor.runner import OWN_CHILDREN
 from expeditor.server.app import StateHolder, build_server
+from expeditor.server.subreaper import become_subreaper, reap_adopted
 
 __all__ = ["serve", "shut_down_on_signals"]
 
@@ -71,9 +73,21 @@ async def shut_down_on_signals(holder: StateHolder, settings: Settings, serving:
             return
 
 
+async def reap_adopted_orphans(interval: float) -> None:
+    """As a subreaper, collect the exit statuses of adopted orphans so none lingers as a zombie."""
+    while True:
+        await anyio.sleep(interval)
+        if OWN_CHILDREN.spawning:
+            continue  # a child being spawned is not yet known as ours
+        for pid in reap_adopted(OWN_CHILDREN.pids):
+            logger.info("reaped adopted orphan pid=%d", pid)
+
+
 async def _serve_until_signalled(run: Callable[[], Awaitable[None]], holder: StateHolder, settings: Settings) -> None:
     async with anyio.create_task_group() as group:
         group.start_soon(shut_down_on_signals, holder, settings, group.cancel_scope)
+        if become_subreaper():
+            group.start_soon(reap_adopted_orphans, settings.children_interval)
         await run()
         group.cancel_scope.cancel()
 
