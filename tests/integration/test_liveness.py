@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from expeditor.executor import ClaudeCodeExecutor, RunResult, Termination
-from tests.support.fake import fake_settings, scenario_request
+from tests.support.fake import fake_settings, read_log, scenario_request
 
 pytestmark = pytest.mark.anyio
 
@@ -163,3 +163,21 @@ async def test_a_stalled_session_is_killed_within_threshold_plus_one_poll(tmp_pa
     silence = result.ended_at - max(result.last_moved.values())
     # The verdict, plus a SIGTERM kill of a few milliseconds.
     assert threshold <= silence <= threshold + poll + 0.1
+
+
+async def test_a_session_killed_as_stale_leaves_no_double_forked_daemon(tmp_path: Path) -> None:
+    log = tmp_path / "agent.log"
+    executor = ClaudeCodeExecutor(fake_settings(tmp_path, stale_threshold=THRESHOLD))
+    steps = [
+        {"spawn": {"sleep": 60, "double_fork": True, "close_stdio": True}},
+        {"assistant": "waiting"},
+        {"hang": True},
+    ]
+    request = scenario_request(tmp_path, {"steps": steps}, env={"EXPEDITOR_FAKE_LOG": str(log)})
+    result = await executor.run(request, marker_dir=None, caller_session_id=None)
+    assert result.termination is Termination.STALE
+    (daemon,) = [entry["pid"] for entry in read_log(log) if entry["event"] == "spawned"]
+    escaped = [killed for killed in result.killed if killed.pid == daemon]
+    assert len(escaped) == 1
+    assert escaped[0].escaped
+    # The conftest guard also fails the test if the daemon is still alive.

@@ -189,3 +189,18 @@ async def test_serve_over_stdio_runs_a_skill_for_a_real_client(tmp_path: Path) -
     assert result.structured_content["caller_session_id"] == CALLER
     log = (tmp_path / "home" / "logs" / "expeditor.log").read_text()
     assert "server pid=" in log
+
+
+async def test_list_recipes_and_validate_recipe(tmp_path: Path) -> None:
+    server = build_server(fake_settings(tmp_path), env=server_env(tmp_path, {"steps": DONE}))
+    broken = "name: mine\ndescription: x\nsteps:\n  plan:\n    skill: /expeditor:make-plan {topik}\n"
+    async with Client(server) as client:
+        listed = await client.call_tool("list_recipes", {})
+        checked = await client.call_tool("validate_recipe", {"text": broken, "name": "mine"})
+    recipes = {recipe["name"]: recipe for recipe in (listed.structured_content or {}).get("result", [])}
+    assert {"demo", "diagnose", "implementation"} <= set(recipes)
+    assert "problem" in recipes["diagnose"]["inputs"]
+    assert recipes["diagnose"]["steps"] == ["reproduce", "investigate"]
+    assert checked.structured_content is not None
+    assert checked.structured_content["valid"] is False
+    assert any("{topik}" in problem for problem in checked.structured_content["problems"])

@@ -19,6 +19,7 @@ from expeditor.recipes import RecipeLibrary
 from expeditor.server.caller import CallerContext
 from expeditor.server.dispatch_tools import register_dispatch_tools
 from expeditor.server.reaper import reap_leftovers
+from expeditor.server.recipe_tools import register_recipe_tools
 from expeditor.server.state import ServerState
 from expeditor.server.supervisor import Supervisor
 from expeditor.server.tools import register_tools
@@ -88,4 +89,5 @@ def build_server(
     server: MCPServer[Any] = MCPServer("expeditor", version=__version__, instructions=INSTRUCTIONS, lifespan=lifespan)
     register_tools(server)
     register_dispatch_tools(server)
+    register_recipe_tools(server)
     return server
