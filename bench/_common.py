@@ -27,7 +27,8 @@ def bench_settings(root: Path, **overrides: Any) -> Settings:
 
 
 def scenario_request(cwd: Path, scenario: dict[str, Any], **fields: Any) -> RunRequest:
-    return RunRequest(prompt="/bench", cwd=cwd, env={"EXPEDITOR_FAKE_SCENARIO": json.dumps(scenario)}, **fields)
+    env = {"EXPEDITOR_FAKE_SCENARIO": json.dumps(scenario), **fields.pop("env", {})}
+    return RunRequest(prompt="/bench", cwd=cwd, env=env, **fields)
 
 
 def temp_root() -> tempfile.TemporaryDirectory[str]:

@@ -16,7 +16,7 @@ from bench._common import bench_settings, describe, scenario_request, temp_root
 from expeditor.executor import ClaudeCodeExecutor, RunControl, RunResult
 
 
-async def kill_once(executor: ClaudeCodeExecutor, root: Path, ignore_sigterm: bool) -> float:
+async def kill_once(executor: ClaudeCodeExecutor, root: Path, ignore_sigterm: bool, log: Path, index: int) -> float:
     scenario = {
         "ignore_sigterm": ignore_sigterm,
         "steps": [{"spawn": {"sleep": 60, "count": 2, "ignore_sigterm": ignore_sigterm}}, {"hang": True}],
@@ -29,13 +29,18 @@ async def kill_once(executor: ClaudeCodeExecutor, root: Path, ignore_sigterm: bo
         async def cancel_soon() -> None:
             nonlocal decided_at
             await control.started.wait()
-            await anyio.sleep(0.3)  # let the agent start its children
+            # Wait for the agent's children: the tree must be whole when the kill starts.
+            while len([line for line in log.read_text().splitlines() if '"spawned"' in line]) < 2 * (index + 1):
+                await anyio.sleep(0.01)
             decided_at = time.perf_counter()
             control.cancel("bench")
 
         group.start_soon(cancel_soon)
         result = await executor.run(
-            scenario_request(root, scenario), marker_dir=None, caller_session_id=None, control=control
+            scenario_request(root, scenario, env={"EXPEDITOR_FAKE_LOG": str(log)}),
+            marker_dir=None,
+            caller_session_id=None,
+            control=control,
         )
     elapsed = time.perf_counter() - decided_at
     assert result is not None
@@ -47,8 +52,10 @@ async def main(runs: int, grace: float) -> None:
     with temp_root() as root_name:
         root = Path(root_name)
         executor = ClaudeCodeExecutor(bench_settings(root, kill_grace=grace))
-        obeying = [await kill_once(executor, root, False) for _ in range(runs)]
-        ignoring = [await kill_once(executor, root, True) for _ in range(runs)]
+        log = root / "agents.log"
+        log.touch()
+        obeying = [await kill_once(executor, root, False, log, index) for index in range(runs)]
+        ignoring = [await kill_once(executor, root, True, log, runs + index) for index in range(runs)]
         print(describe("tree obeying SIGTERM ", obeying) + " (target < 50 ms)")
         print(describe("tree ignoring SIGTERM", ignoring) + f" (target < grace {grace * 1000:.0f} ms + 50 ms)")
 

@@ -433,11 +433,10 @@ async def _finish(
             session.process, session.pgid, session.session_id, extra=session.known_descendants.values()
         )
         killed = await terminate(targets, session.pgid, grace=grace)
-        # An escapee that forked while we were killing (a daemon's middle process) leaves a child we
-        # could not have seen; a group member's fork is covered by the group signal. Sweep again
-        # until a look finds nothing: dead processes fork no more.
-        escaped = any(not target.in_group for target in targets)
-        for _ in range(_CONFIRMATION_SWEEPS if escaped else 0):
+        # A process that left the group between our look and our signal (a daemon's middle process
+        # calling setsid) escapes both; one that forked meanwhile leaves a child we could not have
+        # seen. Sweep again until a look finds nothing: dead processes fork no more.
+        for _ in range(_CONFIRMATION_SWEEPS if targets else 0):
             late = snapshot_targets(session.process, session.pgid, session.session_id)
             if not late:
                 break
