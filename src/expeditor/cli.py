@@ -81,6 +81,40 @@ def _run_skill(args: argparse.Namespace) -> int:
     return EXIT_OK if result.success else EXIT_RUN_FAILED
 
 
+def _status(args: argparse.Namespace) -> int:
+    import time
+
+    from rich.console import Console, Group
+    from rich.live import Live
+
+    from expeditor.state import SqliteCampaignStore
+    from expeditor.status import dispatch_table, live_sessions, session_table
+
+    settings = _settings(args)
+    store = SqliteCampaignStore(settings.state_path) if args.campaign else None
+
+    def render() -> Group:
+        parts: list[Any] = [session_table(live_sessions(settings))]
+        if store is not None:
+            parts.append(dispatch_table(args.campaign, store.list(args.campaign)))
+        return Group(*parts)
+
+    console = Console()
+    try:
+        if not args.watch:
+            console.print(render())
+            return EXIT_OK
+        with Live(render(), console=console, refresh_per_second=2) as live:
+            while True:
+                time.sleep(args.interval)
+                live.update(render())
+    except KeyboardInterrupt:
+        return EXIT_OK
+    finally:
+        if store is not None:
+            store.close()
+
+
 def _demo(args: argparse.Namespace) -> int:
     from expeditor.demo import run_demo
 
@@ -198,6 +232,12 @@ def _parser() -> argparse.ArgumentParser:
     dispatch.add_argument("--force", action="store_true", help="rerun a job that already succeeded")
     dispatch.add_argument("--json", action="store_true", help="print the outcome as JSON")
     dispatch.set_defaults(handler=_dispatch)
+
+    status = commands.add_parser("status", help="live sessions (and a campaign's jobs): what each waits on, why alive")
+    status.add_argument("--campaign", help="also show this campaign's dispatch records")
+    status.add_argument("--watch", action="store_true", help="refresh until interrupted")
+    status.add_argument("--interval", type=float, default=1.0, help="seconds between refreshes with --watch")
+    status.set_defaults(handler=_status)
 
     demo = commands.add_parser("demo", help="see supervision work in seconds, on the bundled fake agent")
     demo.set_defaults(handler=_demo)

@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from rich.console import Console
 
 from expeditor.demo import run_demo
@@ -16,7 +17,7 @@ from tests.support.fake import FAKE_AGENT_COMMAND
 
 
 def expeditor(
-    tmp_path: Path, *args: str, scenario: dict[str, object] | None = None
+    tmp_path: Path, *args: str, scenario: dict[str, object] | None = None, extra_env: dict[str, str] | None = None
 ) -> subprocess.CompletedProcess[str]:
     env = {
         **os.environ,
@@ -26,6 +27,7 @@ def expeditor(
     }
     if scenario is not None:
         env["EXPEDITOR_FAKE_SCENARIO"] = json.dumps(scenario)
+    env.update(extra_env or {})
     return subprocess.run(
         [sys.executable, "-m", "expeditor", "--home", str(tmp_path / "home"), *args],
         env=env,
@@ -114,3 +116,36 @@ def test_dispatch_refuses_an_input_that_is_not_key_value(tmp_path: Path) -> None
     done = expeditor(tmp_path, "dispatch", "camp", "job", "--recipe", "diagnose", "--input", "oops")
     assert done.returncode == 2
     assert "is not key=value" in done.stderr
+
+
+@pytest.mark.anyio
+async def test_status_shows_what_a_live_session_waits_on_and_why_it_is_alive(tmp_path: Path) -> None:
+    import anyio
+
+    from expeditor.executor import ClaudeCodeExecutor, RunControl
+    from expeditor.monitor import execution_marker
+    from tests.support.fake import fake_settings, scenario_request
+
+    settings = fake_settings(tmp_path)
+    executor = ClaudeCodeExecutor(settings)
+    control = RunControl()
+    request = scenario_request(tmp_path, {"steps": [{"assistant": "calling a tool"}, {"hang": True}]})
+    outputs: list[str] = []
+    async with anyio.create_task_group() as group:
+
+        async def look() -> None:
+            await control.started.wait()
+            assert control.session is not None
+            async with execution_marker(settings.markers_path, "run-skill", control.session.session_id):
+                done = await anyio.to_thread.run_sync(
+                    lambda: expeditor(tmp_path, "status", extra_env={"COLUMNS": "250"}),
+                )
+                outputs.append(done.stdout)
+            control.cancel("looked", grace=0.05)
+
+        group.start_soon(look)
+        await executor.run(request, marker_dir=settings.markers_path, caller_session_id="the-caller", control=control)
+    (text,) = outputs
+    assert "Live sessions (1)" in text
+    assert "run-skill" in text
+    assert "marker" in text

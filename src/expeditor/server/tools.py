@@ -9,31 +9,18 @@ from typing import Any
 
 from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import BaseModel, ValidationError
 
 from expeditor.errors import InvalidInput
 from expeditor.executor import RunControl, RunRequest, RunResult
-from expeditor.monitor import execution_marker, find_active_marker
+from expeditor.monitor import execution_marker
 from expeditor.server.progress import reporting_progress
 from expeditor.server.state import ServerState
+from expeditor.status import SessionInfo, live_sessions
 
-__all__ = ["CancelOutcome", "SessionInfo", "register_tools"]
+__all__ = ["CancelOutcome", "register_tools"]
 
 logger = logging.getLogger(__name__)
-
-
-class SessionInfo(BaseModel):
-    """One live managed session, as the live-session registry and the marker directory describe it."""
-
-    session_id: str
-    kind: str
-    pid: int
-    caller_session_id: str | None
-    cwd: str
-    elapsed_s: float
-    silent_s: dict[str, float] = Field(description="Seconds since each liveness signal last moved.")
-    active_marker: str | None = Field(description="The marker vouching for this session, if any.")
-    owner_alive: bool = Field(description="False when the server that launched it is gone (orphaned).")
 
 
 class CancelOutcome(BaseModel):
@@ -122,30 +109,12 @@ def register_tools(server: MCPServer[Any]) -> None:
         """List the headless sessions expeditor is supervising right now (all servers sharing this home).
 
         For each: its id, kind, pid, who is waiting on it, how long it has run, how many seconds
-        since its transcript, stdout and child processes last showed activity, and the execution
-        marker (if any) that vouches for it while it is blocked on a tool call.
+        since its transcript, stdout and child processes last showed activity, the execution
+        marker (if any) that vouches for it while it is blocked on a tool call, what it is waiting
+        on, and why it is considered alive (or that it was orphaned by a dead server).
         """
         state = _state(ctx)
-        now = time.time()
-        infos: list[SessionInfo] = []
-        for entry in state.supervisor.executor.registry.entries():
-            marker = find_active_marker(
-                state.settings.markers_path, entry.session_id, freshness=state.settings.marker_freshness
-            )
-            infos.append(
-                SessionInfo(
-                    session_id=entry.session_id,
-                    kind=entry.kind.value,
-                    pid=entry.pid,
-                    caller_session_id=entry.caller_session_id,
-                    cwd=entry.cwd,
-                    elapsed_s=round(now - entry.started_at, 1),
-                    silent_s={signal.value: round(now - at, 1) for signal, at in entry.last_moved.items()},
-                    active_marker=marker.name if marker else None,
-                    owner_alive=entry.owner_alive(),
-                )
-            )
-        return infos
+        return live_sessions(state.settings, state.supervisor.executor.registry)
 
     @server.tool()
     async def cancel_session(session_id: str, ctx: Context) -> CancelOutcome:

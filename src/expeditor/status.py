@@ -1,0 +1,130 @@
+"""What is running now, and why each session is considered alive: for `expeditor status` and `list_sessions`.
+
+It reads only shared files (the live-session registry, the marker directory, transcripts), so it
+works from any process while a server or a pipeline runs in another.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Sequence
+
+from pydantic import BaseModel, Field
+from rich.table import Table
+
+from expeditor.config import Settings
+from expeditor.executor.models import Signal
+from expeditor.executor.registry import SessionEntry, SessionRegistry
+from expeditor.monitor import find_active_marker
+from expeditor.state import DispatchRecord
+
+__all__ = ["SessionInfo", "dispatch_table", "live_sessions", "session_table"]
+
+
+class SessionInfo(BaseModel):
+    """One live managed session, as the live-session registry and the marker directory describe it."""
+
+    session_id: str
+    kind: str
+    pid: int
+    caller_session_id: str | None
+    cwd: str
+    elapsed_s: float
+    silent_s: dict[str, float] = Field(description="Seconds since each liveness signal last moved.")
+    active_marker: str | None = Field(description="The marker vouching for this session, if any.")
+    owner_alive: bool = Field(description="False when the server that launched it is gone (orphaned).")
+    waiting_on: str = Field(description="What the session is blocked on, when known.")
+    alive_because: str = Field(description="Why it is considered alive (or that it is orphaned).")
+
+
+def _silences(entry: SessionEntry, now: float) -> dict[str, float]:
+    moved = {signal.value: at for signal, at in entry.last_moved.items()}
+    if entry.transcript_path:
+        # The registry entry is written on movement; the transcript's mtime is exact.
+        try:
+            mtime = os.stat(entry.transcript_path).st_mtime
+        except OSError:
+            mtime = None
+        if mtime is not None and mtime >= entry.started_at:
+            moved[Signal.TRANSCRIPT.value] = max(moved.get(Signal.TRANSCRIPT.value, 0.0), mtime)
+    return {signal: round(max(now - at, 0.0), 1) for signal, at in sorted(moved.items())}
+
+
+def live_sessions(settings: Settings, registry: SessionRegistry | None = None) -> list[SessionInfo]:
+    """Every session in the registry, with what it waits on and why it is considered alive."""
+    registry = registry or SessionRegistry(settings.sessions_dir)
+    now = time.time()
+    entries = registry.entries()
+    infos: list[SessionInfo] = []
+    for entry in entries:
+        marker = find_active_marker(settings.markers_path, entry.session_id, freshness=settings.marker_freshness)
+        children = [other for other in entries if other.caller_session_id == entry.session_id]
+        silent = _silences(entry, now)
+        owner_alive = entry.owner_alive()
+        if marker is not None:
+            waiting = f"a {marker.label} call" + (
+                f" running session {children[0].session_id} ({children[0].kind.value})" if children else ""
+            )
+        else:
+            waiting = "its own work (no tool call is vouched for)"
+        if not owner_alive:
+            because = f"orphaned: its server (pid {entry.owner_pid}) is gone; the next server start reaps it"
+        elif marker is not None:
+            because = f"silent is fine: marker {marker.name} is fresh (held by pid {marker.owner_pid})"
+        elif silent:
+            signal, seconds = min(silent.items(), key=lambda item: item[1])
+            because = f"{signal} moved {seconds:.0f}s ago"
+        else:
+            because = f"started {now - entry.started_at:.0f}s ago, no output yet"
+        infos.append(
+            SessionInfo(
+                session_id=entry.session_id,
+                kind=entry.kind.value,
+                pid=entry.pid,
+                caller_session_id=entry.caller_session_id,
+                cwd=entry.cwd,
+                elapsed_s=round(now - entry.started_at, 1),
+                silent_s=silent,
+                active_marker=marker.name if marker else None,
+                owner_alive=owner_alive,
+                waiting_on=waiting,
+                alive_because=because,
+            )
+        )
+    return infos
+
+
+def session_table(sessions: Sequence[SessionInfo]) -> Table:
+    table = Table(title=f"Live sessions ({len(sessions)})")
+    for column in ("session", "kind", "pid", "caller", "running", "silent (s)", "waiting on", "alive because"):
+        table.add_column(column)
+    for info in sessions:
+        table.add_row(
+            info.session_id[:8],
+            info.kind,
+            str(info.pid),
+            (info.caller_session_id or "-")[:8],
+            f"{info.elapsed_s:.0f}s",
+            ", ".join(f"{signal} {seconds:.0f}" for signal, seconds in info.silent_s.items()) or "-",
+            info.waiting_on,
+            info.alive_because,
+        )
+    return table
+
+
+def dispatch_table(campaign: str, records: Sequence[DispatchRecord]) -> Table:
+    table = Table(title=f"Campaign {campaign} ({len(records)} jobs)")
+    for column in ("job", "status", "attempts", "session", "tokens (in/out/cache read)", "updated"):
+        table.add_column(column)
+    for record in records:
+        usage = record.usage.total if record.usage else None
+        table.add_row(
+            record.name,
+            record.status.value,
+            str(record.attempts),
+            (record.dispatched_session_id or "-")[:8],
+            f"{usage.input_tokens}/{usage.output_tokens}/{usage.cache_read_tokens}" if usage else "-",
+            time.strftime("%H:%M:%S", time.localtime(record.updated_at)),
+        )
+    return table
