@@ -29,6 +29,7 @@ import dataclasses
 import itertools
 import json
 import threading
+import time
 from collections import deque
 from collections.abc import Callable, Generator, Iterable, Mapping
 from contextlib import contextmanager
@@ -155,6 +156,8 @@ class RecordedRequest:
     answer: Scripted | None
     route: str | None = None
     """The route whose script answered it; None for the default script and side calls."""
+    received_at: float = 0.0
+    """When it arrived (epoch seconds), before any scripted delay."""
 
     @property
     def session_id(self) -> str | None:
@@ -295,7 +298,8 @@ class ScriptedMessagesAPI:
     def _take(self, method: str, url: str, headers: dict[str, str], body: JSONBody) -> Scripted | None:
         parts = urlsplit(url)
         kind: RequestKind = "main" if is_main_conversation(method, parts.path, body) else "side"
-        request = RecordedRequest(method, parts.path, dict(parse_qsl(parts.query)), headers, body, kind, None)
+        query = dict(parse_qsl(parts.query))
+        request = RecordedRequest(method, parts.path, query, headers, body, kind, None, received_at=time.time())
         with self._lock:
             route = self._route_of(request) if kind == "main" else None
             script = route.script if route is not None else self._script
