@@ -14,12 +14,12 @@ import os
 import signal
 from collections.abc import Iterable
 from dataclasses import dataclass
-from pathlib import Path
 
 import anyio
 import psutil
 
 from expeditor.executor.models import KilledProcess
+from expeditor.executor.proc_snapshot import SESSION_TAG_VARIABLE, ProcSnapshot, take_snapshot
 
 __all__ = [
     "SESSION_TAG_VARIABLE",
@@ -32,7 +32,6 @@ __all__ = [
     "terminate",
 ]
 
-SESSION_TAG_VARIABLE = "EXPEDITOR_SESSION_ID"
 
 _FIRST_POLL = 0.001
 _MAX_POLL = 0.02
@@ -73,107 +72,38 @@ def _carries_tag(process: psutil.Process, session_tag: str) -> bool:
         return False
 
 
-def tagged_processes(session_tag: str, *, created_after: float = 0.0) -> list[psutil.Process]:
+def tagged_processes(
+    session_tag: str, *, created_after: float = 0.0, snapshot: ProcSnapshot | None = None
+) -> list[psutil.Process]:
     """Processes of this user whose environment carries the session's tag.
 
     This finds what left both the group and the tree, e.g. a double-forked daemon whose middle
     process is gone. Only our own processes' environments are readable, which is all we need,
     and only processes started after the session (``created_after``, epoch seconds) can carry it.
-    On Linux the walk reads /proc directly (psutil's per-process objects cost ~7 ms a walk,
-    which adds up when a server tears down many sessions at once).
     """
-    candidates = _proc_candidates(created_after) if _PROC.is_dir() else _psutil_candidates(created_after)
+    snapshot = snapshot or take_snapshot(fresh=True)
+    starts = {row.pid: row.start_time for row in snapshot.rows}
     found: list[psutil.Process] = []
-    wanted = f"{SESSION_TAG_VARIABLE}={session_tag}".encode()
-    for pid in candidates:
+    for pid in snapshot.tagged(session_tag):
+        if starts.get(pid, 0.0) < created_after:
+            continue
         try:
-            with open(f"/proc/{pid}/environ", "rb") as stream:
-                if wanted not in stream.read().split(b"\0"):
-                    continue
             found.append(psutil.Process(pid))
-        except (OSError, psutil.Error):
+        except psutil.Error:
             continue
     return found
 
 
-_PROC = Path("/proc")
-_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
-
-
-def _proc_candidates(created_after: float) -> list[int]:
-    """Pids of this user's processes started after ``created_after``, from /proc alone."""
-    me, uid = os.getpid(), os.getuid()
-    after_ticks = (created_after - psutil.boot_time()) * _TICKS
-    pids: list[int] = []
-    for name in os.listdir(_PROC):
-        if not name.isdigit() or int(name) == me:
-            continue
-        try:
-            if os.stat(f"/proc/{name}").st_uid != uid:
-                continue
-            with open(f"/proc/{name}/stat", "rb") as stream:
-                data = stream.read()
-            start_ticks = int(data[data.rfind(b")") + 2 :].split()[19])
-        except (OSError, ValueError, IndexError):
-            continue
-        if start_ticks >= after_ticks:
-            pids.append(int(name))
-    return pids
-
-
-def _psutil_candidates(created_after: float) -> list[int]:
-    me, uid = os.getpid(), os.getuid()
-    pids: list[int] = []
-    for process in psutil.process_iter(["uids", "create_time"]):
-        uids, created = process.info.get("uids"), process.info.get("create_time")
-        if process.pid != me and uids is not None and uids.real == uid and (created or 0.0) >= created_after:
-            pids.append(process.pid)
-    return pids
-
-
-def _read_proc() -> list[tuple[int, int, float]]:
-    """(pid, ppid, CPU seconds) of every process, straight from /proc/<pid>/stat.
-
-    About five times cheaper than psutil's per-process objects, which matters because this
-    runs every few seconds for as long as any session lives.
-    """
-    rows: list[tuple[int, int, float]] = []
-    for name in os.listdir(_PROC):
-        if not name.isdigit():
-            continue
-        try:
-            with open(f"/proc/{name}/stat", "rb") as stream:
-                data = stream.read()
-        except OSError:
-            continue
-        # The command name may contain spaces and parentheses: the fields start after the last ')'.
-        fields = data[data.rfind(b")") + 2 :].split()
-        try:
-            rows.append((int(name), int(fields[1]), (int(fields[11]) + int(fields[12])) / _TICKS))
-        except (IndexError, ValueError):
-            continue
-    return rows
-
-
-def _read_psutil() -> list[tuple[int, int, float]]:
-    rows: list[tuple[int, int, float]] = []
-    for process in psutil.process_iter(["ppid", "cpu_times"]):
-        ppid, times = process.info.get("ppid"), process.info.get("cpu_times")
-        if ppid is not None:
-            rows.append((process.pid, ppid, (times.user + times.system) if times is not None else 0.0))
-    return rows
-
-
 def process_rows() -> list[tuple[int, int, float]]:
-    """(pid, ppid, CPU seconds) of every process: one walk of the process table."""
-    return _read_proc() if _PROC.is_dir() else _read_psutil()
+    """(pid, ppid, CPU seconds) of every process: one fresh walk of the process table."""
+    return [(row.pid, row.ppid, row.cpu_seconds) for row in take_snapshot(fresh=True).rows]
 
 
-def descendants(rows: list[tuple[int, int, float]], root_pid: int) -> set[int]:
-    """Every pid below ``root_pid`` in the parent links of ``rows``."""
+def descendants(snapshot: ProcSnapshot, root_pid: int) -> set[int]:
+    """Every pid below ``root_pid`` in the parent links of ``snapshot``."""
     children: dict[int, list[int]] = {}
-    for pid, ppid, _ in rows:
-        children.setdefault(ppid, []).append(pid)
+    for row in snapshot.rows:
+        children.setdefault(row.ppid, []).append(row.pid)
     found: set[int] = set()
     pending = list(children.get(root_pid, ()))
     while pending:
@@ -185,15 +115,23 @@ def descendants(rows: list[tuple[int, int, float]], root_pid: int) -> set[int]:
 
 
 def snapshot_targets(
-    root: psutil.Process, pgid: int, session_tag: str | None, extra: Iterable[psutil.Process] = ()
+    root: psutil.Process,
+    pgid: int,
+    session_tag: str | None,
+    extra: Iterable[psutil.Process] = (),
+    *,
+    fresh: bool = True,
+    newer_than: float | None = None,
 ) -> list[TreeTarget]:
     """Every live process of the session: the root, its descendants, its group and ``extra``.
 
     While the root lives, its group id cannot be reused, so every member of the group is ours.
     Once the root is gone, a member counts only if it carries the session's environment tag
     (``EXPEDITOR_SESSION_ID``): the group id may by then belong to someone else. Processes
-    anywhere that carry the tag are included too.
+    anywhere that carry the tag are included too. With ``fresh=False`` the process table may be
+    a walk another session took a few milliseconds ago (see proc_snapshot).
     """
+    snapshot = take_snapshot(fresh=fresh and newer_than is None, newer_than=newer_than)
     found: dict[int, psutil.Process] = {}
     try:
         # A zombie root still holds its pid, hence its group id: the group is still ours.
@@ -202,7 +140,7 @@ def snapshot_targets(
         root_present = False
     if root_present:
         found[root.pid] = root
-        for pid in descendants(process_rows(), root.pid):
+        for pid in descendants(snapshot, root.pid):
             with contextlib.suppress(psutil.Error):
                 found.setdefault(pid, psutil.Process(pid))
     if pgid > 1:
@@ -219,7 +157,7 @@ def snapshot_targets(
         found.setdefault(process.pid, process)
     if session_tag is not None:
         # Clock ticks round start times; a second of slack cannot admit a foreign process (tag check).
-        for process in tagged_processes(session_tag, created_after=root.create_time() - 1):
+        for process in tagged_processes(session_tag, created_after=root.create_time() - 1, snapshot=snapshot):
             found.setdefault(process.pid, process)
     targets: list[TreeTarget] = []
     for pid, process in found.items():

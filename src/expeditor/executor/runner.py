@@ -21,6 +21,7 @@ from pathlib import Path
 
 import anyio
 import anyio.abc
+import anyio.lowlevel
 import psutil
 
 from expeditor.config import RunPolicy
@@ -429,15 +430,20 @@ async def _finish(
             drains.start_soon(pipes.pump_stdout)
         if not pipes.stderr_eof.is_set():
             drains.start_soon(pipes.pump_stderr)
+        # Sessions ending together (a server shutting down) share one walk of the process table;
+        # the confirmation sweep below always looks afresh.
         targets = snapshot_targets(
-            session.process, session.pgid, session.session_id, extra=session.known_descendants.values()
+            session.process, session.pgid, session.session_id, extra=session.known_descendants.values(), fresh=False
         )
         killed = await terminate(targets, session.pgid, grace=grace)
         # A process that left the group between our look and our signal (a daemon's middle process
         # calling setsid) escapes both; one that forked meanwhile leaves a child we could not have
-        # seen. Sweep again until a look finds nothing: dead processes fork no more.
+        # seen. Look again, with a walk taken after everything we knew of was dead (other sessions
+        # ending now may share it), until a look finds nothing: dead processes fork no more.
         for _ in range(_CONFIRMATION_SWEEPS if targets else 0):
-            late = snapshot_targets(session.process, session.pgid, session.session_id)
+            all_dead_at = time.monotonic()
+            await anyio.lowlevel.checkpoint()  # let sessions ending alongside take the walk first, then share it
+            late = snapshot_targets(session.process, session.pgid, session.session_id, newer_than=all_dead_at)
             if not late:
                 break
             killed += await terminate(late, session.pgid, grace=0)
