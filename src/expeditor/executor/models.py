@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from enum import StrEnum
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema, field_validator
 
 from expeditor.config import validate_model
 from expeditor.errors import InvalidInput
@@ -143,7 +143,8 @@ class RunResult(BaseModel):
     duration_s: float
     started_at: float | None = Field(default=None, description="Epoch seconds at spawn.")
     ended_at: float | None = Field(default=None, description="Epoch seconds when the last process was gone.")
-    transcript_path: Path | None = None
+    # A plain string in the schema: Claude Code's validator warns about the "path" format.
+    transcript_path: Annotated[Path, WithJsonSchema({"type": "string"})] | None = None
     stderr_tail: str = ""
     decided_by: DecidedBy
     reason: str = Field(description="One sentence a person can act on.")
