@@ -11,12 +11,10 @@ the outcome on the ``RunControl`` and re-raises.
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
-import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import anyio
@@ -25,33 +23,21 @@ import anyio.lowlevel
 import psutil
 
 from expeditor.config import RunPolicy
-from expeditor.executor.models import DecidedBy, KilledProcess, RunResult, SessionKind, Signal, Termination
+from expeditor.executor.control import Decision, ManagedOutcome, RunControl
+from expeditor.executor.models import DecidedBy, KilledProcess, SessionKind, Termination
+from expeditor.executor.pipes import SessionPipes
 from expeditor.executor.process_tree import snapshot_targets, terminate
 from expeditor.executor.registry import SessionEntry, SessionRegistry, process_start_time
 from expeditor.executor.session import LiveSession, Verdict, Watcher
-from expeditor.executor.stream import LineSplitter, StreamState, decode_event
+from expeditor.executor.spawning import GUARD, OWN_CHILDREN, guarded, resolve_executable
+from expeditor.executor.stream import StreamState
 
 __all__ = ["OWN_CHILDREN", "LaunchSpec", "ManagedOutcome", "RunControl", "run_managed"]
 
-_READ_SIZE = 65536
-_STDERR_TAIL_BYTES = 8192
 _REGISTRY_REFRESH = 1.0
 _REAP_TIMEOUT = 2.0
 
 
-class _OwnChildren:
-    """The processes this event loop spawned and has not yet reaped, and spawns in progress.
-
-    A subreaper that collects adopted orphans must never touch these: their exit statuses
-    belong to the event loop.
-    """
-
-    def __init__(self) -> None:
-        self.pids: set[int] = set()
-        self.spawning = 0
-
-
-OWN_CHILDREN = _OwnChildren()
 _CONFIRMATION_SWEEPS = 3
 
 
@@ -67,124 +53,6 @@ class LaunchSpec:
     transcript_path: Path | None = None
     caller_session_id: str | None = None
     marker_dir: Path | None = None
-
-
-@dataclass
-class ManagedOutcome:
-    """What the runner observed from spawn to the last process of the tree."""
-
-    verdict: Verdict
-    exit_code: int | None
-    stream: StreamState
-    stderr_tail: str
-    duration_s: float
-    transcript_offset: int
-    started_at: float | None = None
-    ended_at: float | None = None
-    killed: list[KilledProcess] = field(default_factory=list[KilledProcess])
-    last_moved: dict[Signal, float] = field(default_factory=dict[Signal, float])
-    suppressed_by: dict[str, float] = field(default_factory=dict[str, float])
-
-
-class _Decision:
-    """First offer wins; later offers are ignored."""
-
-    def __init__(self) -> None:
-        self._event = anyio.Event()
-        self.verdict: Verdict | None = None
-
-    def offer(self, verdict: Verdict) -> None:
-        if self.verdict is None:
-            self.verdict = verdict
-            self._event.set()
-
-    async def wait(self) -> Verdict:
-        await self._event.wait()
-        assert self.verdict is not None
-        return self.verdict
-
-
-class RunControl:
-    """A handle on one run: see it start, cancel it from elsewhere, read how it ended."""
-
-    def __init__(self) -> None:
-        self.started = anyio.Event()
-        self.session: LiveSession | None = None
-        self.outcome: ManagedOutcome | None = None
-        self.result: RunResult | None = None
-        self._decision: _Decision | None = None
-        self._pending: Verdict | None = None
-
-    def cancel(self, reason: str, *, grace: float | None = None, decided_by: DecidedBy = DecidedBy.CANCEL) -> None:
-        """End the run as ``cancelled``; ``grace`` replaces the policy's SIGTERM grace."""
-        verdict = Verdict(Termination.CANCELLED, decided_by, reason, kill_grace=grace)
-        if self._decision is None:
-            self._pending = self._pending or verdict
-        else:
-            self._decision.offer(verdict)
-
-    def _attach(self, decision: _Decision, session: LiveSession) -> None:
-        self._decision = decision
-        self.session = session
-        if self._pending is not None:
-            decision.offer(self._pending)
-        self.started.set()
-
-
-class _Pipes:
-    """Drains stdout (parsing stream-json) and stderr (keeping a tail) into the session."""
-
-    def __init__(self, process: anyio.abc.Process, session: LiveSession, decision: _Decision) -> None:
-        self.process = process
-        self.session = session
-        self.decision = decision
-        self.state = StreamState()
-        self.splitter = LineSplitter()
-        self.result_seen = anyio.Event()
-        self.stdout_eof = anyio.Event()
-        self.stderr_eof = anyio.Event()
-        self.stderr = bytearray()
-
-    async def pump_stdout(self) -> None:
-        stream = self.process.stdout
-        assert stream is not None
-        while not self.stdout_eof.is_set():
-            try:
-                chunk = await stream.receive(_READ_SIZE)
-            except (anyio.EndOfStream, anyio.ClosedResourceError, anyio.BrokenResourceError):
-                for line in self.splitter.flush():
-                    self._line(line)
-                self.stdout_eof.set()
-                return
-            self.session.stdout_bytes += len(chunk)
-            self.session.clock.moved(Signal.STDOUT)
-            for line in self.splitter.feed(chunk):
-                self._line(line)
-
-    def _line(self, line: bytes) -> None:
-        event = decode_event(line)
-        if event is None:
-            return
-        self.state.handle(event)
-        if self.state.result is not None:
-            self.result_seen.set()
-
-    async def pump_stderr(self) -> None:
-        stream = self.process.stderr
-        assert stream is not None
-        while not self.stderr_eof.is_set():
-            try:
-                chunk = await stream.receive(_READ_SIZE)
-            except (anyio.EndOfStream, anyio.ClosedResourceError, anyio.BrokenResourceError):
-                self.stderr_eof.set()
-                return
-            self.session.clock.moved(Signal.STDERR)
-            self.stderr += chunk
-            if len(self.stderr) > 2 * _STDERR_TAIL_BYTES:
-                del self.stderr[: len(self.stderr) - _STDERR_TAIL_BYTES]
-
-    def stderr_tail(self) -> str:
-        return bytes(self.stderr[-_STDERR_TAIL_BYTES:]).decode("utf-8", errors="replace").strip()
 
 
 def _file_size(path: Path | None) -> int:
@@ -217,24 +85,6 @@ def _registry_entry(spec: LaunchSpec, session: LiveSession) -> SessionEntry:
     )
 
 
-_GUARD = Path(__file__).resolve().parent.parent / "session_guard.py"
-
-
-def _guarded(argv: list[str]) -> list[str]:
-    """Start the agent under the session guard on Linux, so it dies with this process (see session_guard)."""
-    if sys.platform != "linux":
-        return argv
-    return [sys.executable, "-I", "-S", str(_GUARD), *argv]
-
-
-def _resolve_executable(command: str, env: Mapping[str, str], cwd: Path) -> str | None:
-    """The absolute path the command would run, or None when nothing executable is there."""
-    if os.sep in command:
-        path = (cwd / command) if not os.path.isabs(command) else Path(command)
-        return str(path) if os.access(path, os.X_OK) and path.is_file() else None
-    return shutil.which(command, path=env.get("PATH", os.defpath))
-
-
 def _launch_failed(spec: LaunchSpec, reason: str) -> ManagedOutcome:
     return ManagedOutcome(
         verdict=Verdict(Termination.LAUNCH_FAILED, DecidedBy.EXIT, reason),
@@ -257,7 +107,7 @@ async def run_managed(
     """Run one session to its end and return what happened. Never leaves a process behind."""
     if not spec.cwd.is_dir():
         return _launch_failed(spec, f"working directory {spec.cwd} does not exist or is not a directory")
-    executable = _resolve_executable(spec.argv[0], spec.env, spec.cwd)
+    executable = resolve_executable(spec.argv[0], spec.env, spec.cwd)
     if executable is None:
         return _launch_failed(
             spec, f"could not start {spec.argv[0]!r}: no such executable (checked PATH and the working directory)"
@@ -272,7 +122,7 @@ async def run_managed(
             OWN_CHILDREN.spawning += 1
             try:
                 process = await anyio.open_process(
-                    _guarded([executable, *spec.argv[1:]]),
+                    guarded([executable, *spec.argv[1:]]),
                     stdin=subprocess.DEVNULL,
                     stdout=subprocess.PIPE,
                     stderr=subprocess.PIPE,
@@ -287,7 +137,7 @@ async def run_managed(
         return _launch_failed(spec, f"could not start {spec.argv[0]!r}: {exc.strerror or exc}")
     assert process is not None
     control = control or RunControl()
-    decision = _Decision()
+    decision = Decision()
     try:
         session = LiveSession(
             session_id=spec.session_id,
@@ -307,7 +157,7 @@ async def run_managed(
         with anyio.CancelScope(shield=True):
             code = await process.wait()
         return _launch_failed(spec, f"{spec.argv[0]!r} exited with code {code} before it could be watched")
-    pipes = _Pipes(process, session, decision)
+    pipes = SessionPipes(process, session, decision)
     control._attach(decision, session)  # pyright: ignore[reportPrivateUsage]
     if registry is not None:
         registry.write(_registry_entry(spec, session))
@@ -348,7 +198,7 @@ async def run_managed(
     return outcome
 
 
-async def _watch_exit(process: anyio.abc.Process, pipes: _Pipes, policy: RunPolicy) -> None:
+async def _watch_exit(process: anyio.abc.Process, pipes: SessionPipes, policy: RunPolicy) -> None:
     code = await process.wait()
     # The result line may still sit in the pipe; give the reader a bounded chance to see it.
     with anyio.move_on_after(policy.result_exit_grace):
@@ -367,7 +217,7 @@ async def _watch_exit(process: anyio.abc.Process, pipes: _Pipes, policy: RunPoli
         )
 
 
-async def _watch_result(process: anyio.abc.Process, pipes: _Pipes, policy: RunPolicy) -> None:
+async def _watch_result(process: anyio.abc.Process, pipes: SessionPipes, policy: RunPolicy) -> None:
     await pipes.result_seen.wait()
     with anyio.move_on_after(policy.result_exit_grace):
         await process.wait()
@@ -382,7 +232,7 @@ async def _watch_result(process: anyio.abc.Process, pipes: _Pipes, policy: RunPo
     )
 
 
-async def _watch_deadline(decision: _Decision, policy: RunPolicy) -> None:
+async def _watch_deadline(decision: Decision, policy: RunPolicy) -> None:
     await anyio.sleep(policy.timeout)
     decision.offer(
         Verdict(
@@ -393,7 +243,7 @@ async def _watch_deadline(decision: _Decision, policy: RunPolicy) -> None:
     )
 
 
-async def _run_watcher(watcher: Watcher, session: LiveSession, decision: _Decision) -> None:
+async def _run_watcher(watcher: Watcher, session: LiveSession, decision: Decision) -> None:
     decision.offer(await watcher.watch(session))
 
 
@@ -417,7 +267,7 @@ def _registry_writer(registry: SessionRegistry, spec: LaunchSpec, session: LiveS
 async def _finish(
     process: anyio.abc.Process,
     session: LiveSession,
-    pipes: _Pipes,
+    pipes: SessionPipes,
     verdict: Verdict,
     policy: RunPolicy,
     started: float,
@@ -469,7 +319,7 @@ async def _finish(
         started_at=session.clock.started_wall,
         ended_at=time.time(),
         # The guard is our own plumbing: report the agent and what it started, not the guard.
-        killed=[entry for entry in killed if entry.pid != process.pid or _GUARD.name not in " ".join(entry.cmdline)],
+        killed=[entry for entry in killed if entry.pid != process.pid or GUARD.name not in " ".join(entry.cmdline)],
         last_moved=session.clock.wall(),
         suppressed_by=dict(session.suppressed_by),
     )

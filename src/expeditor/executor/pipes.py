@@ -1,0 +1,72 @@
+"""Draining a session's stdout and stderr while it runs: stream-json parsed as it arrives, a stderr tail kept."""
+
+from __future__ import annotations
+
+import anyio
+import anyio.abc
+
+from expeditor.executor.control import Decision
+from expeditor.executor.models import Signal
+from expeditor.executor.session import LiveSession
+from expeditor.executor.stream import LineSplitter, StreamState, decode_event
+
+__all__ = ["SessionPipes"]
+
+_READ_SIZE = 65536
+_STDERR_TAIL_BYTES = 8192
+
+
+class SessionPipes:
+    """Drains stdout (parsing stream-json) and stderr (keeping a tail) into the session."""
+
+    def __init__(self, process: anyio.abc.Process, session: LiveSession, decision: Decision) -> None:
+        self.process = process
+        self.session = session
+        self.decision = decision
+        self.state = StreamState()
+        self.splitter = LineSplitter()
+        self.result_seen = anyio.Event()
+        self.stdout_eof = anyio.Event()
+        self.stderr_eof = anyio.Event()
+        self.stderr = bytearray()
+
+    async def pump_stdout(self) -> None:
+        stream = self.process.stdout
+        assert stream is not None
+        while not self.stdout_eof.is_set():
+            try:
+                chunk = await stream.receive(_READ_SIZE)
+            except (anyio.EndOfStream, anyio.ClosedResourceError, anyio.BrokenResourceError):
+                for line in self.splitter.flush():
+                    self._line(line)
+                self.stdout_eof.set()
+                return
+            self.session.stdout_bytes += len(chunk)
+            self.session.clock.moved(Signal.STDOUT)
+            for line in self.splitter.feed(chunk):
+                self._line(line)
+
+    def _line(self, line: bytes) -> None:
+        event = decode_event(line)
+        if event is None:
+            return
+        self.state.handle(event)
+        if self.state.result is not None:
+            self.result_seen.set()
+
+    async def pump_stderr(self) -> None:
+        stream = self.process.stderr
+        assert stream is not None
+        while not self.stderr_eof.is_set():
+            try:
+                chunk = await stream.receive(_READ_SIZE)
+            except (anyio.EndOfStream, anyio.ClosedResourceError, anyio.BrokenResourceError):
+                self.stderr_eof.set()
+                return
+            self.session.clock.moved(Signal.STDERR)
+            self.stderr += chunk
+            if len(self.stderr) > 2 * _STDERR_TAIL_BYTES:
+                del self.stderr[: len(self.stderr) - _STDERR_TAIL_BYTES]
+
+    def stderr_tail(self) -> str:
+        return bytes(self.stderr[-_STDERR_TAIL_BYTES:]).decode("utf-8", errors="replace").strip()
