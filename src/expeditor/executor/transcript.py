@@ -7,22 +7,16 @@ that died before its ``result`` event.
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 from typing import Any
 
+from expeditor.claude_paths import transcript_path
 from expeditor.executor.stream import LineSplitter, context_size, decode_event
 from expeditor.usage.models import SessionUsage, TokenUsage, UsageSource
 
 __all__ = ["transcript_path", "usage_from_transcript"]
 
-_NOT_ALNUM = re.compile(r"[^A-Za-z0-9]")
 _CHUNK = 1 << 20
-
-
-def transcript_path(claude_config_dir: Path, cwd: Path, session_id: str) -> Path:
-    """``<config>/projects/<cwd with every non-alphanumeric character as '-'>/<session id>.jsonl``."""
-    return claude_config_dir / "projects" / _NOT_ALNUM.sub("-", str(cwd)) / f"{session_id}.jsonl"
 
 
 def _usage_figures(usage: dict[str, Any]) -> tuple[int, int, int, int]:

@@ -10,16 +10,13 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import sys
 import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-__all__ = ["Channels", "InvocationLog", "now_iso", "project_dir", "to_json"]
-
-_NOT_ALNUM = re.compile(r"[^A-Za-z0-9]")
+__all__ = ["Channels", "InvocationLog", "now_iso", "to_json"]
 
 
 def to_json(record: dict[str, Any]) -> str:
@@ -30,11 +27,6 @@ def to_json(record: dict[str, Any]) -> str:
 def now_iso() -> str:
     """The timestamp format of Claude Code's transcript: UTC, milliseconds, ``Z``."""
     return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
-def project_dir(config_dir: Path, cwd: str) -> Path:
-    """``<config>/projects/<cwd with every non-alphanumeric character replaced by "-">``."""
-    return config_dir / "projects" / _NOT_ALNUM.sub("-", cwd)
 
 
 def _write_all(fd: int, data: bytes) -> None:

@@ -31,8 +31,9 @@ from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, Any, NamedTuple, NoReturn
 
+from expeditor.claude_paths import project_dir
 from expeditor.errors import ScenarioError
-from expeditor.testing.channels import Channels, InvocationLog, project_dir
+from expeditor.testing.channels import Channels, InvocationLog
 from expeditor.testing.conversation import Conversation, Tokens, resolve_model
 from expeditor.testing.mcp_call import McpServer, load_mcp_configs
 

@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from expeditor.testing.channels import project_dir
+from expeditor.claude_paths import transcript_path
 
 __all__ = ["fake_agent_command", "fake_agent_env", "read_invocation_log", "stream_events", "transcript_path"]
 
@@ -43,11 +43,6 @@ def fake_agent_env(
     if scenario is not None:
         env["EXPEDITOR_FAKE_SCENARIO"] = scenario
     return env
-
-
-def transcript_path(config_dir: Path, cwd: Path | str, session_id: str) -> Path:
-    """Where Claude Code (and the fake agent) writes a session's transcript."""
-    return project_dir(config_dir, str(cwd)) / f"{session_id}.jsonl"
 
 
 def read_invocation_log(path: Path) -> list[dict[str, Any]]:
