@@ -20,12 +20,6 @@ from expeditor.state import DispatchRecord, DispatchStatus
 __all__ = ["register_dispatch_tools"]
 
 
-def _state(ctx: Context) -> ServerState:
-    state = ctx.request_context.lifespan_context
-    assert isinstance(state, ServerState)
-    return state
-
-
 def register_dispatch_tools(server: MCPServer[Any]) -> None:
     @server.tool()
     async def dispatch(
@@ -48,7 +42,7 @@ def register_dispatch_tools(server: MCPServer[Any]) -> None:
         them); `cwd` is the project directory the job works in. You are not judged stuck while
         you wait for this call.
         """
-        state = _state(ctx)
+        state = ServerState.of(ctx)
         caller = state.caller(ctx)
         try:
             caller.require("dispatch")
@@ -83,7 +77,7 @@ def register_dispatch_tools(server: MCPServer[Any]) -> None:
     @server.tool()
     async def get_dispatch(campaign: str, name: str, ctx: Context) -> DispatchRecord:
         """The record of one job of a campaign: its status, attempts, session id, result summary and usage."""
-        state = _state(ctx)
+        state = ServerState.of(ctx)
         record = await anyio.to_thread.run_sync(state.store.get, campaign, name)
         if record is None:
             raise ToolError(f"no job {name!r} in campaign {campaign!r}: list_dispatches shows the recorded jobs")
@@ -95,5 +89,5 @@ def register_dispatch_tools(server: MCPServer[Any]) -> None:
     ) -> list[DispatchRecord]:
         """Every job recorded in a campaign, optionally only those in one status (pending, running, success,
         failure, interrupted, cancelled)."""
-        state = _state(ctx)
+        state = ServerState.of(ctx)
         return await anyio.to_thread.run_sync(lambda: state.store.list(campaign, status=status))

@@ -29,9 +29,7 @@ class RecipeValidation(BaseModel):
 
 
 def _library(ctx: Context) -> RecipeLibrary:
-    state = ctx.request_context.lifespan_context
-    assert isinstance(state, ServerState)
-    return RecipeLibrary.from_settings(state.settings)
+    return RecipeLibrary.from_settings(ServerState.of(ctx).settings)
 
 
 def register_recipe_tools(server: MCPServer[Any]) -> None:

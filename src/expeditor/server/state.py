@@ -25,6 +25,13 @@ class ServerState:
     store: CampaignStore
     dispatcher: DispatchService
 
+    @classmethod
+    def of(cls, ctx: Context[Any]) -> ServerState:
+        """The state the lifespan yielded, from inside a tool call."""
+        state = ctx.request_context.lifespan_context
+        assert isinstance(state, cls)
+        return state
+
     def caller(self, ctx: Context[Any]) -> CallerContext:
         """The calling session: from the HTTP header when there is a request, else the stdio environment."""
         request = ctx.request_context.request

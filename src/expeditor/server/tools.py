@@ -28,12 +28,6 @@ class CancelOutcome(BaseModel):
     message: str
 
 
-def _state(ctx: Context) -> ServerState:
-    state = ctx.request_context.lifespan_context
-    assert isinstance(state, ServerState)
-    return state
-
-
 def _tool_error(exc: Exception) -> ToolError:
     if isinstance(exc, ValidationError):
         problems = "; ".join(
@@ -66,7 +60,7 @@ def register_tools(server: MCPServer[Any]) -> None:
         as `resume_session_id` to continue that session) and its token usage. `model` is sonnet,
         opus, haiku or a full model id. You are not judged stuck while you wait for this call.
         """
-        state = _state(ctx)
+        state = ServerState.of(ctx)
         caller = state.caller(ctx)
         try:
             caller.require("run_skill")
@@ -113,7 +107,7 @@ def register_tools(server: MCPServer[Any]) -> None:
         marker (if any) that vouches for it while it is blocked on a tool call, what it is waiting
         on, and why it is considered alive (or that it was orphaned by a dead server).
         """
-        state = _state(ctx)
+        state = ServerState.of(ctx)
         return live_sessions(state.settings, state.supervisor.executor.registry)
 
     @server.tool()
@@ -122,7 +116,7 @@ def register_tools(server: MCPServer[Any]) -> None:
 
         The call that launched it (run_skill or dispatch) then returns with termination "cancelled".
         """
-        state = _state(ctx)
+        state = ServerState.of(ctx)
         caller = state.caller(ctx)
         reason = f"cancelled by cancel_session from {caller.session_id or 'an unidentified caller'}"
         if state.supervisor.cancel(session_id, reason):
