@@ -12,7 +12,8 @@ import pytest
 
 from expeditor.executor import ClaudeCodeExecutor, RunRequest
 from expeditor.recipes import bundled_plugin_dir, bundled_skills_dir
-from tests.support.fake import fake_settings, read_log
+from expeditor.testing import read_invocation_log
+from tests.support.fake import fake_settings
 
 pytestmark = pytest.mark.anyio
 
@@ -42,7 +43,7 @@ async def test_every_session_the_executor_runs_is_given_the_bundled_plugin(tmp_p
     result = await executor.run(request, marker_dir=None, caller_session_id=None)
 
     assert result.success, result.reason
-    (launch,) = [entry for entry in read_log(log) if entry["event"] == "launch"]
+    (launch,) = [entry for entry in read_invocation_log(log) if entry["event"] == "launch"]
     argv: list[str] = launch["argv"]
     plugin = Path(argv[argv.index("--plugin-dir") + 1])
     assert json.loads((plugin / ".claude-plugin" / "plugin.json").read_text())["name"] == "expeditor"

@@ -21,7 +21,8 @@ from mcp.types import TextContent
 
 from expeditor.server.app import build_server
 from expeditor.state import SqliteCampaignStore
-from tests.support.fake import fake_settings, read_log
+from expeditor.testing import read_invocation_log
+from tests.support.fake import fake_settings
 
 pytestmark = pytest.mark.anyio
 
@@ -63,7 +64,7 @@ def server_env(tmp_path: Path, **scenarios: dict[str, Any]) -> dict[str, str]:
 
 
 def launches(tmp_path: Path) -> list[dict[str, Any]]:
-    return [entry for entry in read_log(tmp_path / "agent.log") if entry["event"] == "launch"]
+    return [entry for entry in read_invocation_log(tmp_path / "agent.log") if entry["event"] == "launch"]
 
 
 def text_of(result: Any) -> str:

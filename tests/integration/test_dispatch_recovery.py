@@ -18,7 +18,8 @@ from mcp import Client
 from expeditor.executor.transcript import transcript_path
 from expeditor.server.app import build_server
 from expeditor.state import DispatchStatus, RunStatus, SqliteCampaignStore
-from tests.support.fake import FAKE_AGENT_COMMAND, fake_settings, read_log
+from expeditor.testing import read_invocation_log
+from tests.support.fake import FAKE_AGENT_COMMAND, fake_settings
 
 pytestmark = pytest.mark.anyio
 
@@ -27,7 +28,7 @@ FINISHING = {"steps": [{"assistant": "Resumed: steps 2 and 3 done."}, {"result":
 
 
 def launches(tmp_path: Path) -> list[dict[str, Any]]:
-    return [entry for entry in read_log(tmp_path / "agent.log") if entry["event"] == "launch"]
+    return [entry for entry in read_invocation_log(tmp_path / "agent.log") if entry["event"] == "launch"]
 
 
 def start_and_kill_a_dispatch(tmp_path: Path) -> str:

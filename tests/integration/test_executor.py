@@ -17,8 +17,9 @@ from expeditor.executor import (
     SessionRegistry,
     Termination,
 )
+from expeditor.testing import read_invocation_log
 from expeditor.usage import UsageSource
-from tests.support.fake import fake_settings, read_log, scenario_request
+from tests.support.fake import fake_settings, scenario_request
 
 pytestmark = pytest.mark.anyio
 
@@ -67,7 +68,7 @@ async def test_the_child_learns_its_id_its_caller_and_the_marker_dir(tmp_path: P
         env={"EXPEDITOR_FAKE_LOG": str(log)},
     )
     result = await executor.run(request, marker_dir=tmp_path / "markers", caller_session_id="caller-9")
-    (launch,) = [entry for entry in read_log(log) if entry["event"] == "launch"]
+    (launch,) = [entry for entry in read_invocation_log(log) if entry["event"] == "launch"]
     assert launch["session_id"] == result.session_id
     assert launch["env"]["EXPEDITOR_SESSION_ID"] == result.session_id
     assert launch["env"]["EXPEDITOR_PARENT_SESSION_ID"] == "caller-9"
@@ -192,7 +193,7 @@ async def test_nothing_of_the_tree_survives_a_killed_run(tmp_path: Path, shape: 
         env={"EXPEDITOR_FAKE_LOG": str(log)},
     )
     result = await executor.run(request, marker_dir=None, caller_session_id=None)
-    spawned = [entry["pid"] for entry in read_log(log) if entry["event"] == "spawned"]
+    spawned = [entry["pid"] for entry in read_invocation_log(log) if entry["event"] == "spawned"]
     assert len(spawned) == 2
     assert set(spawned) <= {k.pid for k in result.killed}
     assert_all_gone(spawned + [k.pid for k in result.killed])
@@ -210,7 +211,7 @@ async def test_a_completed_session_leaves_nothing_behind(tmp_path: Path, shape: 
     )
     result = await executor.run(request, marker_dir=None, caller_session_id=None)
     assert result.success
-    (leftover,) = [entry["pid"] for entry in read_log(log) if entry["event"] == "spawned"]
+    (leftover,) = [entry["pid"] for entry in read_invocation_log(log) if entry["event"] == "spawned"]
     assert [k.pid for k in result.killed] == [leftover]
     assert_all_gone([leftover])
 

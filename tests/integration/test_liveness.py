@@ -13,7 +13,8 @@ from typing import Any
 import pytest
 
 from expeditor.executor import ClaudeCodeExecutor, RunResult, Termination
-from tests.support.fake import fake_settings, read_log, scenario_request
+from expeditor.testing import read_invocation_log
+from tests.support.fake import fake_settings, scenario_request
 
 pytestmark = pytest.mark.anyio
 
@@ -176,7 +177,7 @@ async def test_a_session_killed_as_stale_leaves_no_double_forked_daemon(tmp_path
     request = scenario_request(tmp_path, {"steps": steps}, env={"EXPEDITOR_FAKE_LOG": str(log)})
     result = await executor.run(request, marker_dir=None, caller_session_id=None)
     assert result.termination is Termination.STALE
-    (daemon,) = [entry["pid"] for entry in read_log(log) if entry["event"] == "spawned"]
+    (daemon,) = [entry["pid"] for entry in read_invocation_log(log) if entry["event"] == "spawned"]
     escaped = [killed for killed in result.killed if killed.pid == daemon]
     assert len(escaped) == 1
     assert escaped[0].escaped

@@ -17,7 +17,8 @@ from mcp.types import TextContent
 from expeditor.config import Settings
 from expeditor.monitor import parse_marker_name
 from expeditor.server.app import build_server
-from tests.support.fake import fake_settings, read_log
+from expeditor.testing import read_invocation_log
+from tests.support.fake import fake_settings
 
 pytestmark = pytest.mark.anyio
 
@@ -55,7 +56,7 @@ async def test_run_skill_returns_the_structured_result(tmp_path: Path) -> None:
     assert result.structured_content["success"] is True
     assert result.structured_content["result_text"] == "Plan written to plan.md."
     assert result.structured_content["caller_session_id"] == CALLER
-    (launch,) = [entry for entry in read_log(tmp_path / "agent.log") if entry["event"] == "launch"]
+    (launch,) = [entry for entry in read_invocation_log(tmp_path / "agent.log") if entry["event"] == "launch"]
     assert launch["env"]["EXPEDITOR_PARENT_SESSION_ID"] == CALLER
     assert launch["env"]["EXPEDITOR_SESSION_KIND"] == "skill"
     assert "--mcp-config" not in launch["argv"]  # a skill session may launch nothing further

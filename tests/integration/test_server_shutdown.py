@@ -21,7 +21,7 @@ from mcp import Client, StdioServerParameters
 from expeditor.config import load_settings
 from expeditor.server.app import build_server
 from expeditor.state import RunStatus, SqliteCampaignStore
-from tests.support.fake import read_log
+from expeditor.testing import read_invocation_log
 
 pytestmark = pytest.mark.anyio
 
@@ -72,7 +72,7 @@ async def test_sigint_then_sigterm_mid_run_skill_kills_every_session_and_removes
             group.start_soon(_call_ignoring_disconnect, client, str(tmp_path))
         await wait_for_registry(home, sessions)
         with anyio.fail_after(10):
-            while len(read_log(tmp_path / "agent.log")) < 2 * sessions:  # every launch and its child logged
+            while len(read_invocation_log(tmp_path / "agent.log")) < 2 * sessions:  # every launch and its child logged
                 await anyio.sleep(0.05)
         server = server_process()
         assert list((home / "markers").glob("*.marker"))
@@ -85,7 +85,9 @@ async def test_sigint_then_sigterm_mid_run_skill_kills_every_session_and_removes
         with contextlib.suppress(psutil.Error):
             server.kill()
         group.cancel_scope.cancel()
-    pids = [entry["pid"] for entry in read_log(tmp_path / "agent.log") if entry["event"] in ("launch", "spawned")]
+    pids = [
+        entry["pid"] for entry in read_invocation_log(tmp_path / "agent.log") if entry["event"] in ("launch", "spawned")
+    ]
     assert len(pids) == 2 * sessions
     assert [pid for pid in pids if alive(pid)] == []
     assert list((home / "markers").glob("*.marker")) == []
@@ -111,10 +113,14 @@ async def test_a_sigkilled_server_leaves_no_session_process(tmp_path: Path) -> N
         group.start_soon(_call_ignoring_disconnect, client, str(tmp_path))
         await wait_for_registry(home, 1)
         with anyio.fail_after(10):
-            while len(read_log(tmp_path / "agent.log")) < 3:  # the launch and both children
+            while len(read_invocation_log(tmp_path / "agent.log")) < 3:  # the launch and both children
                 await anyio.sleep(0.05)
         server_process().kill()
-        pids = [entry["pid"] for entry in read_log(tmp_path / "agent.log") if entry["event"] in ("launch", "spawned")]
+        pids = [
+            entry["pid"]
+            for entry in read_invocation_log(tmp_path / "agent.log")
+            if entry["event"] in ("launch", "spawned")
+        ]
         with anyio.fail_after(5):
             while [pid for pid in pids if alive(pid)]:
                 await anyio.sleep(0.05)
@@ -154,7 +160,7 @@ async def test_the_server_adopts_and_reaps_orphans_so_no_zombie_lingers(tmp_path
     async with Client(parameters) as client:
         result = await client.call_tool("run_skill", {"skill_command": "/leaves-a-daemon", "cwd": str(tmp_path)})
         assert result.structured_content is not None
-        (daemon,) = [e["pid"] for e in read_log(tmp_path / "agent.log") if e["event"] == "spawned"]
+        (daemon,) = [e["pid"] for e in read_invocation_log(tmp_path / "agent.log") if e["event"] == "spawned"]
         assert daemon in [killed["pid"] for killed in result.structured_content["killed"]]
         server = server_process()
         with anyio.fail_after(5):

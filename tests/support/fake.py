@@ -45,9 +45,3 @@ def scenario_request(cwd: Path, scenario: dict[str, Any], **fields: Any) -> RunR
 
 def fake_executor(settings: Settings) -> ClaudeCodeExecutor:
     return ClaudeCodeExecutor(settings)
-
-
-def read_log(path: Path) -> list[dict[str, Any]]:
-    if not path.exists():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
