@@ -158,6 +158,9 @@ class Settings(BaseSettings):
     )
     max_concurrent_dispatches: int = Field(default=4, ge=1, le=1024, description="Dispatches run at once.")
     markers_enabled: bool = Field(default=True, description="False only to prove in tests what markers do.")
+    measure_loc: bool = Field(
+        default=True, description="Measure lines changed per run with git, for the token efficiency report."
+    )
     allowed_roots: Annotated[tuple[Path, ...], NoDecode] = Field(
         default_factory=lambda: (Path.cwd(),),
         min_length=1,

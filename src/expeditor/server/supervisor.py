@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
 import time
 from dataclasses import dataclass, field
 
@@ -11,25 +12,37 @@ import anyio
 
 from expeditor.config import Settings
 from expeditor.errors import ExpeditorError
-from expeditor.executor import ClaudeCodeExecutor, RunControl, RunRequest, RunResult, SessionKind
+from expeditor.executor import ClaudeCodeExecutor, RunControl, RunRequest, RunResult, SessionKind, Termination
 from expeditor.ids import new_session_id
 from expeditor.server.caller import CallerContext
 from expeditor.server.child_config import allowed_tools, child_mcp_config
 from expeditor.state import CampaignStore, Owner, RunRecord, RunStatus
+from expeditor.usage.loc import lines_changed, worktree_state
 
-__all__ = ["LiveRun", "RunContext", "Supervisor"]
+__all__ = ["LiveRun", "RunContext", "Supervisor", "run_label"]
 
 logger = logging.getLogger(__name__)
 
 
+def run_label(prompt: str) -> str:
+    """How reports name a run nobody labelled: its skill command (``/make-plan``), else ``prompt``."""
+    first = prompt.split(maxsplit=1)[0] if prompt.strip() else ""
+    return first if first.startswith("/") else "prompt"
+
+
 @dataclass(frozen=True)
 class RunContext:
-    """What a run belongs to, for its RunRecord: a dispatch attempt, or nothing (a plain run_skill)."""
+    """What a run belongs to, for its RunRecord: a dispatch attempt, a pipeline step, or nothing (a plain run_skill).
+
+    ``label`` names the run in usage reports (the step); None names it by its skill command.
+    """
 
     campaign_id: str | None = None
     job_name: str | None = None
     dispatch_id: str | None = None
     attempt: int | None = None
+    step_sequence: int | None = None
+    label: str | None = None
 
 
 @dataclass
@@ -88,7 +101,8 @@ class Supervisor:
         session_id = request.resume_session_id or request.session_id
         assert session_id is not None
         live = LiveRun(session_id, request.kind, caller.session_id, control)
-        await self._record_started(live, context or RunContext())
+        await self._record_started(live, request, context or RunContext())
+        before = await self._worktree_state(request)
         self.live[session_id] = live
         try:
             result = await self.executor.run(
@@ -103,10 +117,15 @@ class Supervisor:
             self._changed = anyio.Event()
             if control.result is not None:
                 with anyio.CancelScope(shield=True):
-                    await self._record_finished(control.result)
+                    await self._record_finished(control.result, request, before)
         return result
 
-    async def _record_started(self, live: LiveRun, context: RunContext) -> None:
+    async def _worktree_state(self, request: RunRequest) -> str | None:
+        if self.store is None or not self.settings.measure_loc:
+            return None
+        return await anyio.to_thread.run_sync(worktree_state, request.cwd)
+
+    async def _record_started(self, live: LiveRun, request: RunRequest, context: RunContext) -> None:
         if self.store is None:
             return
         record = RunRecord(
@@ -117,6 +136,10 @@ class Supervisor:
             job_name=context.job_name,
             dispatch_id=context.dispatch_id,
             attempt=context.attempt,
+            step_sequence=context.step_sequence,
+            label=context.label or run_label(request.prompt),
+            model=request.model,
+            api_base_url=request.env.get("ANTHROPIC_BASE_URL") or os.environ.get("ANTHROPIC_BASE_URL"),
             owner=Owner.current(),
             started_at=live.started_at,
         )
@@ -126,9 +149,14 @@ class Supervisor:
             # The run is still supervised; only its record is missing, and the log says so.
             logger.warning("session=%s could not be recorded as started: %s", live.session_id, exc)
 
-    async def _record_finished(self, result: RunResult) -> None:
+    async def _record_finished(self, result: RunResult, request: RunRequest, before: str | None) -> None:
         if self.store is None:
             return
+        loc_changed: int | None = None
+        # A cancelled run is being torn down, often with its whole server: no time for git then.
+        if before is not None and result.termination is not Termination.CANCELLED:
+            after = await anyio.to_thread.run_sync(worktree_state, request.cwd)
+            loc_changed = await anyio.to_thread.run_sync(lines_changed, request.cwd, before, after)
         try:
             await anyio.to_thread.run_sync(
                 functools.partial(
@@ -138,6 +166,7 @@ class Supervisor:
                     termination=result.termination,
                     usage=result.usage,
                     reason=result.reason,
+                    loc_changed=loc_changed,
                 )
             )
         except ExpeditorError as exc:

@@ -193,6 +193,16 @@ class RunRecord(BaseModel):
     usage: SessionUsage = Field(default_factory=SessionUsage)
     reason: str | None = None
     transcript_path: str | None = None
+    label: str | None = Field(
+        default=None, description="What the run was for, as reports name it: the step, or the skill command."
+    )
+    model: str | None = Field(default=None, description="The model asked for at launch; None for the CLI's default.")
+    api_base_url: str | None = Field(
+        default=None, description="ANTHROPIC_BASE_URL in the session's environment, when one was set."
+    )
+    loc_changed: int | None = Field(
+        default=None, ge=0, description="Lines added plus removed in its working directory (None: not measured)."
+    )
     owner: Owner = Field(description="The process supervising the run.")
     started_at: float
     finished_at: float | None = None

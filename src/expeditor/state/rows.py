@@ -48,6 +48,10 @@ _RUN_COLUMNS = (
     "started_at",
     "finished_at",
     "updated_at",
+    "label",
+    "model",
+    "api_base_url",
+    "loc_changed",
 )
 _INSERT_RUN = f"INSERT INTO runs ({', '.join(_RUN_COLUMNS)}) VALUES ({', '.join('?' * len(_RUN_COLUMNS))})"
 
@@ -116,6 +120,10 @@ def run_from_row(row: sqlite3.Row) -> RunRecord:
         started_at=row["started_at"],
         finished_at=row["finished_at"],
         updated_at=row["updated_at"],
+        label=row["label"],
+        model=row["model"],
+        api_base_url=row["api_base_url"],
+        loc_changed=row["loc_changed"],
     )
 
 
@@ -143,23 +151,31 @@ def close_run(
     usage: SessionUsage,
     reason: str | None,
     now: float,
+    loc_changed: int | None = None,
 ) -> RunRecord:
     """End one launch of a run (the caller checked that it is running)."""
     connection.execute(
-        "UPDATE runs SET status = ?, termination = ?, usage = ?, reason = ?, finished_at = ?, updated_at = ? "
-        "WHERE run_id = ? AND launch = ?",
+        "UPDATE runs SET status = ?, termination = ?, usage = ?, reason = ?, loc_changed = ?, finished_at = ?, "
+        "updated_at = ? WHERE run_id = ? AND launch = ?",
         (
             status.value,
             None if termination is None else termination.value,
             usage.model_dump_json(),
             reason,
+            loc_changed,
             now,
             now,
             run.run_id,
             run.launch,
         ),
     )
-    changes = {"status": status, "termination": termination, "usage": usage, "reason": reason}
+    changes = {
+        "status": status,
+        "termination": termination,
+        "usage": usage,
+        "reason": reason,
+        "loc_changed": loc_changed,
+    }
     return run.model_copy(update={**changes, "finished_at": now, "updated_at": now})
 
 

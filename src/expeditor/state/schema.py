@@ -97,7 +97,13 @@ def _v1(connection: sqlite3.Connection) -> None:
         connection.execute(statement)
 
 
-MIGRATIONS: tuple[Callable[[sqlite3.Connection], None], ...] = (_v1,)
+def _v2(connection: sqlite3.Connection) -> None:
+    """What usage reports need of a run: what it was for, where its API calls went, the lines it changed."""
+    for column in ("label TEXT", "model TEXT", "api_base_url TEXT", "loc_changed INTEGER"):
+        connection.execute(f"ALTER TABLE runs ADD COLUMN {column}")
+
+
+MIGRATIONS: tuple[Callable[[sqlite3.Connection], None], ...] = (_v1, _v2)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

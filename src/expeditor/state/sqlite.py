@@ -287,6 +287,7 @@ class SqliteCampaignStore:
         termination: Termination | None,
         usage: SessionUsage,
         reason: str | None,
+        loc_changed: int | None = None,
     ) -> RunRecord:
         def work(connection: sqlite3.Connection) -> RunRecord:
             current = latest_run(connection, run_id)
@@ -294,7 +295,7 @@ class SqliteCampaignStore:
                 raise IllegalTransition(f"run {run_id} was never recorded as started, so it cannot become {status}")
             if current.status is not RunStatus.RUNNING or status is RunStatus.RUNNING:
                 raise IllegalTransition(f"run {run_id} cannot go from {current.status} to {status}")
-            return close_run(connection, current, status, termination, usage, reason, time.time())
+            return close_run(connection, current, status, termination, usage, reason, time.time(), loc_changed)
 
         return self._file.write(f"recording the end of run {run_id}", work)
 

@@ -144,8 +144,9 @@ class CampaignStore(Protocol):
         termination: Termination | None,
         usage: SessionUsage,
         reason: str | None,
+        loc_changed: int | None = None,
     ) -> RunRecord:
-        """Close the latest launch of ``run_id``, which must be running."""
+        """Close the latest launch of ``run_id``, which must be running; ``loc_changed`` as measured by git."""
         ...
 
     def get_run(self, run_id: str) -> RunRecord | None:
