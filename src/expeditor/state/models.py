@@ -220,9 +220,12 @@ class StepExecution(BaseModel):
     step: str = Field(min_length=1)
     status: StepStatus
     captures: dict[str, str] = Field(default_factory=dict)
-    run_id: str | None = None
+    run_id: str | None = Field(default=None, description="The latest run (attempt) of this execution.")
     started_at: float | None = None
     finished_at: float | None = None
+    usage: SessionUsage | None = Field(default=None, description="Usage of every attempt of this execution.")
+    attempts: int = Field(default=0, ge=0, description="Runs launched for this execution (1 + retries used).")
+    reason: str | None = Field(default=None, description="Why it ended as it did, for the end-of-run summary.")
 
 
 class ClaimAction(StrEnum):

@@ -190,4 +190,7 @@ def step_from_row(row: sqlite3.Row) -> StepExecution:
         run_id=row["run_id"],
         started_at=row["started_at"],
         finished_at=row["finished_at"],
+        usage=None if row["usage"] is None else SessionUsage.model_validate_json(row["usage"]),
+        attempts=row["attempts"],
+        reason=row["reason"],
     )

@@ -98,9 +98,11 @@ def _v1(connection: sqlite3.Connection) -> None:
 
 
 def _v2(connection: sqlite3.Connection) -> None:
-    """What usage reports need of a run: what it was for, where its API calls went, the lines it changed."""
+    """What reports need: a run's label, model, API base URL and lines changed; a step's usage, attempts, reason."""
     for column in ("label TEXT", "model TEXT", "api_base_url TEXT", "loc_changed INTEGER"):
         connection.execute(f"ALTER TABLE runs ADD COLUMN {column}")
+    for column in ("usage TEXT", "attempts INTEGER NOT NULL DEFAULT 0", "reason TEXT"):
+        connection.execute(f"ALTER TABLE step_executions ADD COLUMN {column}")
 
 
 MIGRATIONS: tuple[Callable[[sqlite3.Connection], None], ...] = (_v1, _v2)

@@ -318,10 +318,11 @@ class SqliteCampaignStore:
         def work(connection: sqlite3.Connection) -> None:
             connection.execute(
                 "INSERT INTO step_executions (campaign_id, job_name, sequence, step, status, captures, run_id, "
-                "started_at, finished_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) "
+                "started_at, finished_at, usage, attempts, reason) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
                 "ON CONFLICT (campaign_id, job_name, sequence) DO UPDATE SET step = excluded.step, "
                 "status = excluded.status, captures = excluded.captures, run_id = excluded.run_id, "
-                "started_at = excluded.started_at, finished_at = excluded.finished_at",
+                "started_at = excluded.started_at, finished_at = excluded.finished_at, usage = excluded.usage, "
+                "attempts = excluded.attempts, reason = excluded.reason",
                 (
                     step.campaign_id,
                     step.job_name,
@@ -332,6 +333,9 @@ class SqliteCampaignStore:
                     step.run_id,
                     step.started_at,
                     step.finished_at,
+                    usage_text(step.usage),
+                    step.attempts,
+                    step.reason,
                 ),
             )
 
