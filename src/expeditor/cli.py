@@ -193,6 +193,22 @@ def _recipe_list(args: argparse.Namespace) -> int:
     return list_recipes(_settings(args), sys.stdout)
 
 
+def _recipe_run(args: argparse.Namespace) -> int:
+    from expeditor.recipes.run import RecipeRun, run_recipe
+
+    request = RecipeRun(
+        recipe=args.name,
+        inputs=_parse_inputs(args.input),
+        campaign_id=args.campaign,
+        job_name=args.job,
+        cwd=Path(args.cwd) if args.cwd else None,
+        force=args.force,
+        dispatched=args.dispatched,
+        stream_json=args.output_format == "stream-json",
+    )
+    return run_recipe(_settings(args), request)
+
+
 def _recipe_show(args: argparse.Namespace) -> int:
     from expeditor.recipes.commands import show_recipe
 
@@ -242,13 +258,29 @@ def _parser() -> argparse.ArgumentParser:
     demo = commands.add_parser("demo", help="see supervision work in seconds, on the bundled fake agent")
     demo.set_defaults(handler=_demo)
 
-    recipe = commands.add_parser("recipe", help="list, show and validate recipes")
+    recipe = commands.add_parser("recipe", help="run, list, show and validate recipes")
     recipe_commands = recipe.add_subparsers(dest="recipe_command", required=True, metavar="ACTION")
     validate = recipe_commands.add_parser("validate", help="report every problem in recipe files")
     validate.add_argument("files", nargs="+", help="recipe files or directories of *.yaml")
     validate.set_defaults(handler=_recipe_validate)
     listing = recipe_commands.add_parser("list", help="bundled and project recipes")
     listing.set_defaults(handler=_recipe_list)
+    run = recipe_commands.add_parser(
+        "run",
+        help="run a recipe's steps here, recorded so that rerunning the same command resumes",
+        description="Run a recipe as a pipeline: each step is a managed session (or command), recorded in the "
+        "campaign store. Rerunning the same command resumes at the first step that did not finish; a job that "
+        "already succeeded returns at once.",
+    )
+    run.add_argument("name", help="recipe name (expeditor recipe list)")
+    run.add_argument("--input", action="append", default=[], metavar="KEY=VALUE", help="a recipe input")
+    run.add_argument("--campaign", help="campaign id (default: derived from the recipe and its inputs)")
+    run.add_argument("--job", help="the job's name within the campaign (default: the recipe's name)")
+    run.add_argument("--cwd", help="project directory the steps work in (default: the first allowed root)")
+    run.add_argument("--force", action="store_true", help="forget recorded steps and run the job from the start")
+    run.add_argument("--dispatched", action="store_true", help=argparse.SUPPRESS)
+    run.add_argument("--output-format", choices=("text", "stream-json"), default="text", help=argparse.SUPPRESS)
+    run.set_defaults(handler=_recipe_run)
     show = recipe_commands.add_parser("show", help="a recipe's inputs and steps, with resolved settings")
     show.add_argument("name")
     show.set_defaults(handler=_recipe_show)

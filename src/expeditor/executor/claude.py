@@ -138,7 +138,7 @@ class ClaudeCodeExecutor:
         self, request: RunRequest, *, marker_dir: Path | None, caller_session_id: str | None
     ) -> tuple[LaunchSpec, RunPolicy]:
         """Validate the request and build the launch without starting anything."""
-        if request.prompt.startswith("-"):
+        if request.argv is None and request.prompt.startswith("-"):
             raise InvalidInput(f"prompt {request.prompt[:40]!r} starts with '-': expected a skill command or text")
         if len(request.prompt.encode()) > _MAX_PROMPT_BYTES:
             raise InvalidInput(f"prompt is {len(request.prompt.encode())} bytes: expected at most {_MAX_PROMPT_BYTES}")
@@ -152,7 +152,11 @@ class ClaudeCodeExecutor:
             raise InvalidInput(
                 f"session id {session_id!r} is not a UUID: Claude Code accepts only UUIDs as session ids"
             ) from None
-        argv = build_command(self.settings, request, session_id, mcp_config=request.mcp_config)
+        argv = (
+            list(request.argv)
+            if request.argv is not None
+            else build_command(self.settings, request, session_id, mcp_config=request.mcp_config)
+        )
         env = child_environment(
             self.base_env,
             self.settings,
@@ -167,9 +171,12 @@ class ClaudeCodeExecutor:
             cwd=cwd,
             session_id=session_id,
             kind=request.kind,
-            transcript_path=transcript_path(self.settings.claude_config_dir, cwd, session_id),
+            transcript_path=None
+            if request.argv is not None
+            else transcript_path(self.settings.claude_config_dir, cwd, session_id),
             caller_session_id=caller_session_id,
             marker_dir=marker_dir,
+            reports_result=request.argv is None or request.argv_reports_result,
         )
         policy = self.settings.run_policy(
             timeout=request.timeout,
@@ -239,9 +246,16 @@ def to_run_result(spec: LaunchSpec, outcome: ManagedOutcome) -> RunResult:
         usage = usage_from_transcript(spec.transcript_path, outcome.transcript_offset)
     else:
         usage = usage_from_transcript(Path(os.devnull))
-    is_error = result is not None and result.is_error
     termination = outcome.verdict.termination
     reason = outcome.verdict.reason
+    if not spec.reports_result:
+        is_error = outcome.exit_code != 0
+        if termination is Termination.COMPLETED and is_error:
+            reason = f"the command exited with code {outcome.exit_code}; see stderr_tail"
+        result_text = outcome.stdout_tail
+    else:
+        is_error = result is not None and result.is_error
+        result_text = result.text if result is not None else ""
     if termination is Termination.COMPLETED and is_error and result is not None:
         first_line = ([*result.errors, *result.text.strip().splitlines()] or [result.subtype or "no message"])[0]
         reason = f"the session completed with an error result: {first_line[:200]}"
@@ -252,7 +266,7 @@ def to_run_result(spec: LaunchSpec, outcome: ManagedOutcome) -> RunResult:
         exit_code=outcome.exit_code,
         session_id=spec.session_id,
         caller_session_id=spec.caller_session_id,
-        result_text=result.text if result is not None else "",
+        result_text=result_text,
         is_error=is_error,
         permission_denials=list(result.permission_denials) if result is not None else [],
         usage=usage,

@@ -28,6 +28,8 @@ class ManagedOutcome:
     killed: list[KilledProcess] = field(default_factory=list[KilledProcess])
     last_moved: dict[Signal, float] = field(default_factory=dict[Signal, float])
     suppressed_by: dict[str, float] = field(default_factory=dict[str, float])
+    stdout_tail: str = ""
+    """A plain command's output (empty for an agent, whose stdout is stream-json)."""
 
 
 class Decision:

@@ -106,6 +106,17 @@ class RunRequest(BaseModel):
     permission_mode: str | None = None
     extra_args: tuple[str, ...] = ()
     env: dict[str, str] = Field(default_factory=dict, description="Extra environment for the child.")
+    argv: tuple[str, ...] | None = Field(
+        default=None,
+        min_length=1,
+        description="Run this command instead of the agent (a recipe's run step, or a pipeline runner); "
+        "it has no transcript, so stdout silence and markers judge it.",
+    )
+    argv_reports_result: bool = Field(
+        default=False,
+        description="The argv command ends with a stream-json result event (a pipeline runner); otherwise "
+        "its exit code is its outcome and its stdout its result text.",
+    )
 
     # ValueError (not our InvalidInput) so pydantic reports the field that was wrong.
     @field_validator("model")

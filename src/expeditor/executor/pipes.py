@@ -14,13 +14,18 @@ __all__ = ["SessionPipes"]
 
 _READ_SIZE = 65536
 _STDERR_TAIL_BYTES = 8192
+_STDOUT_TAIL_BYTES = 64 * 1024
 
 
 class SessionPipes:
     """Drains stdout (parsing stream-json) and stderr (keeping a tail) into the session."""
 
-    def __init__(self, process: anyio.abc.Process, session: LiveSession, decision: Decision) -> None:
+    def __init__(
+        self, process: anyio.abc.Process, session: LiveSession, decision: Decision, *, keep_stdout: bool = False
+    ) -> None:
         self.process = process
+        self.keep_stdout = keep_stdout
+        self.stdout = bytearray()
         self.session = session
         self.decision = decision
         self.state = StreamState()
@@ -43,6 +48,10 @@ class SessionPipes:
                 return
             self.session.stdout_bytes += len(chunk)
             self.session.clock.moved(Signal.STDOUT)
+            if self.keep_stdout:
+                self.stdout += chunk
+                if len(self.stdout) > 2 * _STDOUT_TAIL_BYTES:
+                    del self.stdout[: len(self.stdout) - _STDOUT_TAIL_BYTES]
             for line in self.splitter.feed(chunk):
                 self._line(line)
 
@@ -67,6 +76,10 @@ class SessionPipes:
             self.stderr += chunk
             if len(self.stderr) > 2 * _STDERR_TAIL_BYTES:
                 del self.stderr[: len(self.stderr) - _STDERR_TAIL_BYTES]
+
+    def stdout_tail(self) -> str:
+        """The end of a plain command's output (kept only with ``keep_stdout``)."""
+        return bytes(self.stdout[-_STDOUT_TAIL_BYTES:]).decode("utf-8", errors="replace").strip()
 
     def stderr_tail(self) -> str:
         return bytes(self.stderr[-_STDERR_TAIL_BYTES:]).decode("utf-8", errors="replace").strip()

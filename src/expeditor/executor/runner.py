@@ -53,6 +53,8 @@ class LaunchSpec:
     transcript_path: Path | None = None
     caller_session_id: str | None = None
     marker_dir: Path | None = None
+    reports_result: bool = True
+    """False for a plain command: its exit is its outcome, and its stdout is kept as its result text."""
 
 
 def _file_size(path: Path | None) -> int:
@@ -157,7 +159,7 @@ async def run_managed(
         with anyio.CancelScope(shield=True):
             code = await process.wait()
         return _launch_failed(spec, f"{spec.argv[0]!r} exited with code {code} before it could be watched")
-    pipes = SessionPipes(process, session, decision)
+    pipes = SessionPipes(process, session, decision, keep_stdout=not spec.reports_result)
     control._attach(decision, session)  # pyright: ignore[reportPrivateUsage]
     if registry is not None:
         registry.write(_registry_entry(spec, session))
@@ -167,7 +169,7 @@ async def run_managed(
         async with anyio.create_task_group() as race:
             race.start_soon(pipes.pump_stdout)
             race.start_soon(pipes.pump_stderr)
-            race.start_soon(_watch_exit, process, pipes, policy)
+            race.start_soon(_watch_exit, process, pipes, policy, spec.reports_result)
             race.start_soon(_watch_result, process, pipes, policy)
             race.start_soon(_watch_deadline, decision, policy)
             for watcher in watchers:
@@ -198,12 +200,14 @@ async def run_managed(
     return outcome
 
 
-async def _watch_exit(process: anyio.abc.Process, pipes: SessionPipes, policy: RunPolicy) -> None:
+async def _watch_exit(process: anyio.abc.Process, pipes: SessionPipes, policy: RunPolicy, reports_result: bool) -> None:
     code = await process.wait()
     # The result line may still sit in the pipe; give the reader a bounded chance to see it.
     with anyio.move_on_after(policy.result_exit_grace):
         await pipes.stdout_eof.wait()
-    if pipes.state.result is not None:
+    if not reports_result:
+        pipes.decision.offer(Verdict(Termination.COMPLETED, DecidedBy.EXIT, f"the command exited with code {code}"))
+    elif pipes.state.result is not None:
         pipes.decision.offer(
             Verdict(Termination.COMPLETED, DecidedBy.EXIT, f"the session reported its result and exited ({code})")
         )
@@ -314,6 +318,7 @@ async def _finish(
         exit_code=process.returncode,
         stream=pipes.state,
         stderr_tail=pipes.stderr_tail(),
+        stdout_tail=pipes.stdout_tail(),
         duration_s=anyio.current_time() - started,
         transcript_offset=session.transcript_offset,
         started_at=session.clock.started_wall,

@@ -5,7 +5,8 @@ on with the next step in file order. Otherwise the step runs (a failed attempt i
 up to ``retries`` more times); it then routes by its outcome: ``on_success`` (default: the
 next step in order, or ``stop`` after the last) or ``on_failure`` (default: ``fail``).
 ``stop`` ends the run as a success, ``fail`` as a failure. A step visited more than
-``max_visits`` times fails the run, which bounds loops. Captures persist across steps; the
+``max_visits`` times (default ``DEFAULT_MAX_VISITS``) fails the run, which bounds loops.
+Captures persist across steps; the
 latest value of a name wins; a declared capture the result does not report stays unset
 (not a failure), so a placeholder needing it fails when substituted. Model, stale
 threshold and timeout fall back from the step to the recipe's ``defaults`` to the settings.
@@ -31,6 +32,7 @@ from expeditor.recipes.conditions import Condition
 from expeditor.recipes.problems import RecipeError
 
 __all__ = [
+    "DEFAULT_MAX_VISITS",
     "FAIL",
     "STOP",
     "TERMINALS",
@@ -46,6 +48,8 @@ __all__ = [
 
 STOP = "stop"
 FAIL = "fail"
+DEFAULT_MAX_VISITS = 10
+"""How often a step without ``max_visits`` may run in one run: a fix loop that never converges fails."""
 TERMINALS = (STOP, FAIL)
 
 Outcome = Literal["success", "failure", "skipped"]
@@ -148,7 +152,10 @@ class Step(BaseModel):
     timeout: float | None = Field(default=None, gt=0, le=_MAX_TIMEOUT, description="Wall-clock limit, seconds.")
     retries: int = Field(default=0, ge=0, le=10, description="Extra attempts after a failed one.")
     max_visits: int | None = Field(
-        default=None, ge=1, le=100, description="Times the step may run in one run; one more fails the run."
+        default=None,
+        ge=1,
+        le=100,
+        description="Times the step may run in one run (default 10); one more fails the run.",
     )
     on_success: str | None = Field(
         default=None,

@@ -32,9 +32,6 @@ __all__ = ["serve", "shut_down_on_signals"]
 
 logger = logging.getLogger(__name__)
 
-# Bound on waiting for the sessions' trees to die after the grace: SIGKILL is immediate.
-_TEARDOWN_BOUND = 1.0
-
 
 class BearerTokenMiddleware(BaseHTTPMiddleware):
     """Refuse every request that does not carry the configured static bearer token."""
@@ -55,20 +52,9 @@ async def shut_down_on_signals(holder: StateHolder, settings: Settings, serving:
     with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async for received in signals:
             name = signal.Signals(received).name
-            started = anyio.current_time()
             state = holder.state
             if state is not None:
-                count = state.supervisor.cancel_all(
-                    f"the expeditor server received {name} and stopped the session", grace=settings.shutdown_grace
-                )
-                with anyio.move_on_after(settings.shutdown_grace + _TEARDOWN_BOUND):
-                    await state.supervisor.wait_until_idle()
-                logger.warning(
-                    "received %s: stopped %d sessions in %.0f ms",
-                    name,
-                    count,
-                    (anyio.current_time() - started) * 1000,
-                )
+                await state.supervisor.shut_down(f"the expeditor server received {name} and stopped the session")
             serving.cancel()
             return
 

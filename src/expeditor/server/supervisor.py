@@ -23,6 +23,9 @@ __all__ = ["LiveRun", "RunContext", "Supervisor", "run_label"]
 
 logger = logging.getLogger(__name__)
 
+# Bound on waiting for the sessions' trees to die after the shutdown grace: SIGKILL is immediate.
+_TEARDOWN_BOUND = 1.0
+
 
 def run_label(prompt: str) -> str:
     """How reports name a run nobody labelled: its skill command (``/make-plan``), else ``prompt``."""
@@ -73,6 +76,7 @@ class Supervisor:
         self.store = store
         self.live: dict[str, LiveRun] = {}
         self._changed = anyio.Event()
+        self._closing: str | None = None
 
     def prepare(self, request: RunRequest) -> RunRequest:
         """Choose the child's id now, so its generated MCP config can name it."""
@@ -104,6 +108,9 @@ class Supervisor:
         await self._record_started(live, request, context or RunContext())
         before = await self._worktree_state(request)
         self.live[session_id] = live
+        if self._closing is not None:
+            # Shutdown began while this run was being prepared: it must not outlive it.
+            control.cancel(self._closing, grace=self.settings.shutdown_grace)
         try:
             result = await self.executor.run(
                 request,
@@ -186,9 +193,22 @@ class Supervisor:
         return True
 
     def cancel_all(self, reason: str, *, grace: float) -> int:
-        """Cancel every live run with a short grace (server shutdown); returns how many."""
+        """Cancel every live run with a short grace, and every run started from now on; returns how many."""
+        self._closing = reason
         for live in list(self.live.values()):
             live.control.cancel(reason, grace=grace)
         if self.live:
             logger.info("cancelling %d live sessions: %s", len(self.live), reason)
         return len(self.live)
+
+    async def shut_down(self, reason: str) -> int:
+        """Stop every run within ``shutdown_grace`` plus a bounded teardown; returns how many were live.
+
+        The one shutdown path of a server and of a pipeline runner (SIGINT, SIGTERM).
+        """
+        started = anyio.current_time()
+        count = self.cancel_all(reason, grace=self.settings.shutdown_grace)
+        with anyio.move_on_after(self.settings.shutdown_grace + _TEARDOWN_BOUND):
+            await self.wait_until_idle()
+        logger.warning("%s: stopped %d sessions in %.0f ms", reason, count, (anyio.current_time() - started) * 1000)
+        return count

@@ -342,9 +342,9 @@ class SqliteCampaignStore:
         job = f"{step.campaign_id}/{step.job_name}"
         self._file.write(f"recording step {step.sequence} ({step.step}) of {job}", work)
 
-    def clear_steps(self, campaign_id: str, name: str) -> int:
+    def clear_steps(self, campaign_id: str, name: str, *, from_sequence: int = 1) -> int:
         def work(connection: sqlite3.Connection) -> int:
-            sql = "DELETE FROM step_executions WHERE campaign_id = ? AND job_name = ?"
-            return connection.execute(sql, (campaign_id, name)).rowcount
+            sql = "DELETE FROM step_executions WHERE campaign_id = ? AND job_name = ? AND sequence >= ?"
+            return connection.execute(sql, (campaign_id, name, from_sequence)).rowcount
 
         return self._file.write(f"clearing the steps of {campaign_id}/{name}", work)

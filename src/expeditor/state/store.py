@@ -178,8 +178,8 @@ class CampaignStore(Protocol):
         """The job's step executions in order of sequence."""
         ...
 
-    def clear_steps(self, campaign_id: str, name: str) -> int:
-        """Forget the job's step executions (a forced rerun); returns how many there were."""
+    def clear_steps(self, campaign_id: str, name: str, *, from_sequence: int = 1) -> int:
+        """Forget the job's step executions from ``from_sequence`` on (all: a forced rerun); returns how many."""
         ...
 
     def close(self) -> None:

@@ -59,3 +59,22 @@ class SessionUsage(BaseModel):
     source: UsageSource = UsageSource.NONE
     partial: bool = Field(default=False, description="True when the session died before its result event.")
     duration_ms: int | None = Field(default=None, ge=0, description="The CLI's own duration_ms.")
+
+    def __add__(self, other: SessionUsage) -> SessionUsage:
+        """Usage of two sessions (or runs) together: totals summed, models merged, partial if either is."""
+        by_model = dict(self.by_model)
+        for model, usage in other.by_model.items():
+            by_model[model] = by_model[model] + usage if model in by_model else usage
+        partial = self.partial or other.partial
+        if self.source is UsageSource.NONE and other.source is UsageSource.NONE:
+            source = UsageSource.NONE
+        else:
+            source = UsageSource.TRANSCRIPT if partial else UsageSource.RESULT_EVENT
+        durations = [d for d in (self.duration_ms, other.duration_ms) if d is not None]
+        return SessionUsage(
+            total=self.total + other.total,
+            by_model=by_model,
+            source=source,
+            partial=partial,
+            duration_ms=sum(durations) if durations else None,
+        )

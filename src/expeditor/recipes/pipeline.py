@@ -1,0 +1,367 @@
+"""The pipeline runner: walks a recipe's steps itself, one managed session (or command) per attempt.
+
+Every execution of a step is recorded in the campaign store under (campaign, job) with its
+sequence number, so a run that died can be resumed (DESIGN, "Settled points: Pipeline steps"):
+a rerun replays the recorded executions that ended for good (successes, skips, and failures
+the run routed on from), restoring their captures and visits, and runs again from the first
+one that did not (still running when its runner died, cancelled, or the failure that ended
+the run). Records after that point are forgotten: the new walk writes its own.
+
+While a step runs, the runner holds a ``pipeline-step`` execution marker keyed on the pipeline
+run's own id. A pipeline dispatched as a managed child is watched like any session, and its
+supervisor sees the marker and knows the silent child is waiting on a step, not stuck.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import time
+from collections import Counter
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal, Protocol
+
+import anyio
+
+from expeditor.config import Settings
+from expeditor.executor import RunRequest, RunResult, SessionKind, Termination
+from expeditor.ids import new_session_id
+from expeditor.monitor import execution_marker
+from expeditor.recipes.captures import extract_captures
+from expeditor.recipes.placeholders import substitute, substitute_argv
+from expeditor.recipes.problems import RecipeError
+from expeditor.recipes.schema import DEFAULT_MAX_VISITS, FAIL, STOP, Outcome, Recipe
+from expeditor.server.caller import CallerContext
+from expeditor.server.supervisor import RunContext, Supervisor
+from expeditor.state import CampaignStore, StepExecution, StepStatus
+from expeditor.usage import SessionUsage
+
+__all__ = ["STEP_MARKER_LABEL", "PipelineJob", "PipelineObserver", "PipelineOutcome", "PipelineRunner"]
+
+logger = logging.getLogger(__name__)
+
+STEP_MARKER_LABEL = "pipeline-step"
+
+PipelineStatus = Literal["success", "failure", "cancelled"]
+
+_OUTCOME_OF: dict[StepStatus, Outcome] = {
+    StepStatus.SUCCESS: "success",
+    StepStatus.FAILURE: "failure",
+    StepStatus.SKIPPED: "skipped",
+}
+
+
+@dataclass(frozen=True)
+class PipelineJob:
+    """One run of a recipe as a pipeline: what to run, where, and under which identity.
+
+    ``run_id`` is the pipeline run's own session id: its steps' markers are keyed on it and
+    its steps name it as their caller.
+    """
+
+    recipe: Recipe
+    inputs: Mapping[str, str]
+    campaign_id: str
+    job_name: str
+    cwd: Path
+    run_id: str
+
+
+@dataclass
+class PipelineOutcome:
+    """How a pipeline run ended, and every execution of its walk (replayed ones included)."""
+
+    status: PipelineStatus
+    reason: str
+    executions: list[StepExecution]
+    replayed: int
+    captures: dict[str, str]
+    usage: SessionUsage = field(default_factory=SessionUsage)
+    """Usage of the sessions this run launched (replayed executions cost nothing now)."""
+
+    @property
+    def success(self) -> bool:
+        return self.status == "success"
+
+    @property
+    def job_usage(self) -> SessionUsage:
+        """Usage of every execution of the walk, replayed ones included: what the job cost so far."""
+        total = SessionUsage()
+        for execution in self.executions:
+            if execution.usage is not None:
+                total = total + execution.usage
+        return total
+
+
+class PipelineObserver(Protocol):
+    """Told what the runner does, for live progress; every method must return quickly."""
+
+    def replayed(self, execution: StepExecution) -> None: ...
+
+    def step_started(self, sequence: int, step: str, attempt: int, session_id: str, command: str) -> None: ...
+
+    def step_finished(self, execution: StepExecution, result: RunResult | None) -> None: ...
+
+
+class _Silent:
+    def replayed(self, execution: StepExecution) -> None:
+        pass
+
+    def step_started(self, sequence: int, step: str, attempt: int, session_id: str, command: str) -> None:
+        pass
+
+    def step_finished(self, execution: StepExecution, result: RunResult | None) -> None:
+        pass
+
+
+class _Ended(Exception):
+    """The walk reached a verdict for the whole run."""
+
+    def __init__(self, status: PipelineStatus, reason: str) -> None:
+        super().__init__(reason)
+        self.status: PipelineStatus = status
+        self.reason = reason
+
+
+class PipelineRunner:
+    """Runs one pipeline job through the supervisor, recording each step execution as it goes."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        store: CampaignStore,
+        supervisor: Supervisor,
+        job: PipelineJob,
+        observer: PipelineObserver | None = None,
+    ) -> None:
+        self.settings = settings
+        self.store = store
+        self.supervisor = supervisor
+        self.job = job
+        self.observer: PipelineObserver = observer or _Silent()
+        self._captures: dict[str, str] = {}
+        self._visits: Counter[str] = Counter()
+        self._executions: list[StepExecution] = []
+        self._usage = SessionUsage()
+
+    async def run(self) -> PipelineOutcome:
+        """Replay what is recorded, then run the rest. Cancelling this call kills the running step first."""
+        recipe = self.job.recipe
+        current, replayed = await self._replay()
+        try:
+            while current not in (STOP, FAIL):
+                outcome = await self._execute(current, len(self._executions) + 1)
+                current = recipe.route(current, outcome)
+            status: PipelineStatus = "success" if current == STOP else "failure"
+            reason = self._ending_reason(status)
+        except _Ended as ended:
+            status = ended.status
+            reason = ended.reason
+        return PipelineOutcome(
+            status=status,
+            reason=reason,
+            executions=list(self._executions),
+            replayed=replayed,
+            captures=dict(self._captures),
+            usage=self._usage,
+        )
+
+    # --- replay ------------------------------------------------------------------------
+
+    async def _replay(self) -> tuple[str, int]:
+        recipe, job = self.job.recipe, self.job
+        recorded = await anyio.to_thread.run_sync(self.store.list_steps, job.campaign_id, job.job_name)
+        current = recipe.first_step
+        for execution in recorded:
+            if current in (STOP, FAIL) or execution.sequence != len(self._executions) + 1:
+                break
+            if execution.step != current:
+                logger.warning(
+                    "session=%s %s/%s: recorded step %d is %r but the recipe now goes to %r; running from there",
+                    job.run_id,
+                    job.campaign_id,
+                    job.job_name,
+                    execution.sequence,
+                    execution.step,
+                    current,
+                )
+                break
+            outcome = _OUTCOME_OF.get(execution.status)
+            if outcome is None or recipe.route(current, outcome) == FAIL:
+                break  # it did not end for good: this is where the run resumes
+            self._captures.update(execution.captures)
+            self._visits[current] += 1
+            self._executions.append(execution)
+            self.observer.replayed(execution)
+            current = recipe.route(current, outcome)
+        replayed = len(self._executions)
+        if len(recorded) > replayed:
+            await anyio.to_thread.run_sync(
+                functools.partial(self.store.clear_steps, job.campaign_id, job.job_name, from_sequence=replayed + 1)
+            )
+        return current, replayed
+
+    # --- one step ----------------------------------------------------------------------
+
+    async def _execute(self, name: str, sequence: int) -> Outcome:
+        recipe, job = self.job.recipe, self.job
+        step = recipe.steps[name]
+        self._visits[name] += 1
+        limit = step.max_visits or DEFAULT_MAX_VISITS
+        if self._visits[name] > limit:
+            raise _Ended("failure", f"step {name!r} would run a {self._visits[name]}th time; its limit is {limit}")
+        started = time.time()
+        if step.when is not None and not step.when.holds(job.inputs, self._captures):
+            skipped = self._execution(
+                sequence, name, StepStatus.SKIPPED, started, reason=f"when {step.when.describe()}"
+            )
+            await self._record(skipped)
+            self.observer.step_finished(skipped, None)
+            return "skipped"
+        values = {**job.inputs, **self._captures}
+        where = f"step {name!r} of recipe {recipe.name!r}"
+        try:
+            argv = substitute_argv(step.run, values, where=where) if step.run is not None else None
+            prompt = " ".join(argv) if argv is not None else substitute(step.skill or "", values, where=where)
+        except RecipeError as exc:
+            failed = self._execution(sequence, name, StepStatus.FAILURE, started, reason=str(exc))
+            await self._record(failed)
+            self.observer.step_finished(failed, None)
+            return "failure"
+        return await self._attempts(name, sequence, started, prompt, argv)
+
+    async def _attempts(self, name: str, sequence: int, started: float, prompt: str, argv: list[str] | None) -> Outcome:
+        recipe, job, settings = self.job.recipe, self.job, self.settings
+        step = recipe.steps[name]
+        effective = recipe.step_settings(name, settings)
+        usage = SessionUsage()
+        result: RunResult | None = None
+        running: StepExecution | None = None
+        for attempt in range(1, step.retries + 2):
+            session_id = new_session_id()
+            running = self._execution(
+                sequence, name, StepStatus.RUNNING, started, run_id=session_id, attempts=attempt, usage=usage
+            )
+            await self._record(running)
+            self.observer.step_started(sequence, name, attempt, session_id, prompt)
+            request = RunRequest(
+                prompt=prompt,
+                argv=tuple(argv) if argv is not None else None,
+                cwd=job.cwd,
+                kind=SessionKind.SKILL,
+                model=effective.model if argv is None else None,
+                session_id=session_id,
+                stale_threshold=effective.stale_threshold,
+                idle_timeout=effective.stale_threshold,
+                timeout=effective.timeout,
+            )
+            deadline = time.time() + effective.timeout + settings.kill_grace
+            caller = CallerContext(session_id=job.run_id, kind=SessionKind.PIPELINE)
+            context = RunContext(campaign_id=job.campaign_id, job_name=job.job_name, step_sequence=sequence, label=name)
+            try:
+                async with execution_marker(
+                    settings.markers_path,
+                    STEP_MARKER_LABEL,
+                    job.run_id,
+                    expires_at=deadline,
+                    heartbeat_interval=settings.marker_heartbeat_interval,
+                ):
+                    result = await self.supervisor.run(request, caller, context=context)
+            except BaseException:
+                with anyio.CancelScope(shield=True):
+                    cancelled = running.model_copy(
+                        update={
+                            "status": StepStatus.CANCELLED,
+                            "finished_at": time.time(),
+                            "reason": "the pipeline was stopped while this step ran",
+                        }
+                    )
+                    await self._record(cancelled, quiet=True)
+                raise
+            usage = usage + result.usage
+            self._usage = self._usage + result.usage
+            if result.termination is Termination.CANCELLED:
+                ended = running.model_copy(
+                    update={"status": StepStatus.CANCELLED, "finished_at": time.time(), "reason": result.reason}
+                )
+                await self._record(ended)
+                self.observer.step_finished(ended, result)
+                raise _Ended("cancelled", f"step {name!r} was cancelled: {result.reason}")
+            if result.success:
+                break
+            if attempt <= step.retries:
+                logger.info(
+                    "session=%s step %s attempt %d failed (%s); retrying", session_id, name, attempt, result.reason
+                )
+        assert result is not None
+        assert running is not None
+        status = StepStatus.SUCCESS if result.success else StepStatus.FAILURE
+        captures = extract_captures(result.result_text, step.capture) if result.success else {}
+        self._captures.update(captures)
+        finished = running.model_copy(
+            update={
+                "status": status,
+                "captures": captures,
+                "finished_at": time.time(),
+                "usage": usage,
+                "reason": result.reason,
+            }
+        )
+        await self._record(finished)
+        self.observer.step_finished(finished, result)
+        return "success" if result.success else "failure"
+
+    # --- records -----------------------------------------------------------------------
+
+    def _execution(
+        self,
+        sequence: int,
+        step: str,
+        status: StepStatus,
+        started: float,
+        *,
+        run_id: str | None = None,
+        attempts: int = 0,
+        usage: SessionUsage | None = None,
+        reason: str | None = None,
+    ) -> StepExecution:
+        ended = None if status is StepStatus.RUNNING else time.time()
+        return StepExecution(
+            campaign_id=self.job.campaign_id,
+            job_name=self.job.job_name,
+            sequence=sequence,
+            step=step,
+            status=status,
+            run_id=run_id,
+            started_at=started,
+            finished_at=ended,
+            attempts=attempts,
+            usage=usage,
+            reason=reason,
+        )
+
+    async def _record(self, execution: StepExecution, *, quiet: bool = False) -> None:
+        """Write ``execution`` (replacing its earlier state) and keep it as the walk's latest."""
+        if self._executions and self._executions[-1].sequence == execution.sequence:
+            self._executions[-1] = execution
+        else:
+            self._executions.append(execution)
+        try:
+            await anyio.to_thread.run_sync(self.store.record_step, execution)
+        except Exception:
+            if not quiet:
+                raise
+            logger.exception(
+                "session=%s could not record step %s as %s", self.job.run_id, execution.step, execution.status
+            )
+
+    def _ending_reason(self, status: PipelineStatus) -> str:
+        last = self._executions[-1] if self._executions else None
+        ran = len(self._executions)
+        if status == "success":
+            return f"all {ran} step executions ended and the recipe reached stop"
+        if last is None:
+            return "the recipe failed before any step ran"
+        return f"step {last.step!r} failed and routed to fail: {last.reason or 'no reason recorded'}"

@@ -1,0 +1,227 @@
+"""What a person (or a dispatching parent) sees while a pipeline runs, and the summary at its end.
+
+Three observers of the same runner: a live rich display on a terminal (step, elapsed, last
+activity, tokens so far), plain timestamped lines when the output is not a terminal (logs of
+an overnight run), and stream-json events when a dispatching parent reads the output.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from typing import Any, TextIO
+
+from rich.console import Console
+from rich.live import Live
+from rich.table import Table
+from rich.text import Text
+
+from expeditor.executor import RunResult, Signal
+from expeditor.server.supervisor import Supervisor
+from expeditor.state import StepExecution, StepStatus
+from expeditor.usage import SessionUsage
+
+__all__ = [
+    "LinesProgress",
+    "LiveProgress",
+    "StreamJsonProgress",
+    "format_duration",
+    "last_activity_of",
+    "summary_table",
+    "summary_text",
+    "tokens_of",
+]
+
+LastActivity = Callable[[str], float | None]
+"""The wall-clock time a live session last showed a sign of life, by session id (None: unknown)."""
+
+
+def tokens_of(usage: SessionUsage | None) -> int:
+    """Every token a usage counted: uncached and cached input, and output."""
+    if usage is None:
+        return 0
+    total = usage.total
+    return total.input_tokens + total.output_tokens + total.cache_read_tokens + total.cache_write_tokens
+
+
+def format_duration(seconds: float) -> str:
+    seconds = max(seconds, 0.0)
+    if seconds < 60:
+        return f"{seconds:.1f}s"
+    minutes, secs = divmod(int(seconds), 60)
+    if minutes < 60:
+        return f"{minutes}m {secs:02d}s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h {minutes:02d}m"
+
+
+def _duration(execution: StepExecution) -> float:
+    if execution.started_at is None or execution.finished_at is None:
+        return 0.0
+    return execution.finished_at - execution.started_at
+
+
+_STYLE = {
+    StepStatus.SUCCESS: "green",
+    StepStatus.FAILURE: "red",
+    StepStatus.SKIPPED: "dim",
+    StepStatus.CANCELLED: "yellow",
+    StepStatus.INTERRUPTED: "yellow",
+    StepStatus.RUNNING: "cyan",
+}
+
+
+class LinesProgress:
+    """One timestamped line per event, for logs and pipes."""
+
+    def __init__(self, out: TextIO) -> None:
+        self.out = out
+        self.tokens = 0
+
+    def _line(self, text: str) -> None:
+        self.out.write(f"[{time.strftime('%H:%M:%S')}] {text}\n")
+        self.out.flush()
+
+    def replayed(self, execution: StepExecution) -> None:
+        self._line(f"step {execution.sequence} {execution.step}: {execution.status.value} (recorded; skipped)")
+
+    def step_started(self, sequence: int, step: str, attempt: int, session_id: str, command: str) -> None:
+        again = f", attempt {attempt}" if attempt > 1 else ""
+        self._line(f"step {sequence} {step}: started{again} (session {session_id}): {command[:200]}")
+
+    def step_finished(self, execution: StepExecution, result: RunResult | None) -> None:
+        self.tokens += tokens_of(execution.usage)
+        why = f": {execution.reason}" if execution.status is not StepStatus.SUCCESS and execution.reason else ""
+        self._line(
+            f"step {execution.sequence} {execution.step}: {execution.status.value} in "
+            f"{format_duration(_duration(execution))}, {tokens_of(execution.usage):,} tokens "
+            f"({self.tokens:,} so far){why}"
+        )
+
+
+class LiveProgress:
+    """A live table on a terminal: every execution so far, the running one with its last activity."""
+
+    def __init__(self, console: Console, last_activity: LastActivity) -> None:
+        self.console = console
+        self.last_activity = last_activity
+        self.rows: list[StepExecution] = []
+        self.current: tuple[int, str, int, str, float] | None = None
+        self.live = Live(console=console, refresh_per_second=2, get_renderable=self._render, transient=True)
+
+    def __enter__(self) -> LiveProgress:
+        self.live.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.live.__exit__(None, None, None)
+
+    def replayed(self, execution: StepExecution) -> None:
+        self.rows.append(execution)
+
+    def step_started(self, sequence: int, step: str, attempt: int, session_id: str, command: str) -> None:
+        self.current = (sequence, step, attempt, session_id, time.time())
+
+    def step_finished(self, execution: StepExecution, result: RunResult | None) -> None:
+        self.current = None
+        self.rows.append(execution)
+        self.console.print(
+            Text.assemble(
+                (f"{execution.status.value:>9} ", _STYLE[execution.status]),
+                f"{execution.sequence}. {execution.step} in {format_duration(_duration(execution))}, "
+                f"{tokens_of(execution.usage):,} tokens",
+            )
+        )
+
+    def _render(self) -> Table:
+        table = Table(box=None, show_header=True, header_style="bold")
+        for column in ("#", "step", "status", "elapsed", "last activity", "tokens so far"):
+            table.add_column(column)
+        so_far = sum(tokens_of(row.usage) for row in self.rows)
+        if self.current is not None:
+            sequence, step, attempt, session_id, started = self.current
+            moved = self.last_activity(session_id)
+            quiet = f"{format_duration(time.time() - moved)} ago" if moved is not None else "starting"
+            label = "running" if attempt == 1 else f"running (attempt {attempt})"
+            table.add_row(
+                str(sequence), step, Text(label, "cyan"), format_duration(time.time() - started), quiet, f"{so_far:,}"
+            )
+        else:
+            table.add_row("", "", Text("between steps", "dim"), "", "", f"{so_far:,}")
+        return table
+
+
+class StreamJsonProgress:
+    """stream-json events on stdout, for a dispatching parent: progress it ignores, then a result it reads."""
+
+    def __init__(self, out: TextIO, session_id: str) -> None:
+        self.out = out
+        self.session_id = session_id
+
+    def emit(self, event: dict[str, Any]) -> None:
+        self.out.write(json.dumps({**event, "session_id": self.session_id}, separators=(",", ":")) + "\n")
+        self.out.flush()
+
+    def replayed(self, execution: StepExecution) -> None:
+        self.emit({"type": "expeditor_step", "step": execution.step, "sequence": execution.sequence, "replayed": True})
+
+    def step_started(self, sequence: int, step: str, attempt: int, session_id: str, command: str) -> None:
+        self.emit({"type": "expeditor_step", "step": step, "sequence": sequence, "attempt": attempt, "run": session_id})
+
+    def step_finished(self, execution: StepExecution, result: RunResult | None) -> None:
+        self.emit(
+            {
+                "type": "expeditor_step",
+                "step": execution.step,
+                "sequence": execution.sequence,
+                "status": execution.status.value,
+            }
+        )
+
+
+def summary_table(executions: list[StepExecution], replayed: int) -> Table:
+    """Each execution's status, attempts, duration and tokens, replayed ones marked."""
+    table = Table(title="Pipeline summary", title_justify="left")
+    for column in ("#", "step", "status", "attempts", "duration", "tokens", "note"):
+        table.add_column(column, justify="right" if column in ("#", "attempts", "duration", "tokens") else "left")
+    for index, execution in enumerate(executions):
+        note = "recorded earlier; not rerun" if index < replayed else (execution.reason or "")
+        table.add_row(
+            str(execution.sequence),
+            execution.step,
+            Text(execution.status.value, _STYLE[execution.status]),
+            str(execution.attempts),
+            format_duration(_duration(execution)),
+            f"{tokens_of(execution.usage):,}",
+            note if execution.status is not StepStatus.SUCCESS or index < replayed else "",
+        )
+    return table
+
+
+def summary_text(executions: list[StepExecution], replayed: int) -> str:
+    """The summary as plain lines (a dispatched pipeline's result text)."""
+    lines = []
+    for index, execution in enumerate(executions):
+        replay = " (recorded earlier)" if index < replayed else ""
+        captured = ", ".join(f"{k}={v}" for k, v in execution.captures.items())
+        lines.append(
+            f"{execution.sequence}. {execution.step}: {execution.status.value}{replay}"
+            + (f" [{captured}]" if captured else "")
+        )
+    return "\n".join(lines)
+
+
+def last_activity_of(supervisor: Supervisor) -> LastActivity:
+    """Last activity from a supervisor's live runs (their liveness clocks)."""
+
+    def lookup(session_id: str) -> float | None:
+        live = supervisor.live.get(session_id)
+        session = live.control.session if live is not None else None
+        if session is None:
+            return None
+        moved = session.clock.wall()
+        times = [moved[signal] for signal in (Signal.STDOUT, Signal.TRANSCRIPT, Signal.STDERR) if signal in moved]
+        return max(times, default=None)
+
+    return lookup

@@ -1,0 +1,214 @@
+"""``expeditor recipe run``: one pipeline job, claimed in the campaign store, resumable by rerunning.
+
+The job's identity is (campaign, job name). The campaign defaults to one derived from the
+recipe and its inputs, so the same command line names the same job and a rerun resumes it;
+a job that already succeeded returns at once (``--force`` runs it again from the start).
+Run by a dispatcher (``--dispatched``), the dispatcher holds the claim and writes the job's
+record; this process only runs the steps and reports on stdout in stream-json.
+
+SIGINT and SIGTERM take the server's shutdown path: the running step's tree is killed within
+``shutdown_grace``, its markers go, its run and step are recorded ``cancelled``, and the next
+run resumes at that step.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import signal
+import sys
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TextIO
+
+import anyio
+from rich.console import Console
+
+from expeditor.config import Settings
+from expeditor.errors import InvalidInput
+from expeditor.executor import ClaudeCodeExecutor
+from expeditor.ids import new_session_id, validate_identifier
+from expeditor.logs import configure_logging
+from expeditor.recipes.loader import RecipeLibrary
+from expeditor.recipes.pipeline import PipelineJob, PipelineObserver, PipelineOutcome, PipelineRunner
+from expeditor.recipes.problems import RecipeError
+from expeditor.recipes.progress import (
+    LinesProgress,
+    LiveProgress,
+    StreamJsonProgress,
+    last_activity_of,
+    summary_table,
+    summary_text,
+)
+from expeditor.recipes.schema import Recipe
+from expeditor.server.supervisor import Supervisor
+from expeditor.state import CampaignStore, ClaimAction, Owner, SqliteCampaignStore, inputs_hash
+
+__all__ = ["EXIT_CANCELLED", "RecipeRun", "default_campaign", "run_recipe"]
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_CANCELLED = 130
+
+
+def default_campaign(recipe: str, inputs: Mapping[str, str]) -> str:
+    """The campaign a recipe run belongs to when none is named: the same recipe and inputs give the same one."""
+    return f"{recipe}-{inputs_hash(dict(inputs))[:12]}"
+
+
+@dataclass(frozen=True)
+class RecipeRun:
+    """What ``expeditor recipe run`` was asked to do."""
+
+    recipe: str
+    inputs: Mapping[str, str]
+    campaign_id: str | None = None
+    job_name: str | None = None
+    cwd: Path | None = None
+    force: bool = False
+    dispatched: bool = False
+    stream_json: bool = False
+
+
+def _load(settings: Settings, request: RecipeRun) -> tuple[Recipe, dict[str, str]]:
+    try:
+        recipe = RecipeLibrary.from_settings(settings).load(request.recipe)
+        return recipe, recipe.resolve_inputs(request.inputs)
+    except RecipeError as exc:
+        raise InvalidInput(str(exc)) from exc
+
+
+def run_recipe(settings: Settings, request: RecipeRun, out: TextIO | None = None) -> int:
+    """Run the job to its end; returns the exit code (0 success or already done, 1 failure, 130 stopped)."""
+    target = out or sys.stdout
+    recipe, inputs = _load(settings, request)
+    campaign = request.campaign_id or default_campaign(recipe.name, inputs)
+    job_name = request.job_name or recipe.name
+    validate_identifier(campaign, what="campaign")
+    validate_identifier(job_name, what="job name")
+    cwd = (request.cwd or settings.allowed_roots[0]).expanduser().resolve()
+    # Launched by a dispatcher, this process is a managed session and keys its markers on its own id.
+    own_id = os.environ.get("EXPEDITOR_SESSION_ID")
+    run_id = (
+        own_id if request.dispatched and own_id and os.environ.get("EXPEDITOR_SESSION_KIND") == "pipeline" else None
+    ) or new_session_id()
+    configure_logging(settings.logs_dir)
+    notes = sys.stderr if request.stream_json else target
+    if request.campaign_id is None:
+        notes.write(f"campaign {campaign} (rerun the same command to resume it)\n")
+    store = SqliteCampaignStore(settings.state_path)
+    try:
+        job = PipelineJob(recipe, inputs, campaign, job_name, cwd, run_id)
+        return anyio.run(_run_job, settings, store, job, request, target)
+    finally:
+        store.close()
+
+
+async def _run_job(settings: Settings, store: CampaignStore, job: PipelineJob, request: RecipeRun, out: TextIO) -> int:
+    attempt: int | None = None
+    if not request.dispatched:
+        claim = await anyio.to_thread.run_sync(
+            functools.partial(
+                store.claim,
+                job.campaign_id,
+                job.job_name,
+                recipe=job.recipe.name,
+                inputs=job.inputs,
+                caller_session_id=None,
+                owner=Owner.current(),
+                force=request.force,
+            )
+        )
+        if claim.action is ClaimAction.SHORT_CIRCUIT:
+            out.write(
+                f"{job.campaign_id}/{job.job_name} already succeeded (attempt {claim.record.attempts}); "
+                "nothing was run. Use --force to run it again.\n"
+            )
+            return EXIT_OK
+        if claim.action is ClaimAction.ALREADY_RUNNING:
+            out.write(f"{job.campaign_id}/{job.job_name} is already running: {claim.reason}\n")
+            return EXIT_FAILED
+        attempt = claim.attempt
+        if request.force:
+            await anyio.to_thread.run_sync(store.clear_steps, job.campaign_id, job.job_name)
+        await anyio.to_thread.run_sync(
+            functools.partial(
+                store.mark_running, job.campaign_id, job.job_name, attempt=attempt, dispatched_session_id=job.run_id
+            )
+        )
+    supervisor = Supervisor(settings, ClaudeCodeExecutor(settings), store=store)
+    outcome = await _run_with_progress(settings, store, supervisor, job, request, out)
+    if attempt is not None:
+        with anyio.CancelScope(shield=True):
+            await anyio.to_thread.run_sync(_record_job_end, store, job, attempt, outcome)
+    return {"success": EXIT_OK, "failure": EXIT_FAILED, "cancelled": EXIT_CANCELLED}[outcome.status]
+
+
+async def _run_with_progress(
+    settings: Settings,
+    store: CampaignStore,
+    supervisor: Supervisor,
+    job: PipelineJob,
+    request: RecipeRun,
+    out: TextIO,
+) -> PipelineOutcome:
+    started = time.time()
+    stream = StreamJsonProgress(out, job.run_id) if request.stream_json else None
+    if stream is not None:
+        stream.emit({"type": "system", "subtype": "init", "cwd": str(job.cwd), "model": "pipeline"})
+    console = Console(file=out)
+    live = LiveProgress(console, last_activity_of(supervisor)) if stream is None and out.isatty() else None
+    observer: PipelineObserver = stream or live or LinesProgress(out)
+    runner = PipelineRunner(settings, store, supervisor, job, observer)
+    outcome: PipelineOutcome | None = None
+    async with anyio.create_task_group() as group:
+        group.start_soon(_stop_on_signals, supervisor)
+        if live is not None:
+            with live:
+                outcome = await runner.run()
+        else:
+            outcome = await runner.run()
+        group.cancel_scope.cancel()
+    assert outcome is not None
+    summary = summary_text(outcome.executions, outcome.replayed)
+    if stream is not None:
+        stream.emit(
+            {
+                "type": "result",
+                "subtype": "success" if outcome.success else "error_during_execution",
+                "is_error": not outcome.success,
+                "result": f"pipeline {outcome.status}: {outcome.reason}\n{summary}",
+                "duration_ms": int((time.time() - started) * 1000),
+                "num_turns": 0,
+            }
+        )
+        sys.stderr.write(summary + "\n")
+    else:
+        console.print(summary_table(outcome.executions, outcome.replayed))
+        console.print(f"pipeline {outcome.status}: {outcome.reason}")
+        if outcome.replayed:
+            console.print(f"{outcome.replayed} step execution(s) were recorded earlier and not run again")
+    return outcome
+
+
+async def _stop_on_signals(supervisor: Supervisor) -> None:
+    with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async for received in signals:
+            name = signal.Signals(received).name
+            # The runner sees its step end as cancelled, records it, and ends the walk.
+            await supervisor.shut_down(f"the pipeline runner received {name} and stopped the step")
+            return
+
+
+def _record_job_end(store: CampaignStore, job: PipelineJob, attempt: int, outcome: PipelineOutcome) -> None:
+    campaign, name = job.campaign_id, job.job_name
+    usage = outcome.job_usage
+    if outcome.status == "success":
+        summary = summary_text(outcome.executions, outcome.replayed)
+        store.mark_succeeded(campaign, name, attempt=attempt, summary=summary, outputs=outcome.captures, usage=usage)
+    elif outcome.status == "cancelled":
+        store.mark_cancelled(campaign, name, attempt=attempt, reason=outcome.reason, usage=usage)
+    else:
+        store.mark_failed(campaign, name, attempt=attempt, error=outcome.reason, usage=usage)
