@@ -198,7 +198,7 @@ async def _stop_on_signals(supervisor: Supervisor) -> None:
         async for received in signals:
             name = signal.Signals(received).name
             # The runner sees its step end as cancelled, records it, and ends the walk.
-            await supervisor.shut_down(f"the pipeline runner received {name} and stopped the step")
+            await supervisor.shut_down(f"the pipeline runner received {name}")
             return
 
 

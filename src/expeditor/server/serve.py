@@ -54,7 +54,7 @@ async def shut_down_on_signals(holder: StateHolder, settings: Settings, serving:
             name = signal.Signals(received).name
             state = holder.state
             if state is not None:
-                await state.supervisor.shut_down(f"the expeditor server received {name} and stopped the session")
+                await state.supervisor.shut_down(f"the expeditor server received {name}")
             serving.cancel()
             return
 

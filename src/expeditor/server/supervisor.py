@@ -201,14 +201,15 @@ class Supervisor:
             logger.info("cancelling %d live sessions: %s", len(self.live), reason)
         return len(self.live)
 
-    async def shut_down(self, reason: str) -> int:
+    async def shut_down(self, cause: str) -> int:
         """Stop every run within ``shutdown_grace`` plus a bounded teardown; returns how many were live.
 
-        The one shutdown path of a server and of a pipeline runner (SIGINT, SIGTERM).
+        The one shutdown path of a server and of a pipeline runner; ``cause`` says who received what
+        ("the expeditor server received SIGINT") and goes into every run's reason.
         """
         started = anyio.current_time()
-        count = self.cancel_all(reason, grace=self.settings.shutdown_grace)
+        count = self.cancel_all(f"{cause} and stopped the session", grace=self.settings.shutdown_grace)
         with anyio.move_on_after(self.settings.shutdown_grace + _TEARDOWN_BOUND):
             await self.wait_until_idle()
-        logger.warning("%s: stopped %d sessions in %.0f ms", reason, count, (anyio.current_time() - started) * 1000)
+        logger.warning("%s: stopped %d sessions in %.0f ms", cause, count, (anyio.current_time() - started) * 1000)
         return count

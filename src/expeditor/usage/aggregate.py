@@ -1,0 +1,301 @@
+"""From recorded runs to a usage report: per session, per step, per model and for a whole campaign.
+
+Each run's figures were taken once, when it ended, from the right place (its ``result`` event,
+or its transcript deduplicated by message id, from where a resumed session started); this
+module only adds them up. Two things overlap when sessions nest (an orchestrator waits while
+the skills it called run, in its working directory) and are therefore counted once in the
+totals: wall time (the time anything ran) and lines changed (each session tree once).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from enum import Enum
+
+from expeditor.executor.models import Termination
+from expeditor.state import CampaignStore, RunRecord, RunStatus
+from expeditor.usage.models import SessionUsage, TokenUsage, UsageSource
+from expeditor.usage.provider import is_anthropic_base_url, is_anthropic_model, public_base_url
+from expeditor.usage.report import (
+    NON_ANTHROPIC_MARK,
+    PARTIAL_MARK,
+    EfficiencyRow,
+    Footnote,
+    ModelRow,
+    StepRow,
+    TotalRow,
+    UsageReport,
+)
+
+__all__ = ["build_report", "campaign_report", "campaign_runs", "job_usage"]
+
+DEFAULT_MODEL = "default"
+"""How a session is named that asked for no model and recorded no figures."""
+
+
+class _Gap(Enum):
+    """Why a session's figures are incomplete."""
+
+    ENDED_EARLY = "a session ended before its result event: its figures are read from its transcript, each message once"
+    NOT_RECORDED = "a session was still running, or its server had stopped, at the time of this report: no figures"
+
+
+def _tokens(usage: TokenUsage) -> int:
+    return usage.input_tokens + usage.output_tokens + usage.cache_read_tokens + usage.cache_write_tokens
+
+
+def _figures(run: RunRecord) -> dict[str, TokenUsage]:
+    """The run's tokens per model; models without a single token (Claude Code's ``<synthetic>`` replies) left out."""
+    by_model = {model: usage for model, usage in run.usage.by_model.items() if _tokens(usage)}
+    if not by_model and _tokens(run.usage.total):
+        return {run.model or DEFAULT_MODEL: run.usage.total}
+    return by_model
+
+
+def _gap(run: RunRecord) -> _Gap | None:
+    if run.usage.source is UsageSource.RESULT_EVENT:
+        return None
+    if run.status in (RunStatus.RUNNING, RunStatus.INTERRUPTED):
+        return _Gap.NOT_RECORDED
+    if run.termination is Termination.LAUNCH_FAILED:
+        return None  # nothing ran, so nothing is missing
+    return _Gap.ENDED_EARLY
+
+
+@dataclass(frozen=True)
+class _Session:
+    """One run with what the report needs to know about it."""
+
+    run: RunRecord
+    step: str
+    figures: dict[str, TokenUsage]
+    start: float
+    end: float
+    gap: _Gap | None
+    foreign_base_url: str | None
+    foreign_models: tuple[str, ...]
+
+    @classmethod
+    def of(cls, run: RunRecord, now: float) -> _Session:
+        figures = _figures(run)
+        asked = [run.model] if run.model else []
+        base_url = run.api_base_url
+        return cls(
+            run=run,
+            step=run.label or run.kind.value,
+            figures=figures,
+            start=run.started_at,
+            end=max(run.started_at, run.finished_at if run.finished_at is not None else now),
+            gap=_gap(run),
+            foreign_base_url=base_url if base_url and not is_anthropic_base_url(base_url) else None,
+            foreign_models=tuple(m for m in _unique([*figures, *asked]) if not is_anthropic_model(m)),
+        )
+
+    @property
+    def seconds(self) -> float:
+        return self.end - self.start
+
+    def main_model(self, *, fallback: str) -> str:
+        """The model that processed most of its tokens; ``fallback`` when it has no figures."""
+        return max(self.figures, key=lambda model: _tokens(self.figures[model])) if self.figures else fallback
+
+    @property
+    def non_anthropic(self) -> bool:
+        return self.foreign_base_url is not None or bool(self.foreign_models)
+
+
+def _unique(items: Iterable[str]) -> list[str]:
+    return list(dict.fromkeys(items))
+
+
+def _sum(usages: Iterable[TokenUsage]) -> TokenUsage:
+    total = TokenUsage()
+    for usage in usages:
+        total = total + usage
+    return total
+
+
+def _ratio(tokens: int, loc: int | None) -> float | None:
+    return tokens / loc if loc else None
+
+
+def _efficiency(step: str, usage: TokenUsage, loc: int | None) -> EfficiencyRow:
+    return EfficiencyRow(
+        step=step,
+        loc_changed=loc,
+        cache_read_per_loc=_ratio(usage.cache_read_tokens, loc),
+        cache_write_per_loc=_ratio(usage.cache_write_tokens, loc),
+        output_per_loc=_ratio(usage.output_tokens, loc),
+    )
+
+
+def _measured_sum(values: Iterable[int | None]) -> int | None:
+    measured = [value for value in values if value is not None]
+    return sum(measured) if measured else None
+
+
+def _elapsed(sessions: Sequence[_Session]) -> float:
+    """Seconds during which at least one session ran."""
+    elapsed = 0.0
+    covered_until = float("-inf")
+    for session in sorted(sessions, key=lambda s: s.start):
+        start = max(session.start, covered_until)
+        if session.end > start:
+            elapsed += session.end - start
+            covered_until = session.end
+    return elapsed
+
+
+def _tree_loc(sessions: Sequence[_Session]) -> int | None:
+    """Lines changed, each session tree once.
+
+    A session's measure spans its whole run, so it already holds what the sessions it called
+    changed in its working directory; a tree is measured at its root, or, where a session
+    was not measured (cancelled), by what its callees measured.
+    """
+    own: dict[str, int | None] = {}
+    callees: dict[str, list[str]] = {}
+    for session in sessions:
+        run = session.run
+        own[run.run_id] = _measured_sum([own.get(run.run_id), run.loc_changed])
+        if run.caller_session_id is not None and run.run_id not in callees.setdefault(run.caller_session_id, []):
+            callees[run.caller_session_id].append(run.run_id)
+
+    def covered(run_id: str, visited: frozenset[str]) -> int | None:
+        if own.get(run_id) is not None:
+            return own[run_id]
+        return _measured_sum(covered(c, visited | {c}) for c in callees.get(run_id, []) if c not in visited)
+
+    roots = [s.run.run_id for s in sessions if s.run.caller_session_id not in own]
+    return _measured_sum(covered(run_id, frozenset({run_id})) for run_id in _unique(roots))
+
+
+def _footnotes(sessions: Sequence[_Session]) -> list[Footnote]:
+    notes: list[Footnote] = []
+    base_urls = _unique(public_base_url(s.foreign_base_url) for s in sessions if s.foreign_base_url)
+    models = _unique(model for s in sessions for model in s.foreign_models)
+    if base_urls or models:
+        evidence = [f"API base URL {url}" for url in base_urls] + [f"model {model}" for model in models]
+        text = f"served by a provider other than Anthropic ({'; '.join(evidence)}): token counts are that provider's"
+        notes.append(Footnote(mark=NON_ANTHROPIC_MARK, text=text))
+    gaps = {s.gap for s in sessions}
+    notes.extend(Footnote(mark=PARTIAL_MARK, text=f"partial: {gap.value}") for gap in _Gap if gap in gaps)
+    return notes
+
+
+def build_report(
+    runs: Sequence[RunRecord],
+    *,
+    campaign_id: str | None = None,
+    job_name: str | None = None,
+    now: float | None = None,
+) -> UsageReport:
+    """The usage report of ``runs``: one row per step (a run's label) in order of its first start.
+
+    ``now`` ends the wall time of runs still going (default: the current time).
+    """
+    moment = time.time() if now is None else now
+    sessions = sorted((_Session.of(run, moment) for run in runs), key=lambda s: (s.start, s.run.run_id, s.run.launch))
+    by_step: dict[str, list[_Session]] = {}
+    for session in sessions:
+        by_step.setdefault(session.step, []).append(session)
+
+    steps: list[StepRow] = []
+    # Each session's wall time goes to one model, so the breakdown's times add up: the model that
+    # processed most of its tokens, or for a session without figures the step's first model.
+    main_models: list[tuple[_Session, str]] = []
+    for name, group in by_step.items():
+        used = _unique(model for s in group for model in s.figures)
+        models = used or _unique(s.run.model or DEFAULT_MODEL for s in group)
+        main_models += [(s, s.main_model(fallback=models[0])) for s in group]
+        steps.append(
+            StepRow(
+                step=name,
+                models=models,
+                sessions=len(group),
+                usage=_sum(s.run.usage.total for s in group),
+                seconds=sum(s.seconds for s in group),
+                loc_changed=_measured_sum(s.run.loc_changed for s in group),
+                started_at=group[0].start,
+                non_anthropic=any(s.non_anthropic for s in group),
+                partial=any(s.gap is not None for s in group),
+            )
+        )
+
+    model_rows: list[ModelRow] = []
+    for model in _unique(model for row in steps for model in row.models):
+        timed = [s for s, main in main_models if main == model]
+        counted = [s for s in sessions if model in s.figures]
+        model_rows.append(
+            ModelRow(
+                model=model,
+                steps=sum(1 for row in steps if model in row.models),
+                usage=_sum(s.figures[model] for s in counted),
+                seconds=sum(s.seconds for s in timed),
+                non_anthropic=not is_anthropic_model(model) or any(s.foreign_base_url for s in [*timed, *counted]),
+            )
+        )
+
+    total_usage = _sum(row.usage for row in steps)
+    total_loc = _tree_loc(sessions)
+    return UsageReport(
+        campaign_id=campaign_id,
+        job_name=job_name,
+        steps=steps,
+        total=TotalRow(
+            sessions=len(sessions),
+            usage=total_usage,
+            seconds=_elapsed(sessions),
+            loc_changed=total_loc,
+            partial=any(row.partial for row in steps),
+        ),
+        efficiency=[_efficiency(row.step, row.usage, row.loc_changed) for row in steps],
+        efficiency_total=_efficiency("Total", total_usage, total_loc),
+        models=model_rows,
+        footnotes=_footnotes(sessions),
+    )
+
+
+def campaign_runs(runs: Sequence[RunRecord], campaign_id: str, job_name: str | None = None) -> list[RunRecord]:
+    """The runs of a campaign (or of one of its jobs), with every run they called, however deep.
+
+    A dispatched orchestrator's run_skill calls are recorded without a campaign, under its
+    session id as their caller; they belong to the campaign all the same.
+    """
+    members = {run.run_id for run in runs if run.campaign_id == campaign_id and job_name in (None, run.job_name)}
+    while True:
+        called = {run.run_id for run in runs if run.caller_session_id in members} - members
+        if not called:
+            return [run for run in runs if run.run_id in members]
+        members |= called
+
+
+def campaign_report(
+    store: CampaignStore, campaign_id: str, job_name: str | None = None, *, now: float | None = None
+) -> UsageReport:
+    """The usage report of a campaign, or of one job of it, as recorded in ``store``."""
+    runs = campaign_runs(store.list_runs(), campaign_id, job_name)
+    return build_report(runs, campaign_id=campaign_id, job_name=job_name, now=now)
+
+
+def job_usage(runs: Sequence[RunRecord]) -> SessionUsage:
+    """The usage of several runs as one (a dispatch: its orchestrator and the skills it ran).
+
+    ``partial`` when any run's figures are incomplete; the source is the transcript when any
+    figure came from one.
+    """
+    by_model: dict[str, TokenUsage] = {}
+    for run in runs:
+        for model, usage in _figures(run).items():
+            by_model[model] = by_model[model] + usage if model in by_model else usage
+    sources = {run.usage.source for run in runs} - {UsageSource.NONE}
+    durations = [run.usage.duration_ms for run in runs if run.usage.duration_ms is not None]
+    return SessionUsage(
+        total=_sum(run.usage.total for run in runs),
+        by_model=by_model,
+        source=UsageSource.TRANSCRIPT if UsageSource.TRANSCRIPT in sources else next(iter(sources), UsageSource.NONE),
+        partial=any(_gap(run) is not None for run in runs),
+        duration_ms=sum(durations) if durations else None,
+    )
