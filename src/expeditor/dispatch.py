@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import sys
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -28,8 +29,9 @@ from expeditor.executor import RunControl, RunRequest, RunResult, SessionKind
 from expeditor.executor.transcript import transcript_path
 from expeditor.ids import new_session_id, validate_identifier
 from expeditor.monitor import execution_marker
-from expeditor.recipes import Recipe, RecipeError, RecipeLibrary, orchestrator_prompt
+from expeditor.recipes import Orchestrator, Recipe, RecipeError, RecipeLibrary, orchestrator_prompt
 from expeditor.server.caller import CallerContext
+from expeditor.server.child_config import settings_environment
 from expeditor.server.supervisor import RunContext, Supervisor
 from expeditor.state import CampaignStore, ClaimAction, DispatchRecord, DispatchStatus, Owner, RunStatus, inputs_hash
 from expeditor.usage import SessionUsage
@@ -154,11 +156,6 @@ class DispatchService:
             resolved = recipe.resolve_inputs(inputs)
         except RecipeError as exc:
             raise InvalidInput(str(exc)) from exc
-        if recipe.orchestrator.value != "agent":
-            raise InvalidInput(
-                f"recipe {recipe_name!r} has orchestrator: {recipe.orchestrator.value}; "
-                "only orchestrator: agent can be dispatched by this version"
-            )
         work_dir = (cwd or self.settings.allowed_roots[0]).expanduser().resolve()
         return recipe, resolved, work_dir
 
@@ -173,26 +170,18 @@ class DispatchService:
         stale_threshold: float | None,
     ) -> DispatchOutcome:
         attempt = record.attempts
-        resume = (
-            prior_session_id is not None
-            and transcript_path(self.settings.claude_config_dir, work_dir, prior_session_id).exists()
-        )
-        session_id = prior_session_id if resume and prior_session_id else new_session_id()
-        prompt = orchestrator_prompt(recipe, inputs, cwd=str(work_dir))
-        if resume:
-            prompt = (
-                "You were interrupted while running this job. Continue from where you stopped; "
-                "do not redo steps that already succeeded.\n\n" + prompt
+        if recipe.orchestrator is Orchestrator.PIPELINE:
+            # The pipeline runner resumes from its step records, so every attempt is a fresh process.
+            resume = False
+            session_id = new_session_id()
+            request = self._pipeline_request(record, recipe, inputs, work_dir, session_id, stale_threshold)
+        else:
+            resume = (
+                prior_session_id is not None
+                and transcript_path(self.settings.claude_config_dir, work_dir, prior_session_id).exists()
             )
-        request = RunRequest(
-            prompt=prompt,
-            cwd=work_dir,
-            kind=SessionKind.ORCHESTRATOR,
-            session_id=None if resume else session_id,
-            resume_session_id=session_id if resume else None,
-            timeout=self.settings.dispatch_timeout,
-            stale_threshold=stale_threshold,
-        )
+            session_id = prior_session_id if resume and prior_session_id else new_session_id()
+            request = self._orchestrator_request(recipe, inputs, work_dir, session_id, resume, stale_threshold)
         campaign, name = record.campaign_id, record.name
         await anyio.to_thread.run_sync(
             functools.partial(
@@ -231,6 +220,62 @@ class DispatchService:
             final.status, "failed"
         )
         return DispatchOutcome.of(final, f"{campaign}/{name} {verb}: {result.reason}", resumed=resume, result=result)
+
+    def _orchestrator_request(
+        self,
+        recipe: Recipe,
+        inputs: dict[str, str],
+        work_dir: Path,
+        session_id: str,
+        resume: bool,
+        stale_threshold: float | None,
+    ) -> RunRequest:
+        prompt = orchestrator_prompt(recipe, inputs, cwd=str(work_dir))
+        if resume:
+            prompt = (
+                "You were interrupted while running this job. Continue from where you stopped; "
+                "do not redo steps that already succeeded.\n\n" + prompt
+            )
+        return RunRequest(
+            prompt=prompt,
+            cwd=work_dir,
+            kind=SessionKind.ORCHESTRATOR,
+            session_id=None if resume else session_id,
+            resume_session_id=session_id if resume else None,
+            timeout=self.settings.dispatch_timeout,
+            stale_threshold=stale_threshold,
+        )
+
+    def _pipeline_request(
+        self,
+        record: DispatchRecord,
+        recipe: Recipe,
+        inputs: dict[str, str],
+        work_dir: Path,
+        session_id: str,
+        stale_threshold: float | None,
+    ) -> RunRequest:
+        """The pipeline runner as the dispatched child: it runs the steps, this dispatch holds the claim.
+
+        It is silent while a step runs, holding a ``pipeline-step`` marker for its own id, so only a
+        runner that is stuck between steps (or a step past its own deadline) goes stale.
+        """
+        argv = [sys.executable, "-m", "expeditor", "recipe", "run", recipe.name]
+        for key, value in inputs.items():
+            argv += ["--input", f"{key}={value}"]
+        argv += ["--campaign", record.campaign_id, "--job", record.name, "--cwd", str(work_dir)]
+        argv += ["--dispatched", "--output-format", "stream-json"]
+        return RunRequest(
+            prompt=f"pipeline {recipe.name} for {record.campaign_id}/{record.name}",
+            argv=tuple(argv),
+            argv_reports_result=True,
+            cwd=work_dir,
+            kind=SessionKind.PIPELINE,
+            session_id=session_id,
+            timeout=self.settings.dispatch_timeout,
+            stale_threshold=stale_threshold,
+            env=settings_environment(self.settings),
+        )
 
     def _record_end(self, campaign: str, name: str, attempt: int, result: RunResult) -> DispatchRecord:
         status = RunStatus.from_termination(result.termination, is_error=result.is_error)

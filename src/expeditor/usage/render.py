@@ -1,0 +1,181 @@
+"""A usage report as markdown (for pull requests), JSON (for programs) and rich tables (for terminals).
+
+The markdown and terminal forms show the same cells: each table is laid out once, as text,
+and only the final dressing differs (escaping and bold in markdown, styles on a terminal).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from expeditor.usage.humanize import format_count, format_duration, format_ratio
+from expeditor.usage.report import NON_ANTHROPIC_MARK, PARTIAL_MARK, EfficiencyRow, UsageReport
+
+__all__ = ["render_json", "render_markdown", "render_table"]
+
+_SUMMARY_COLUMNS = (
+    "Step",
+    "Model",
+    "count",
+    "uncached",
+    "output",
+    "cache_read",
+    "peak_ctx",
+    "turns",
+    "cache_write",
+    "time",
+)
+_EFFICIENCY_COLUMNS = ("Step", "LoC Changed", "cache_read/LoC", "cache_write/LoC", "output/LoC")
+_MODEL_COLUMNS = ("Model", "steps", "uncached", "output", "cache_read", "cache_write", "time")
+# Characters that would end a table cell, start emphasis or open an HTML tag in GitHub markdown.
+_MARKDOWN_SPECIAL = re.compile(r"([\\`*_<>|])")
+
+
+@dataclass(frozen=True)
+class _Layout:
+    """One table as text: its heading, columns (the first ``text_columns`` left-aligned), rows and notes."""
+
+    title: str
+    columns: tuple[str, ...]
+    text_columns: int
+    rows: list[list[str]]
+    total: list[str]
+    notes: list[str] = field(default_factory=list[str])
+
+
+def _marked(name: str, *, non_anthropic: bool, partial: bool = False) -> str:
+    return name + (NON_ANTHROPIC_MARK if non_anthropic else "") + (PARTIAL_MARK if partial else "")
+
+
+def _loc(value: int | None) -> str:
+    return "n/a" if value is None else format_count(value)
+
+
+def _ratio(value: float | None) -> str:
+    return "" if value is None else format_ratio(value)
+
+
+def _efficiency_cells(row: EfficiencyRow, name: str) -> list[str]:
+    return [
+        name,
+        _loc(row.loc_changed),
+        _ratio(row.cache_read_per_loc),
+        _ratio(row.cache_write_per_loc),
+        _ratio(row.output_per_loc),
+    ]
+
+
+def _layouts(report: UsageReport) -> list[_Layout]:
+    total = report.total
+    summary = _Layout(
+        title="Token Usage Summary",
+        columns=_SUMMARY_COLUMNS,
+        text_columns=2,
+        rows=[
+            [
+                _marked(row.step, non_anthropic=row.non_anthropic, partial=row.partial),
+                ", ".join(row.models),
+                format_count(row.sessions),
+                format_count(row.usage.input_tokens),
+                format_count(row.usage.output_tokens),
+                format_count(row.usage.cache_read_tokens),
+                format_count(row.usage.peak_context),
+                format_count(row.usage.turns),
+                format_count(row.usage.cache_write_tokens),
+                format_duration(row.seconds),
+            ]
+            for row in report.steps
+        ],
+        total=[
+            _marked("Total", non_anthropic=False, partial=total.partial),
+            "",
+            format_count(total.sessions),
+            format_count(total.usage.input_tokens),
+            format_count(total.usage.output_tokens),
+            format_count(total.usage.cache_read_tokens),
+            format_count(total.usage.peak_context),
+            format_count(total.usage.turns),
+            format_count(total.usage.cache_write_tokens),
+            format_duration(total.seconds),
+        ],
+        notes=[f"{note.mark} {note.text}" for note in report.footnotes],
+    )
+    efficiency = _Layout(
+        title="Token Efficiency",
+        columns=_EFFICIENCY_COLUMNS,
+        text_columns=1,
+        rows=[_efficiency_cells(row, row.step) for row in report.efficiency],
+        total=_efficiency_cells(report.efficiency_total, "Total"),
+    )
+    models = _Layout(
+        title="Model Usage Breakdown",
+        columns=_MODEL_COLUMNS,
+        text_columns=1,
+        rows=[
+            [
+                _marked(row.model, non_anthropic=row.non_anthropic),
+                format_count(row.steps),
+                format_count(row.usage.input_tokens),
+                format_count(row.usage.output_tokens),
+                format_count(row.usage.cache_read_tokens),
+                format_count(row.usage.cache_write_tokens),
+                format_duration(row.seconds),
+            ]
+            for row in report.models
+        ],
+        total=[],
+    )
+    return [summary, efficiency, models]
+
+
+def _escape(text: str) -> str:
+    return _MARKDOWN_SPECIAL.sub(r"\\\1", text)
+
+
+def _markdown_row(cells: list[str]) -> str:
+    return "| " + " | ".join(cells) + " |"
+
+
+def render_markdown(report: UsageReport) -> str:
+    """The three tables under ``##`` headings; footnotes follow the first table, one paragraph each."""
+    blocks: list[str] = []
+    for layout in _layouts(report):
+        lines = [
+            f"## {layout.title}",
+            "",
+            _markdown_row(list(layout.columns)),
+            _markdown_row(["---" if i < layout.text_columns else "---:" for i in range(len(layout.columns))]),
+        ]
+        lines += [_markdown_row([_escape(cell) for cell in row]) for row in layout.rows]
+        if layout.total:
+            label, *cells = layout.total
+            lines.append(_markdown_row([f"**{_escape(label)}**", *(_escape(cell) for cell in cells)]))
+        blocks.append("\n".join(lines))
+        blocks.extend(_escape(note) for note in layout.notes)
+    return "\n\n".join(blocks) + "\n"
+
+
+def render_json(report: UsageReport) -> str:
+    """The report's every figure, unrounded, as indented JSON."""
+    return report.model_dump_json(indent=2) + "\n"
+
+
+def render_table(report: UsageReport, console: Console) -> None:
+    """The three tables as rich tables on ``console``, footnotes after the first."""
+    for layout in _layouts(report):
+        table = Table(title=layout.title, title_justify="left")
+        for index, column in enumerate(layout.columns):
+            table.add_column(column, justify="left" if index < layout.text_columns else "right")
+        for row in layout.rows:
+            table.add_row(*(Text(cell) for cell in row))
+        if layout.total:
+            table.add_section()
+            table.add_row(*(Text(cell) for cell in layout.total), style="bold")
+        console.print(table)
+        for note in layout.notes:
+            console.print(Text(note))
