@@ -17,6 +17,9 @@ from expeditor.usage.models import SessionUsage, TokenUsage, UsageSource
 __all__ = ["transcript_path", "usage_from_transcript"]
 
 _CHUNK = 1 << 20
+# The model Claude Code names on replies it makes up itself (an API error, an aborted request):
+# they carry no tokens and are not turns.
+_SYNTHETIC_MODEL = "<synthetic>"
 
 
 def _usage_figures(usage: dict[str, Any]) -> tuple[int, int, int, int]:
@@ -81,6 +84,8 @@ def _collect(line: bytes, messages: dict[str, tuple[str, tuple[int, int, int, in
     if not isinstance(message_id, str) or not isinstance(usage, dict):
         return
     model = message.get("model")  # pyright: ignore[reportUnknownVariableType]
+    if model == _SYNTHETIC_MODEL:
+        return
     figures = _usage_figures(usage)  # pyright: ignore[reportUnknownArgumentType]
     # The last line of a message carries its final usage; keep the largest output seen.
     previous = messages.get(message_id)

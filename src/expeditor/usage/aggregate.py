@@ -38,8 +38,10 @@ DEFAULT_MODEL = "default"
 class _Gap(Enum):
     """Why a session's figures are incomplete."""
 
-    ENDED_EARLY = "a session ended before its result event: its figures are read from its transcript, each message once"
-    NOT_RECORDED = "a session was still running, or its server had stopped, at the time of this report: no figures"
+    ENDED_EARLY = (
+        "a session ended before its result event, so its figures come from its transcript (each message once)."
+    )
+    NOT_RECORDED = "a session was still running, or its server had stopped, at the time of this report: no figures yet."
 
 
 def _tokens(usage: TokenUsage) -> int:
@@ -47,7 +49,7 @@ def _tokens(usage: TokenUsage) -> int:
 
 
 def _figures(run: RunRecord) -> dict[str, TokenUsage]:
-    """The run's tokens per model; models without a single token (Claude Code's ``<synthetic>`` replies) left out."""
+    """The run's tokens per model, leaving out models listed without a single token."""
     by_model = {model: usage for model, usage in run.usage.by_model.items() if _tokens(usage)}
     if not by_model and _tokens(run.usage.total):
         return {run.model or DEFAULT_MODEL: run.usage.total}
@@ -178,10 +180,12 @@ def _footnotes(sessions: Sequence[_Session]) -> list[Footnote]:
     models = _unique(model for s in sessions for model in s.foreign_models)
     if base_urls or models:
         evidence = [f"API base URL {url}" for url in base_urls] + [f"model {model}" for model in models]
-        text = f"served by a provider other than Anthropic ({'; '.join(evidence)}): token counts are that provider's"
+        text = (
+            f"Served by a provider other than Anthropic ({'; '.join(evidence)}): tokens as that provider counts them."
+        )
         notes.append(Footnote(mark=NON_ANTHROPIC_MARK, text=text))
     gaps = {s.gap for s in sessions}
-    notes.extend(Footnote(mark=PARTIAL_MARK, text=f"partial: {gap.value}") for gap in _Gap if gap in gaps)
+    notes.extend(Footnote(mark=PARTIAL_MARK, text=f"Partial: {gap.value}") for gap in _Gap if gap in gaps)
     return notes
 
 

@@ -1,0 +1,230 @@
+"""The pipeline runner in process: per-step thresholds, literal captures, faithful replay of loops."""
+
+from __future__ import annotations
+
+import json
+import sys
+import textwrap
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from expeditor.config import Settings
+from expeditor.executor import ClaudeCodeExecutor, Termination
+from expeditor.ids import new_session_id
+from expeditor.monitor import parse_marker_name
+from expeditor.recipes import parse_recipe
+from expeditor.recipes.pipeline import STEP_MARKER_LABEL, PipelineJob, PipelineOutcome, PipelineRunner
+from expeditor.server.supervisor import Supervisor
+from expeditor.state import RunStatus, SqliteCampaignStore, StepStatus
+from expeditor.testing import read_invocation_log
+from tests.support.fake import fake_settings
+
+pytestmark = pytest.mark.anyio
+
+PYTHON = sys.executable
+
+
+def recipe_text(body: str) -> str:
+    return "name: t\ndescription: a test pipeline\norchestrator: pipeline\n" + textwrap.dedent(body)
+
+
+async def run_pipeline(
+    settings: Settings,
+    cwd: Path,
+    body: str,
+    *,
+    inputs: dict[str, str] | None = None,
+    run_id: str | None = None,
+) -> tuple[PipelineOutcome, SqliteCampaignStore]:
+    recipe = parse_recipe(recipe_text(body), source="t.yaml")
+    store = SqliteCampaignStore(settings.state_path)
+    supervisor = Supervisor(settings, ClaudeCodeExecutor(settings), store=store)
+    job = PipelineJob(recipe, recipe.resolve_inputs(inputs or {}), "c", "j", cwd, run_id or new_session_id())
+    return await PipelineRunner(settings, store, supervisor, job).run(), store
+
+
+def prompts(log: Path) -> list[str]:
+    """The prompt of every fake-agent launch, in order."""
+    found = []
+    for entry in read_invocation_log(log):
+        if entry["event"] == "launch":
+            argv = entry["argv"]
+            found.append(argv[argv.index("-p") + 1])
+    return found
+
+
+FAILS_ON_FIRST_VISIT = (
+    "import os, sys; first = not os.path.exists('tested'); open('tested', 'a').close(); sys.exit(1 if first else 0)"
+)
+
+
+def scenario(*steps: dict[str, Any]) -> str:
+    return json.dumps({"steps": list(steps)})
+
+
+QUIET_STEP = f"/quiet {scenario({'sleep': 1.2}, {'result': 'done'})}"
+
+
+@pytest.mark.parametrize(("threshold", "ends"), [(0.4, "failure"), (4, "success")])
+async def test_a_steps_own_stale_threshold_governs_its_watchers(tmp_path: Path, threshold: float, ends: str) -> None:
+    # The settings' threshold is 60 s: only the step's own threshold can decide.
+    settings = fake_settings(tmp_path)
+    body = f"""
+    steps:
+      quiet:
+        skill: '{QUIET_STEP}'
+        stale_threshold: {threshold}
+    """
+    outcome, store = await run_pipeline(settings, tmp_path, body)
+    (run,) = store.list_runs("c")
+    assert outcome.status == ends
+    if ends == "failure":
+        assert run.termination is Termination.STALE
+        assert outcome.executions[0].status is StepStatus.FAILURE
+        assert "stale" in (outcome.executions[0].reason or "")
+    else:
+        assert run.termination is Termination.COMPLETED
+        assert run.status is RunStatus.SUCCESS
+
+
+@pytest.mark.parametrize(("threshold", "ends"), [(0.4, "failure"), (4, "success")])
+async def test_a_run_steps_threshold_governs_its_stdout_silence(tmp_path: Path, threshold: float, ends: str) -> None:
+    settings = fake_settings(tmp_path)
+    body = f"""
+    steps:
+      quiet:
+        run: ['{PYTHON}', '-c', 'import time; time.sleep(1.2)']
+        stale_threshold: {threshold}
+    """
+    outcome, store = await run_pipeline(settings, tmp_path, body)
+    (run,) = store.list_runs("c")
+    assert outcome.status == ends
+    assert run.termination is (Termination.IDLE_STALL if ends == "failure" else Termination.COMPLETED)
+
+
+async def test_a_captured_value_with_shell_metacharacters_reaches_the_next_argv_literally(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    nasty = """x; touch pwned && echo $(touch pwned2) | `touch pwned3` "dq" 'sq' > out <in * ~ {brace} \\ end"""
+    log = tmp_path / "agent.log"
+    monkeypatch.setenv("EXPEDITOR_FAKE_LOG", str(log))
+    settings = fake_settings(tmp_path)
+    report = "import json; print('value=' + json.load(open('value.json')))"
+    (tmp_path / "value.json").write_text(json.dumps(nasty))
+    body = f"""
+    steps:
+      produce:
+        run: ['{PYTHON}', '-c', "{report}"]
+        capture: [value]
+      consume:
+        run: ['{PYTHON}', '-c', 'import json, sys; open("argv.json", "w").write(json.dumps(sys.argv[1:]))', '{{value}}']
+      ask:
+        skill: /echo {{value}}
+    """
+    outcome, _ = await run_pipeline(settings, tmp_path, body)
+    assert outcome.status == "success", outcome.reason
+    assert outcome.captures == {"value": nasty}
+    assert json.loads((tmp_path / "argv.json").read_text()) == [nasty]
+    assert not list(tmp_path.glob("pwned*"))
+    assert prompts(log) == [f"/echo {nasty}"]
+
+
+async def test_a_fix_loop_is_replayed_faithfully_and_the_rerun_resumes_at_the_failed_step(tmp_path: Path) -> None:
+    settings = fake_settings(tmp_path)
+    trail = tmp_path / "trail.txt"
+
+    def step(name: str, code: str = "") -> str:
+        script = f"open({str(trail)!r}, 'a').write({name!r} + chr(10)); " + (code or "pass")
+        return f"run: ['{PYTHON}', '-c', {json.dumps(script)}]"
+
+    # test fails on its first visit only; deploy fails until the file `ready` exists.
+    body = f"""
+    steps:
+      build:
+        {step("build")}
+      test:
+        {step("test", FAILS_ON_FIRST_VISIT)}
+        on_success: deploy
+        on_failure: fix
+      fix:
+        {step("fix")}
+        on_success: test
+      deploy:
+        {step("deploy", "import os, sys; sys.exit(0 if os.path.exists('ready') else 1)")}
+    """
+    first, store = await run_pipeline(settings, tmp_path, body)
+    assert first.status == "failure"
+    assert trail.read_text().split() == ["build", "test", "fix", "test", "deploy"]
+    recorded = store.list_steps("c", "j")
+    assert [(e.step, e.status) for e in recorded] == [
+        ("build", StepStatus.SUCCESS),
+        ("test", StepStatus.FAILURE),
+        ("fix", StepStatus.SUCCESS),
+        ("test", StepStatus.SUCCESS),
+        ("deploy", StepStatus.FAILURE),
+    ]
+
+    (tmp_path / "ready").touch()
+    second, store = await run_pipeline(settings, tmp_path, body)
+    assert second.status == "success", second.reason
+    assert second.replayed == 4
+    # Only deploy ran again: the loop's four executions were replayed, not relaunched.
+    assert trail.read_text().split() == ["build", "test", "fix", "test", "deploy", "deploy"]
+    assert [e.step for e in store.list_steps("c", "j")] == ["build", "test", "fix", "test", "deploy"]
+    assert store.list_steps("c", "j")[-1].status is StepStatus.SUCCESS
+
+
+async def test_retries_count_attempts_and_a_step_past_its_visit_limit_fails_the_run(tmp_path: Path) -> None:
+    settings = fake_settings(tmp_path)
+    body = f"""
+    steps:
+      flaky:
+        run: ['{PYTHON}', '-c', 'import sys; sys.exit(3)']
+        retries: 2
+        on_failure: flaky
+        max_visits: 2
+    """
+    outcome, store = await run_pipeline(settings, tmp_path, body)
+    assert outcome.status == "failure"
+    assert "limit is 2" in outcome.reason
+    assert [e.attempts for e in outcome.executions] == [3, 3]
+    assert len(store.list_runs("c")) == 6
+
+
+async def test_a_blocking_step_holds_a_marker_for_the_pipeline_run(tmp_path: Path) -> None:
+    settings = fake_settings(tmp_path)
+    run_id = new_session_id()
+    seen = tmp_path / "markers-seen.json"
+    look = f"import json, os; json.dump(os.listdir({str(settings.markers_path)!r}), open({str(seen)!r}, 'w'))"
+    body = f"""
+    steps:
+      look:
+        run: ['{PYTHON}', '-c', {json.dumps(look)}]
+    """
+    outcome, _ = await run_pipeline(settings, tmp_path, body, run_id=run_id)
+    assert outcome.status == "success"
+    (name,) = json.loads(seen.read_text())
+    assert parse_marker_name(name) == (STEP_MARKER_LABEL, run_id)
+    assert list(settings.markers_path.glob("*.marker")) == []
+
+
+async def test_a_placeholder_without_a_value_fails_the_step_without_launching(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    log = tmp_path / "agent.log"
+    monkeypatch.setenv("EXPEDITOR_FAKE_LOG", str(log))
+    settings = fake_settings(tmp_path)
+    body = """
+    steps:
+      first:
+        skill: /first
+        capture: [ticket]
+      second:
+        skill: /second {ticket}
+    """
+    outcome, _ = await run_pipeline(settings, tmp_path, body)
+    assert outcome.status == "failure"
+    assert "{ticket}" in outcome.reason
+    assert prompts(log) == ["/first"]

@@ -1,0 +1,212 @@
+"""`expeditor recipe run` as a real process: killed or interrupted mid-step, rerun, resumed where it stopped."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import psutil
+import pytest
+
+from expeditor.state import DispatchStatus, RunStatus, SqliteCampaignStore, StepStatus
+from expeditor.testing import read_invocation_log
+from tests.support.fake import FAKE_AGENT_COMMAND
+
+HANG = json.dumps({"steps": [{"assistant": "working"}, {"hang": True}]})
+FINISH = json.dumps({"steps": [{"result": "finished"}]})
+
+FIVE_STEPS = """\
+name: five
+description: five skill steps; the third one's scenario is an input
+orchestrator: pipeline
+inputs:
+  third:
+    description: the fake agent's scenario for step three
+steps:
+  one: {skill: /one}
+  two: {skill: /two}
+  three: {skill: '/three {third}'}
+  four: {skill: /four}
+  five: {skill: /five}
+"""
+
+
+def environment(tmp_path: Path) -> dict[str, str]:
+    return {
+        **os.environ,
+        "EXPEDITOR_CLAUDE_COMMAND": FAKE_AGENT_COMMAND,
+        "EXPEDITOR_CLAUDE_CONFIG_DIR": str(tmp_path / "claude"),
+        "EXPEDITOR_ALLOWED_ROOTS": str(tmp_path),
+        "EXPEDITOR_KILL_GRACE": "0.5",
+        "EXPEDITOR_FAKE_LOG": str(tmp_path / "agent.log"),
+    }
+
+
+def recipe_run(tmp_path: Path, third: str) -> list[str]:
+    home = tmp_path / "home"
+    (home / "recipes").mkdir(parents=True, exist_ok=True)
+    (home / "recipes" / "five.yaml").write_text(FIVE_STEPS)
+    return [
+        sys.executable,
+        "-m",
+        "expeditor",
+        "--home",
+        str(home),
+        "recipe",
+        "run",
+        "five",
+        "--campaign",
+        "nightly",
+        "--cwd",
+        str(tmp_path),
+        "--input",
+        f"third={third}",
+    ]
+
+
+def launched_steps(tmp_path: Path) -> list[str]:
+    steps = []
+    for entry in read_invocation_log(tmp_path / "agent.log"):
+        if entry["event"] == "launch":
+            argv = entry["argv"]
+            steps.append(argv[argv.index("-p") + 1].split()[0])
+    return steps
+
+
+def wait_for(condition: Callable[[], bool], timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out waiting"
+        time.sleep(0.05)
+
+
+def start_until_step_three_runs(tmp_path: Path) -> subprocess.Popen[str]:
+    runner = subprocess.Popen(
+        recipe_run(tmp_path, HANG),
+        env=environment(tmp_path),
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    wait_for(lambda: "/three" in launched_steps(tmp_path))
+    return runner
+
+
+def rerun_to_the_end(tmp_path: Path) -> subprocess.CompletedProcess[str]:
+    env = environment(tmp_path)
+    return subprocess.run(
+        recipe_run(tmp_path, FINISH), env=env, cwd=tmp_path, capture_output=True, text=True, timeout=60
+    )
+
+
+def session_processes(tmp_path: Path) -> list[psutil.Process]:
+    """Fake agents (and their guards) launched for this test that are still alive."""
+    found = []
+    for process in psutil.process_iter(["cmdline", "environ"]):
+        try:
+            ours = (process.info["environ"] or {}).get("EXPEDITOR_FAKE_LOG") == str(tmp_path / "agent.log")
+            if ours and process.status() != psutil.STATUS_ZOMBIE:
+                found.append(process)
+        except psutil.Error:
+            continue
+    return found
+
+
+def test_a_pipeline_killed_at_step_three_resumes_at_step_three(tmp_path: Path) -> None:
+    runner = start_until_step_three_runs(tmp_path)
+    runner.kill()
+    runner.communicate(timeout=10)
+    # The step's session dies with the runner (parent-death signal on its guard).
+    wait_for(lambda: not session_processes(tmp_path))
+
+    rerun = subprocess.run(
+        recipe_run(tmp_path, FINISH),
+        env=environment(tmp_path),
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert rerun.returncode == 0, rerun.stdout + rerun.stderr
+    assert "recorded; skipped" in rerun.stdout
+    assert launched_steps(tmp_path) == ["/one", "/two", "/three", "/three", "/four", "/five"]
+    store = SqliteCampaignStore(tmp_path / "home" / "state.sqlite3")
+    try:
+        record = store.get("nightly", "five")
+        assert record is not None
+        assert record.status is DispatchStatus.SUCCESS
+        assert record.attempts == 2
+        assert [e.status for e in store.list_steps("nightly", "five")] == [StepStatus.SUCCESS] * 5
+    finally:
+        store.close()
+
+
+@pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM])
+def test_ctrl_c_during_a_step_leaves_nothing_and_the_rerun_resumes_there(tmp_path: Path, stop: signal.Signals) -> None:
+    runner = start_until_step_three_runs(tmp_path)
+    started = time.monotonic()
+    runner.send_signal(stop)
+    out, err = runner.communicate(timeout=20)
+    elapsed = time.monotonic() - started
+    assert runner.returncode == 130, out + err
+    assert elapsed < 5, elapsed
+    assert session_processes(tmp_path) == []
+    assert list((tmp_path / "home" / "markers").glob("*.marker")) == []
+    assert list((tmp_path / "home" / "sessions").glob("*.json")) == []
+    store = SqliteCampaignStore(tmp_path / "home" / "state.sqlite3")
+    try:
+        steps = store.list_steps("nightly", "five")
+        assert [(e.step, e.status) for e in steps][-1] == ("three", StepStatus.CANCELLED)
+        three_run = store.get_run(steps[-1].run_id or "")
+        assert three_run is not None
+        assert three_run.status is RunStatus.CANCELLED
+        assert signal.Signals(stop).name in (three_run.reason or "")
+        record = store.get("nightly", "five")
+        assert record is not None
+        assert record.status is DispatchStatus.CANCELLED
+    finally:
+        store.close()
+
+    rerun = subprocess.run(
+        recipe_run(tmp_path, FINISH),
+        env=environment(tmp_path),
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert rerun.returncode == 0, rerun.stdout + rerun.stderr
+    assert launched_steps(tmp_path) == ["/one", "/two", "/three", "/three", "/four", "/five"]
+
+
+def test_a_finished_job_returns_at_once_and_force_runs_it_again(tmp_path: Path) -> None:
+    env = environment(tmp_path)
+    first = subprocess.run(recipe_run(tmp_path, FINISH), env=env, cwd=tmp_path, capture_output=True, text=True)
+    assert first.returncode == 0, first.stderr
+    again = subprocess.run(recipe_run(tmp_path, FINISH), env=env, cwd=tmp_path, capture_output=True, text=True)
+    assert again.returncode == 0
+    assert "already succeeded" in again.stdout
+    assert len(launched_steps(tmp_path)) == 5
+    forced = subprocess.run(
+        [*recipe_run(tmp_path, FINISH), "--force"], env=env, cwd=tmp_path, capture_output=True, text=True
+    )
+    assert forced.returncode == 0, forced.stderr
+    assert len(launched_steps(tmp_path)) == 10
+
+
+def test_without_a_campaign_the_derived_one_is_printed_and_names_the_same_job(tmp_path: Path) -> None:
+    env = environment(tmp_path)
+    command = [part for part in recipe_run(tmp_path, FINISH) if part not in ("--campaign", "nightly")]
+    first = subprocess.run(command, env=env, cwd=tmp_path, capture_output=True, text=True)
+    second = subprocess.run(command, env=env, cwd=tmp_path, capture_output=True, text=True)
+    campaign_line = first.stdout.splitlines()[0]
+    assert campaign_line.startswith("campaign five-")
+    assert second.stdout.splitlines()[0] == campaign_line
+    assert "already succeeded" in second.stdout
