@@ -190,7 +190,13 @@ class DispatchService:
         )
         deadline = time.time() + self.settings.dispatch_timeout + self.settings.kill_grace
         control = RunControl()
-        context = RunContext(campaign_id=campaign, job_name=name, dispatch_id=record.dispatch_id, attempt=attempt)
+        context = RunContext(
+            campaign_id=campaign,
+            job_name=name,
+            dispatch_id=record.dispatch_id,
+            attempt=attempt,
+            label="pipeline runner" if recipe.orchestrator is Orchestrator.PIPELINE else "orchestrator",
+        )
         logger.info(
             "session=%s dispatch %s/%s attempt %d%s",
             session_id,
@@ -281,7 +287,13 @@ class DispatchService:
         status = RunStatus.from_termination(result.termination, is_error=result.is_error)
         summary = result.result_text[-4000:] or None
         if status is RunStatus.SUCCESS:
-            return self.store.mark_succeeded(campaign, name, attempt=attempt, summary=summary, usage=result.usage)
+            # A pipeline's outputs are its steps' captures, the latest value of each name winning.
+            outputs: dict[str, str] = {}
+            for execution in self.store.list_steps(campaign, name):
+                outputs.update(execution.captures)
+            return self.store.mark_succeeded(
+                campaign, name, attempt=attempt, summary=summary, outputs=outputs, usage=result.usage
+            )
         if status is RunStatus.CANCELLED:
             return self.store.mark_cancelled(campaign, name, attempt=attempt, reason=result.reason, usage=result.usage)
         return self.store.mark_failed(
