@@ -16,7 +16,7 @@ from expeditor.executor import ClaudeCodeExecutor, RunControl, RunRequest, RunRe
 from expeditor.ids import new_session_id
 from expeditor.server.caller import CallerContext
 from expeditor.server.child_config import allowed_tools, child_mcp_config
-from expeditor.state import CampaignStore, Owner, RunRecord, RunStatus
+from expeditor.state import CampaignStore, Owner, RunEvidence, RunRecord, RunStatus
 from expeditor.usage.loc import lines_changed, worktree_state
 
 __all__ = ["LiveRun", "RunContext", "Supervisor", "run_label"]
@@ -174,6 +174,7 @@ class Supervisor:
                     usage=result.usage,
                     reason=result.reason,
                     loc_changed=loc_changed,
+                    evidence=RunEvidence.of(result),
                 )
             )
         except ExpeditorError as exc:

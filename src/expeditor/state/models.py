@@ -20,7 +20,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from expeditor.errors import IllegalTransition, InvalidInput
-from expeditor.executor.models import SessionKind, Termination
+from expeditor.executor.models import DecidedBy, KilledProcess, RunResult, SessionKind, Suppression, Termination
 from expeditor.executor.registry import process_start_time
 from expeditor.usage.models import SessionUsage
 
@@ -31,6 +31,7 @@ __all__ = [
     "DispatchRecord",
     "DispatchStatus",
     "Owner",
+    "RunEvidence",
     "RunRecord",
     "RunStatus",
     "StepExecution",
@@ -170,6 +171,26 @@ class DispatchRecord(BaseModel):
     finished_at: float | None = None
 
 
+class RunEvidence(BaseModel):
+    """Why a run ended as it did, kept with its record for anyone asking later ("why was it killed?")."""
+
+    model_config = ConfigDict(frozen=True)
+
+    decided_by: DecidedBy
+    suppressed_by: list[Suppression] = Field(default_factory=list[Suppression])
+    suppressed_s: float = Field(default=0.0, ge=0, description="Silence vouched for by execution markers, seconds.")
+    killed: list[KilledProcess] = Field(default_factory=list[KilledProcess])
+
+    @classmethod
+    def of(cls, result: RunResult) -> RunEvidence:
+        return cls(
+            decided_by=result.decided_by,
+            suppressed_by=result.suppressed_by,
+            suppressed_s=result.suppressed_s,
+            killed=result.killed,
+        )
+
+
 class RunRecord(BaseModel):
     """One launch of a managed session: a run_skill call, a dispatched orchestrator or a pipeline step.
 
@@ -203,6 +224,7 @@ class RunRecord(BaseModel):
     loc_changed: int | None = Field(
         default=None, ge=0, description="Lines added plus removed in its working directory (None: not measured)."
     )
+    evidence: RunEvidence | None = Field(default=None, description="Set when the run ended under supervision.")
     owner: Owner = Field(description="The process supervising the run.")
     started_at: float
     finished_at: float | None = None

@@ -10,7 +10,7 @@ import sqlite3
 from typing import Any
 
 from expeditor.executor.models import Termination
-from expeditor.state.models import DispatchRecord, Owner, RunRecord, RunStatus, StepExecution
+from expeditor.state.models import DispatchRecord, Owner, RunEvidence, RunRecord, RunStatus, StepExecution
 from expeditor.usage.models import SessionUsage
 
 __all__ = [
@@ -52,6 +52,7 @@ _RUN_COLUMNS = (
     "model",
     "api_base_url",
     "loc_changed",
+    "evidence",
 )
 _INSERT_RUN = f"INSERT INTO runs ({', '.join(_RUN_COLUMNS)}) VALUES ({', '.join('?' * len(_RUN_COLUMNS))})"
 
@@ -124,6 +125,7 @@ def run_from_row(row: sqlite3.Row) -> RunRecord:
         model=row["model"],
         api_base_url=row["api_base_url"],
         loc_changed=row["loc_changed"],
+        evidence=None if row["evidence"] is None else RunEvidence.model_validate_json(row["evidence"]),
     )
 
 
@@ -133,9 +135,10 @@ def latest_run(connection: sqlite3.Connection, run_id: str) -> RunRecord | None:
 
 
 def insert_run(connection: sqlite3.Connection, run: RunRecord) -> None:
-    values = run.model_dump(mode="json", exclude={"owner", "usage"})
+    values = run.model_dump(mode="json", exclude={"owner", "usage", "evidence"})
     values.update(
         usage=run.usage.model_dump_json(),
+        evidence=None if run.evidence is None else run.evidence.model_dump_json(),
         owner_pid=run.owner.pid,
         owner_start_time=run.owner.start_time,
         owner_host=run.owner.host,
@@ -152,17 +155,19 @@ def close_run(
     reason: str | None,
     now: float,
     loc_changed: int | None = None,
+    evidence: RunEvidence | None = None,
 ) -> RunRecord:
     """End one launch of a run (the caller checked that it is running)."""
     connection.execute(
-        "UPDATE runs SET status = ?, termination = ?, usage = ?, reason = ?, loc_changed = ?, finished_at = ?, "
-        "updated_at = ? WHERE run_id = ? AND launch = ?",
+        "UPDATE runs SET status = ?, termination = ?, usage = ?, reason = ?, loc_changed = ?, evidence = ?, "
+        "finished_at = ?, updated_at = ? WHERE run_id = ? AND launch = ?",
         (
             status.value,
             None if termination is None else termination.value,
             usage.model_dump_json(),
             reason,
             loc_changed,
+            None if evidence is None else evidence.model_dump_json(),
             now,
             now,
             run.run_id,
@@ -175,6 +180,7 @@ def close_run(
         "usage": usage,
         "reason": reason,
         "loc_changed": loc_changed,
+        "evidence": evidence,
     }
     return run.model_copy(update={**changes, "finished_at": now, "updated_at": now})
 

@@ -98,8 +98,9 @@ def _v1(connection: sqlite3.Connection) -> None:
 
 
 def _v2(connection: sqlite3.Connection) -> None:
-    """What reports need: a run's label, model, API base URL and lines changed; a step's usage, attempts, reason."""
-    for column in ("label TEXT", "model TEXT", "api_base_url TEXT", "loc_changed INTEGER"):
+    """What reports need: a run's label, model, API base URL, lines changed and the evidence for its end;
+    a step's usage, attempts and reason."""
+    for column in ("label TEXT", "model TEXT", "api_base_url TEXT", "loc_changed INTEGER", "evidence TEXT"):
         connection.execute(f"ALTER TABLE runs ADD COLUMN {column}")
     for column in ("usage TEXT", "attempts INTEGER NOT NULL DEFAULT 0", "reason TEXT"):
         connection.execute(f"ALTER TABLE step_executions ADD COLUMN {column}")

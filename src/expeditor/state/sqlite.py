@@ -32,6 +32,7 @@ from expeditor.state.models import (
     DispatchRecord,
     DispatchStatus,
     Owner,
+    RunEvidence,
     RunRecord,
     RunStatus,
     StepExecution,
@@ -288,6 +289,7 @@ class SqliteCampaignStore:
         usage: SessionUsage,
         reason: str | None,
         loc_changed: int | None = None,
+        evidence: RunEvidence | None = None,
     ) -> RunRecord:
         def work(connection: sqlite3.Connection) -> RunRecord:
             current = latest_run(connection, run_id)
@@ -295,7 +297,9 @@ class SqliteCampaignStore:
                 raise IllegalTransition(f"run {run_id} was never recorded as started, so it cannot become {status}")
             if current.status is not RunStatus.RUNNING or status is RunStatus.RUNNING:
                 raise IllegalTransition(f"run {run_id} cannot go from {current.status} to {status}")
-            return close_run(connection, current, status, termination, usage, reason, time.time(), loc_changed)
+            return close_run(
+                connection, current, status, termination, usage, reason, time.time(), loc_changed, evidence
+            )
 
         return self._file.write(f"recording the end of run {run_id}", work)
 

@@ -34,6 +34,7 @@ from expeditor.state.models import (
     DispatchRecord,
     DispatchStatus,
     Owner,
+    RunEvidence,
     RunRecord,
     RunStatus,
     StepExecution,
@@ -145,6 +146,7 @@ class CampaignStore(Protocol):
         usage: SessionUsage,
         reason: str | None,
         loc_changed: int | None = None,
+        evidence: RunEvidence | None = None,
     ) -> RunRecord:
         """Close the latest launch of ``run_id``, which must be running; ``loc_changed`` as measured by git."""
         ...
