@@ -69,8 +69,12 @@ class Agent:
         )
         return Run(done, self)
 
-    def stream(self, prompt: str, *args: str, scenario: str | None = None) -> Run:
-        return self.run("-p", prompt, "--output-format", "stream-json", "--verbose", *args, scenario=scenario)
+    def stream(
+        self, prompt: str, *args: str, scenario: str | None = None, extra_env: dict[str, str] | None = None
+    ) -> Run:
+        return self.run(
+            "-p", prompt, "--output-format", "stream-json", "--verbose", *args, scenario=scenario, extra_env=extra_env
+        )
 
 
 class Run:
@@ -189,10 +193,15 @@ steps:
 """
 
 
-@pytest.mark.parametrize("source", ["env file", "env inline YAML", "prompt JSON"])
+@pytest.mark.parametrize("source", ["env file", "env inline YAML", "file per command", "prompt JSON"])
 def test_the_scenario_comes_from_a_file_inline_yaml_or_the_prompt(agent: Agent, tmp_path: Path, source: str) -> None:
-    prompt, scenario = "/make-plan 42", None
-    if source == "env file":
+    prompt, scenario, extra_env = "/make-plan 42", None, None
+    if source == "file per command":
+        (tmp_path / "scenarios").mkdir()
+        (tmp_path / "scenarios" / "make-plan.yaml").write_text(SCENARIO_YAML)
+        (tmp_path / "scenarios" / "other.yaml").write_text("steps: [{exit: 9}]")
+        extra_env = {"EXPEDITOR_FAKE_SCENARIO_DIR": str(tmp_path / "scenarios")}
+    elif source == "env file":
         scenario_file = tmp_path / "scenario.yaml"
         scenario_file.write_text(SCENARIO_YAML)
         scenario = str(scenario_file)
@@ -206,7 +215,7 @@ def test_the_scenario_comes_from_a_file_inline_yaml_or_the_prompt(agent: Agent, 
         }
         prompt = f'/make-plan 42 {{"unrelated": true}} {json.dumps(as_json)} trailing words'
 
-    run = agent.stream(prompt, scenario=scenario)
+    run = agent.stream(prompt, scenario=scenario, extra_env=extra_env)
 
     assert run.code == 3, run.stderr
     (reply,) = run.of_type("assistant")

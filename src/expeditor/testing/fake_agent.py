@@ -7,7 +7,8 @@ fails at once with Claude Code's message and exit status 1, and a caller's argv 
 
 What the session then does comes from its scenario (``scenario.py``): ``EXPEDITOR_FAKE_SCENARIO_<KIND>``
 for the session's ``EXPEDITOR_SESSION_KIND`` (e.g. ``_ORCHESTRATOR``, ``_SKILL``) or ``EXPEDITOR_FAKE_SCENARIO``
-(a file path, or inline JSON/YAML), else the first JSON object with a ``steps`` key in the prompt, else a default
+(a file path, or inline JSON/YAML), else ``EXPEDITOR_FAKE_SCENARIO_DIR/<command>.yaml`` for a prompt
+``/<command> ...``, else the first JSON object with a ``steps`` key in the prompt, else a default
 reply ``Done: <prompt>``. A malformed scenario exits 2 with every problem named. SIGTERM exits 143
 (unless the scenario ignores it), SIGINT 130. When ``EXPEDITOR_FAKE_LOG`` is set, each launch, spawned
 child, signal and exit is appended there as one JSON line: the invocation log tests assert from. The
@@ -193,6 +194,24 @@ def _scenario_in_prompt(prompt: str) -> str | None:
     return None
 
 
+def _scenario_file_for(prompt: str) -> Path | None:
+    """``EXPEDITOR_FAKE_SCENARIO_DIR/<command>.yaml`` (or ``.json``) for a prompt starting ``/<command>``.
+
+    Lets a whole recipe run on the fake agent with one scenario per skill, and the recipe stay
+    as a person would write it. A plugin's ``/plugin:skill`` looks for ``plugin__skill``.
+    """
+    directory = os.environ.get("EXPEDITOR_FAKE_SCENARIO_DIR")
+    words = prompt.split(maxsplit=1)
+    if not directory or not words or not words[0].startswith("/"):
+        return None
+    name = words[0][1:].replace(":", "__")
+    for suffix in (".yaml", ".json"):
+        candidate = Path(directory) / f"{name}{suffix}"
+        if candidate.is_file():
+            return candidate
+    return None
+
+
 def _scenario(prompt: str) -> Scenario | None:
     """The scenario given in the environment or the prompt; None for the default reply.
 
@@ -204,11 +223,14 @@ def _scenario(prompt: str) -> Scenario | None:
     variable = f"EXPEDITOR_FAKE_SCENARIO_{kind}" if os.environ.get(f"EXPEDITOR_FAKE_SCENARIO_{kind}") else None
     variable = variable or "EXPEDITOR_FAKE_SCENARIO"
     source = os.environ.get(variable)
+    by_command = _scenario_file_for(prompt)
     if source:
         looks_inline = "\n" in source or ": " in source or source.lstrip().startswith("{")
         if not looks_inline and not Path(source).is_file():
             raise ScenarioError(f"{variable} names no file and is no scenario: {source}")
         text, origin = (source, variable) if looks_inline else (Path(source).read_text(), f"file {source}")
+    elif by_command is not None:
+        text, origin = by_command.read_text(), f"file {by_command}"
     else:
         text, origin = _scenario_in_prompt(prompt), "the prompt"
     if text is None:
