@@ -1,30 +1,42 @@
-"""``expeditor demo``: the supervision story in a few seconds, on the bundled fake agent.
+"""``expeditor demo``: the bundled demo campaign on the bundled fake agent, four outcomes checked.
 
 Everything runs in a temporary home with the fake agent as the agent command: no API key, no
-network. Each outcome is checked, not just shown; the demo exits non-zero if one did not happen.
+network. The demo dispatches the ``demo`` recipe (a pipeline) as a real managed child, follows
+its steps live from the campaign store, then dispatches it again. Each outcome is checked from
+the records, not just shown; the demo exits non-zero if one did not happen.
 """
 
 from __future__ import annotations
 
-import json
+import os
 import sys
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import anyio
 import psutil
 from rich.console import Console
-from rich.table import Table
 
 from expeditor.config import Settings, load_settings
-from expeditor.executor import ClaudeCodeExecutor, RunRequest, RunResult, Termination
+from expeditor.dispatch import DispatchOutcome, DispatchService
+from expeditor.executor import ClaudeCodeExecutor, Termination
+from expeditor.recipes import RecipeLibrary
+from expeditor.recipes.progress import format_duration, tokens_of
+from expeditor.server.caller import CallerContext
+from expeditor.server.supervisor import Supervisor
+from expeditor.state import CampaignStore, RunRecord, SqliteCampaignStore, StepExecution, StepStatus
+from expeditor.usage.aggregate import campaign_report
+from expeditor.usage.render import render_markdown, render_table
+from expeditor.usage.report import UsageReport
 
 __all__ = ["run_demo"]
 
-STALE_THRESHOLD = 1.5
-BLOCKED_FOR = 4.0
+CAMPAIGN = "demo"
+JOB = "toy-project"
+RECIPE = "demo"
+_FOLLOW_INTERVAL = 0.1
 
 
 @dataclass(frozen=True)
@@ -32,7 +44,11 @@ class Outcome:
     title: str
     passed: bool
     detail: str
-    result: RunResult
+
+
+def scenario_dir() -> Path:
+    """The fake agent's scenario for each /demo-* command of the demo recipe."""
+    return Path(__file__).parent / "testing" / "demo_scenarios"
 
 
 def demo_settings(root: Path) -> Settings:
@@ -41,129 +57,161 @@ def demo_settings(root: Path) -> Settings:
         claude_command=f"{sys.executable} -m expeditor.testing.fake_agent",
         claude_config_dir=root / "claude",
         allowed_roots=(root,),
-        stale_threshold=STALE_THRESHOLD,
         poll_interval=0.1,
         children_interval=0.5,
         kill_grace=0.5,
         marker_freshness=2,
+        marker_heartbeat_interval=0.5,
     )
 
 
-def _request(root: Path, prompt: str, steps: list[dict[str, Any]]) -> RunRequest:
-    return RunRequest(
-        prompt=prompt, cwd=root, model="sonnet", env={"EXPEDITOR_FAKE_SCENARIO": json.dumps({"steps": steps})}
+def _step_line(execution: StepExecution, run: RunRecord | None) -> str:
+    if execution.status is StepStatus.RUNNING:
+        return f"  [cyan]running[/cyan] {execution.sequence}. {execution.step}"
+    style = {StepStatus.SUCCESS: "green", StepStatus.SKIPPED: "dim"}.get(execution.status, "red")
+    elapsed = (execution.finished_at or 0) - (execution.started_at or 0)
+    line = (
+        f"  [{style}]{execution.status.value:>7}[/{style}] {execution.sequence}. {execution.step} "
+        f"in {format_duration(elapsed)}, {tokens_of(execution.usage):,} tokens"
     )
+    if run is not None and run.termination is not None and run.termination is not Termination.COMPLETED:
+        line += f" ({run.termination.value}: {run.reason})"
+    elif execution.status is StepStatus.SKIPPED:
+        line += f" ({execution.reason})"
+    return line
 
 
-def _usage(output: int, cache_read: int) -> dict[str, int]:
-    return {"input": 12, "output": output, "cache_read": cache_read, "cache_write": 900}
+async def _follow(store: CampaignStore, console: Console) -> None:
+    """Print each step execution as it starts and ends, read from the store like `expeditor status` does."""
+    shown: dict[int, StepStatus] = {}
+    while True:
+        for execution in await anyio.to_thread.run_sync(store.list_steps, CAMPAIGN, JOB):
+            if shown.get(execution.sequence) is execution.status:
+                continue
+            shown[execution.sequence] = execution.status
+            run = store.get_run(execution.run_id) if execution.run_id else None
+            console.print(_step_line(execution, run))
+        await anyio.sleep(_FOLLOW_INTERVAL)
 
 
-BLOCKED_STEPS: list[dict[str, Any]] = [
-    {
-        "assistant": {
-            "content": "Starting the 40-minute diagnostic via run_skill.",
-            "usage": _usage(120, 18_000),
-        }
-    },
-    # What expeditor's run_skill handler does for its caller: hold a heartbeat-touched marker.
-    {"marker": {"hold": BLOCKED_FOR, "heartbeat": 0.2}},
-    {
-        "assistant": {
-            "content": "Diagnostic finished: root cause found in the cache layer.",
-            "usage": _usage(640, 21_500),
-        }
-    },
-    {"result": {}},
-]
-
-STUCK_STEPS: list[dict[str, Any]] = [
-    {"assistant": {"content": "Starting a dev server and the test watcher.", "usage": _usage(90, 15_000)}},
-    {"spawn": {"sleep": 600, "close_stdio": True}},
-    {"spawn": {"sleep": 600, "setsid": True, "close_stdio": True}},
-    {"hang": True},
-]
+async def _dispatch(service: DispatchService, root: Path) -> DispatchOutcome:
+    return await service.dispatch(CAMPAIGN, JOB, RECIPE, {}, caller=CallerContext(None, None), cwd=root)
 
 
-async def _outcomes(settings: Settings, root: Path, console: Console) -> list[Outcome]:
-    executor = ClaudeCodeExecutor(settings)
-    results: dict[str, RunResult] = {}
-
-    async def run(name: str, request: RunRequest) -> None:
-        results[name] = await executor.run(request, marker_dir=settings.markers_path, caller_session_id=None)
-        console.print(f"  [dim]{name} session ended after {results[name].duration_s:.1f}s[/dim]")
-
-    console.print(
-        f"Running two sessions with a stale threshold of {STALE_THRESHOLD:g}s "
-        f"(production default: 1200s), side by side..."
-    )
+async def _campaign(settings: Settings, store: CampaignStore, root: Path, console: Console) -> list[Outcome]:
+    supervisor = Supervisor(settings, ClaudeCodeExecutor(settings), store=store)
+    service = DispatchService(settings, store, supervisor, RecipeLibrary.from_settings(settings))
+    console.print(f"Dispatching {CAMPAIGN}/{JOB} (recipe {RECIPE!r}, a pipeline of 5 steps) on the fake agent:")
+    first: DispatchOutcome | None = None
     async with anyio.create_task_group() as group:
-        group.start_soon(run, "blocked", _request(root, "/diagnose flaky-cache", BLOCKED_STEPS))
-        group.start_soon(run, "stuck", _request(root, "/implement 42", STUCK_STEPS))
+        group.start_soon(_follow, store, console)
+        first = await _dispatch(service, root)
+        await anyio.sleep(2 * _FOLLOW_INTERVAL)  # let the last step's line be printed
+        group.cancel_scope.cancel()
+    assert first is not None
+    console.print(f"  dispatch {first.status.value}: {first.message}\n")
 
-    blocked, stuck = results["blocked"], results["stuck"]
-    survivors = [k.pid for k in stuck.killed if psutil.pid_exists(k.pid) and _not_zombie(k.pid)]
+    console.print(f"Dispatching {CAMPAIGN}/{JOB} again:")
+    launched_before = len(store.list_runs())
+    started = time.perf_counter()
+    repeat = await _dispatch(service, root)
+    repeat_ms = (time.perf_counter() - started) * 1000
+    console.print(f"  {repeat.message} ({repeat_ms:.1f} ms)\n")
+
+    runs = {run.label: run for run in store.list_runs(CAMPAIGN, job_name=JOB)}
     return [
+        _blocked_outcome(runs.get("build")),
+        _stuck_outcome(runs.get("probe")),
         Outcome(
-            f"A session blocked {BLOCKED_FOR:g}s on a tool call survives its {STALE_THRESHOLD:g}s stale threshold",
-            blocked.success and blocked.suppressed_s > 0,
-            f"{blocked.termination.value}; silent but vouched for by its execution marker for "
-            f"{blocked.suppressed_s:.1f}s",
-            blocked,
-        ),
-        Outcome(
-            "A truly stuck session is killed as stale, with its whole process tree",
-            stuck.termination is Termination.STALE and len(stuck.killed) >= 3 and not survivors,
-            f"{stuck.termination.value}: {stuck.reason}; killed {len(stuck.killed)} processes "
-            f"({sum(k.escaped for k in stuck.killed)} had escaped its process group), {len(survivors)} survived",
-            stuck,
+            "A repeat dispatch of the finished job returns at once, running nothing",
+            first.status.value == "success"
+            and repeat.short_circuited
+            and len(store.list_runs()) == launched_before
+            and repeat_ms < 1000,
+            f"short_circuited={repeat.short_circuited} in {repeat_ms:.1f} ms, same dispatch "
+            f"{repeat.dispatch_id[:8]}, {len(store.list_runs()) - launched_before} sessions started",
         ),
     ]
 
 
-def _not_zombie(pid: int) -> bool:
+def _blocked_outcome(build: RunRecord | None) -> Outcome:
+    title = "A step blocked on a long tool call survives its stale threshold, thanks to its execution marker"
+    if build is None or build.evidence is None:
+        return Outcome(title, False, "the build step has no finished run on record")
+    vouched = build.evidence.suppressed_s
+    labels = ", ".join(s.marker.split("-in-progress-")[0] for s in build.evidence.suppressed_by) or "no"
+    return Outcome(
+        title,
+        build.termination is Termination.COMPLETED and vouched > 0,
+        f"build: {build.termination.value if build.termination else 'running'}; silent 4s against a 1.5s "
+        f"threshold, vouched for {vouched:.1f}s by its {labels} marker",
+    )
+
+
+def _stuck_outcome(probe: RunRecord | None) -> Outcome:
+    title = "A truly stuck step is killed as stale, with its whole process tree"
+    if probe is None or probe.evidence is None:
+        return Outcome(title, False, "the probe step has no finished run on record")
+    killed = probe.evidence.killed
+    survivors = [k.pid for k in killed if _alive(k.pid)]
+    escaped = sum(k.escaped for k in killed)
+    return Outcome(
+        title,
+        probe.termination is Termination.STALE and len(killed) >= 3 and not survivors,
+        f"probe: {probe.termination.value if probe.termination else 'running'}: {probe.reason}; killed "
+        f"{len(killed)} processes ({escaped} had left its process group), {len(survivors)} survived",
+    )
+
+
+def _report_outcome(report: UsageReport) -> Outcome:
+    steps = [row.step for row in report.steps]
+    return Outcome(
+        "The token usage report: per step, efficiency and per model, in the three-table format",
+        bool(report.steps) and bool(report.models) and "build" in steps and report.total.sessions >= 5,
+        f"{len(report.steps)} steps ({', '.join(steps)}), {len(report.models)} models, "
+        f"{report.total.sessions} sessions",
+    )
+
+
+def _alive(pid: int) -> bool:
     try:
         return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
     except psutil.Error:
         return False
 
 
-def _usage_table(outcomes: list[Outcome]) -> Table:
-    table = Table(title="Token usage (from each session's result event, or its transcript if it died first)")
-    for column in ("Session", "Model", "uncached", "output", "cache_read", "cache_write", "peak_ctx", "time"):
-        table.add_column(column, justify="left" if column in ("Session", "Model") else "right")
-    for name, outcome in zip(("blocked", "stuck"), outcomes, strict=True):
-        usage = outcome.result.usage
-        total = usage.total
-        model = ", ".join(usage.by_model) or "-"
-        table.add_row(
-            name + (" (partial)" if usage.partial else ""),
-            model,
-            f"{total.input_tokens:,}",
-            f"{total.output_tokens:,}",
-            f"{total.cache_read_tokens:,}",
-            f"{total.cache_write_tokens:,}",
-            f"{total.peak_context:,}",
-            f"{outcome.result.duration_s:.1f}s",
-        )
-    return table
-
-
-def run_demo(console: Console | None = None) -> int:
+def run_demo(console: Console | None = None, *, markdown_out: Path | None = None) -> int:
     """Run the demo; 0 only when every outcome happened as claimed."""
     console = console or Console()
     with tempfile.TemporaryDirectory(prefix="expeditor-demo-") as root_name:
         root = Path(root_name).resolve()
         settings = demo_settings(root)
-        console.rule("expeditor demo: the fake agent, no API key")
-        outcomes = anyio.run(_outcomes, settings, root, console)
+        console.rule("expeditor demo: the bundled demo campaign on the fake agent (no API key, no network)")
+        previous = os.environ.get("EXPEDITOR_FAKE_SCENARIO_DIR")
+        os.environ["EXPEDITOR_FAKE_SCENARIO_DIR"] = str(scenario_dir())
+        store = SqliteCampaignStore(settings.state_path)
+        try:
+            outcomes = anyio.run(_campaign, settings, store, root, console)
+            report = campaign_report(store, CAMPAIGN)
+        finally:
+            store.close()
+            if previous is None:
+                os.environ.pop("EXPEDITOR_FAKE_SCENARIO_DIR", None)
+            else:
+                os.environ["EXPEDITOR_FAKE_SCENARIO_DIR"] = previous
+        outcomes.append(_report_outcome(report))
+        render_table(report, console)
+        if markdown_out is not None:
+            markdown_out.write_text(render_markdown(report))
+        leftovers = list(settings.markers_path.glob("*.marker")) if settings.markers_path.exists() else []
+        console.print()
         for number, outcome in enumerate(outcomes, start=1):
             mark = "[green]PASS[/green]" if outcome.passed else "[red]FAIL[/red]"
             console.print(f"{mark} {number}. {outcome.title}\n      {outcome.detail}")
-        console.print(_usage_table(outcomes))
-        leftovers = list(settings.markers_path.glob("*.marker")) if settings.markers_path.exists() else []
         if leftovers:
             console.print(f"[red]FAIL[/red] markers left behind: {[p.name for p in leftovers]}")
         passed = all(outcome.passed for outcome in outcomes) and not leftovers
-        console.print("[green]All outcomes happened.[/green]" if passed else "[red]Some outcomes did not happen.[/red]")
+        console.print(
+            "[green]All four outcomes happened.[/green]" if passed else "[red]Some outcomes did not happen.[/red]"
+        )
         return 0 if passed else 1

@@ -77,12 +77,22 @@ def test_run_skill_refuses_a_cwd_outside_the_allowed_roots(tmp_path: Path) -> No
     assert "outside the allowed roots" in done.stderr
 
 
-def test_the_demo_shows_every_outcome_and_passes() -> None:
+def test_the_demo_shows_every_outcome_and_passes(tmp_path: Path) -> None:
     buffer = io.StringIO()
-    assert run_demo(Console(file=buffer, width=120)) == 0
+    report = tmp_path / "report.md"
+    assert run_demo(Console(file=buffer, width=160), markdown_out=report) == 0
     text = buffer.getvalue()
-    assert text.count("PASS") == 2
+    assert text.count("PASS") == 4
     assert "FAIL" not in text
+    for claim in ("survives its stale threshold", "killed as stale", "returns at once", "token usage report"):
+        assert claim in text
+    markdown = report.read_text()
+    for header in (
+        "| Step | Model | count | uncached | output | cache_read | peak_ctx | turns | cache_write | time |",
+        "| Step | LoC Changed | cache_read/LoC | cache_write/LoC | output/LoC |",
+        "| Model | steps | uncached | output | cache_read | cache_write | time |",
+    ):
+        assert header in markdown
 
 
 def test_recipe_commands_list_show_and_validate(tmp_path: Path) -> None:

@@ -112,9 +112,13 @@ def test_the_package_exports_exactly_its_public_names() -> None:
         assert hasattr(expeditor.recipes, name)
 
 
-def test_the_demo_runs_on_the_pipeline_and_its_commands_need_only_its_inputs() -> None:
+def test_the_demo_runs_on_the_pipeline_and_its_commands_need_only_its_inputs_and_earlier_captures() -> None:
     recipe = RecipeLibrary().load("demo")
     assert recipe.orchestrator is Orchestrator.PIPELINE
     values = recipe.resolve_inputs({})
-    commands = [substitute(step.skill or "", values) for step in recipe.steps.values()]
+    commands = []
+    for step in recipe.steps.values():
+        commands.append(substitute(step.skill or "", values))
+        values.update({name: f"<{name}>" for name in step.capture})
     assert commands[0] == "/demo-plan a tiny web service"
+    assert commands[1] == "/demo-build <plan>"
