@@ -88,7 +88,7 @@ def _status(args: argparse.Namespace) -> int:
     from rich.live import Live
 
     from expeditor.state import SqliteCampaignStore
-    from expeditor.status import dispatch_table, live_sessions, session_table
+    from expeditor.status import dispatch_table, live_sessions, session_table, steps_table
 
     settings = _settings(args)
     store = SqliteCampaignStore(settings.state_path) if args.campaign else None
@@ -96,7 +96,12 @@ def _status(args: argparse.Namespace) -> int:
     def render() -> Group:
         parts: list[Any] = [session_table(live_sessions(settings))]
         if store is not None:
-            parts.append(dispatch_table(args.campaign, store.list(args.campaign)))
+            records = store.list(args.campaign)
+            parts.append(dispatch_table(args.campaign, records))
+            for record in records:
+                executions = store.list_steps(args.campaign, record.name)
+                if executions:
+                    parts.append(steps_table(args.campaign, record.name, executions))
         return Group(*parts)
 
     console = Console()

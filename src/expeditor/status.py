@@ -17,9 +17,9 @@ from expeditor.config import Settings
 from expeditor.executor.models import Signal
 from expeditor.executor.registry import SessionEntry, SessionRegistry
 from expeditor.monitor import find_active_marker
-from expeditor.state import DispatchRecord
+from expeditor.state import DispatchRecord, StepExecution, StepStatus
 
-__all__ = ["SessionInfo", "dispatch_table", "live_sessions", "session_table"]
+__all__ = ["SessionInfo", "dispatch_table", "live_sessions", "session_table", "steps_table"]
 
 
 class SessionInfo(BaseModel):
@@ -126,5 +126,26 @@ def dispatch_table(campaign: str, records: Sequence[DispatchRecord]) -> Table:
             (record.dispatched_session_id or "-")[:8],
             f"{usage.input_tokens}/{usage.output_tokens}/{usage.cache_read_tokens}" if usage else "-",
             time.strftime("%H:%M:%S", time.localtime(record.updated_at)),
+        )
+    return table
+
+
+def steps_table(campaign: str, name: str, executions: Sequence[StepExecution]) -> Table:
+    """A pipeline job's step executions: where it stands, and where a rerun would resume."""
+    table = Table(title=f"Pipeline {campaign}/{name} ({len(executions)} step executions)")
+    for column in ("#", "step", "status", "attempts", "run", "duration", "note"):
+        table.add_column(column)
+    now = time.time()
+    for execution in executions:
+        started = execution.started_at or now
+        ended = execution.finished_at or now
+        table.add_row(
+            str(execution.sequence),
+            execution.step,
+            execution.status.value,
+            str(execution.attempts),
+            (execution.run_id or "-")[:8],
+            f"{ended - started:.1f}s",
+            (execution.reason or "")[:80] if execution.status is not StepStatus.SUCCESS else "",
         )
     return table

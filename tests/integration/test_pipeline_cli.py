@@ -199,6 +199,14 @@ def test_a_finished_job_returns_at_once_and_force_runs_it_again(tmp_path: Path) 
     )
     assert forced.returncode == 0, forced.stderr
     assert len(launched_steps(tmp_path)) == 10
+    status = subprocess.run(
+        [*recipe_run(tmp_path, FINISH)[:5], "status", "--campaign", "nightly"],
+        env={**env, "COLUMNS": "200"},
+        capture_output=True,
+        text=True,
+    )
+    assert status.returncode == 0, status.stderr
+    assert "Pipeline nightly/five (5 step executions)" in status.stdout
 
 
 def test_without_a_campaign_the_derived_one_is_printed_and_names_the_same_job(tmp_path: Path) -> None:
