@@ -18,6 +18,14 @@ from expeditor.logs import configure_logging
 
 __all__ = ["main"]
 
+_DESCRIPTION = """\
+expeditor supervises headless Claude Code sessions (claude -p): it runs skills and recipe
+jobs as managed processes, kills a session that is truly stuck (with its whole process tree)
+but never one that is waiting on a long tool call, records every run and job so finished
+work is never rerun, and reports what each step cost in tokens.
+
+Start with `expeditor demo` (no API key needed), then `claude mcp add expeditor -- expeditor serve`."""
+
 EXIT_OK = 0
 EXIT_RUN_FAILED = 1
 EXIT_BAD_INPUT = 2
@@ -123,7 +131,7 @@ def _status(args: argparse.Namespace) -> int:
 def _demo(args: argparse.Namespace) -> int:
     from expeditor.demo import run_demo
 
-    return run_demo()
+    return run_demo(markdown_out=Path(args.markdown) if args.markdown else None)
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -186,6 +194,13 @@ def _dispatch(args: argparse.Namespace) -> int:
     return EXIT_OK if outcome.status is DispatchStatus.SUCCESS or outcome.already_running else EXIT_RUN_FAILED
 
 
+def _report(args: argparse.Namespace) -> int:
+    from expeditor.usage.commands import report_command
+
+    fmt = args.format or ("table" if sys.stdout.isatty() else "md")
+    return report_command(_settings(args), args.campaign, job_name=args.job, fmt=fmt, out=sys.stdout)
+
+
 def _recipe_validate(args: argparse.Namespace) -> int:
     from expeditor.recipes.commands import validate_recipes
 
@@ -221,11 +236,18 @@ def _recipe_show(args: argparse.Namespace) -> int:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="expeditor", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="expeditor", description=_DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--home", help="expeditor's home directory (default: ./.expeditor)")
     commands = parser.add_subparsers(dest="command_name", required=True, metavar="COMMAND")
 
-    run_skill = commands.add_parser("run-skill", help="run one headless session and print its result")
+    run_skill = commands.add_parser(
+        "run-skill",
+        help="run one headless session and print its result",
+        description="Run one headless session for a skill command, supervised like run_skill (stale, idle, "
+        "timeout, process tree), and print how it ended, why, and what it cost. Exit 0 on success, 1 otherwise.",
+    )
     run_skill.add_argument("command", help="the skill command or prompt, e.g. '/make-plan 42'")
     run_skill.add_argument("--cwd", default=".", help="working directory of the session (default: .)")
     run_skill.add_argument("--model", help="sonnet, opus, haiku or a full model id")
@@ -236,14 +258,24 @@ def _parser() -> argparse.ArgumentParser:
     run_skill.add_argument("--json", action="store_true", help="print the RunResult as JSON")
     run_skill.set_defaults(handler=_run_skill)
 
-    serve = commands.add_parser("serve", help="run the MCP server (stdio by default)")
+    serve = commands.add_parser(
+        "serve",
+        help="run the MCP server (stdio by default)",
+        description="Run the MCP server with the run_skill, dispatch, status and report tools. Over stdio (the "
+        "default) it is started by Claude Code: claude mcp add expeditor -- expeditor serve. Logs go to stderr and "
+        "<home>/logs, never stdout.",
+    )
     serve.add_argument("--transport", choices=("stdio", "http"), default="stdio")
     serve.add_argument("--host", help="HTTP bind address (default: the http_host setting, 127.0.0.1)")
     serve.add_argument("--port", type=int, help="HTTP port (default: the http_port setting, 8765)")
     serve.set_defaults(handler=_serve)
 
     dispatch = commands.add_parser(
-        "dispatch", help="run a campaign's named job once (a recorded success returns at once)"
+        "dispatch",
+        help="run a campaign's named job once (a recorded success returns at once)",
+        description="Run one named job of a campaign with a recipe: an agent orchestrator, or the pipeline runner "
+        "for orchestrator: pipeline. The job is recorded; a job that already succeeded returns at once, one whose "
+        "process died is resumed.",
     )
     dispatch.add_argument("campaign")
     dispatch.add_argument("name", help="the job's name within the campaign")
@@ -254,21 +286,60 @@ def _parser() -> argparse.ArgumentParser:
     dispatch.add_argument("--json", action="store_true", help="print the outcome as JSON")
     dispatch.set_defaults(handler=_dispatch)
 
-    status = commands.add_parser("status", help="live sessions (and a campaign's jobs): what each waits on, why alive")
+    status = commands.add_parser(
+        "status",
+        help="live sessions (and a campaign's jobs): what each waits on, why alive",
+        description="Show every live managed session (from the live-session registry): what it waits on and why it "
+        "counts as alive; with --campaign also the campaign's jobs and each pipeline job's steps. Works while a "
+        "server or pipeline runs in another process.",
+    )
     status.add_argument("--campaign", help="also show this campaign's dispatch records")
     status.add_argument("--watch", action="store_true", help="refresh until interrupted")
     status.add_argument("--interval", type=float, default=1.0, help="seconds between refreshes with --watch")
     status.set_defaults(handler=_status)
 
-    demo = commands.add_parser("demo", help="see supervision work in seconds, on the bundled fake agent")
+    demo = commands.add_parser(
+        "demo",
+        help="see supervision work in seconds, on the bundled fake agent",
+        description="Dispatch the bundled demo campaign on the fake agent in a temporary home (no API key, no "
+        "network) and check four outcomes: a step blocked on a long tool call survives, a stuck step is killed with "
+        "its tree, a repeat dispatch returns at once, and the token usage report. Exit 0 only if all four happened.",
+    )
+    demo.add_argument("--markdown", metavar="FILE", help="also write the usage report as markdown to FILE")
     demo.set_defaults(handler=_demo)
 
-    recipe = commands.add_parser("recipe", help="run, list, show and validate recipes")
+    report = commands.add_parser(
+        "report",
+        help="a campaign's token usage: per step, efficiency per line changed, per model",
+        description="Print a campaign's token usage report from the campaign store: Token Usage Summary (one row "
+        "per step), Token Efficiency (per line of code changed) and Model Usage Breakdown.",
+    )
+    report.add_argument("campaign", help="campaign id (a dispatch's campaign, or the one recipe run printed)")
+    report.add_argument("--job", help="only this job of the campaign")
+    report.add_argument(
+        "--format",
+        choices=("md", "json", "table"),
+        default=None,
+        help="md (to paste into a pull request), json, or table (default: table on a terminal, md otherwise)",
+    )
+    report.set_defaults(handler=_report)
+
+    recipe = commands.add_parser(
+        "recipe",
+        help="run, list, show and validate recipes",
+        description="Recipes are YAML jobs of steps (bundled, or in <home>/recipes).",
+    )
     recipe_commands = recipe.add_subparsers(dest="recipe_command", required=True, metavar="ACTION")
-    validate = recipe_commands.add_parser("validate", help="report every problem in recipe files")
+    validate = recipe_commands.add_parser(
+        "validate",
+        help="report every problem in recipe files",
+        description="Check recipe files and report every problem at once, with file, line, step and field.",
+    )
     validate.add_argument("files", nargs="+", help="recipe files or directories of *.yaml")
     validate.set_defaults(handler=_recipe_validate)
-    listing = recipe_commands.add_parser("list", help="bundled and project recipes")
+    listing = recipe_commands.add_parser(
+        "list", help="bundled and project recipes", description="List bundled and project recipes."
+    )
     listing.set_defaults(handler=_recipe_list)
     run = recipe_commands.add_parser(
         "run",
@@ -286,7 +357,11 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--dispatched", action="store_true", help=argparse.SUPPRESS)
     run.add_argument("--output-format", choices=("text", "stream-json"), default="text", help=argparse.SUPPRESS)
     run.set_defaults(handler=_recipe_run)
-    show = recipe_commands.add_parser("show", help="a recipe's inputs and steps, with resolved settings")
+    show = recipe_commands.add_parser(
+        "show",
+        help="a recipe's inputs and steps, with resolved settings",
+        description="Show a recipe's inputs and steps with each step's effective model, thresholds and routes.",
+    )
     show.add_argument("name")
     show.set_defaults(handler=_recipe_show)
     return parser

@@ -98,15 +98,21 @@ def _v1(connection: sqlite3.Connection) -> None:
 
 
 def _v2(connection: sqlite3.Connection) -> None:
-    """What reports need: a run's label, model, API base URL, lines changed and the evidence for its end;
-    a step's usage, attempts and reason."""
-    for column in ("label TEXT", "model TEXT", "api_base_url TEXT", "loc_changed INTEGER", "evidence TEXT"):
+    """What reports need: a run's label, model, API base URL and lines changed; a step's usage, attempts, reason."""
+    for column in ("label TEXT", "model TEXT", "api_base_url TEXT", "loc_changed INTEGER"):
         connection.execute(f"ALTER TABLE runs ADD COLUMN {column}")
     for column in ("usage TEXT", "attempts INTEGER NOT NULL DEFAULT 0", "reason TEXT"):
         connection.execute(f"ALTER TABLE step_executions ADD COLUMN {column}")
 
 
-MIGRATIONS: tuple[Callable[[sqlite3.Connection], None], ...] = (_v1, _v2)
+def _v3(connection: sqlite3.Connection) -> None:
+    """The evidence for a run's end: what decided it, which markers vouched, what was killed."""
+    columns = {row[1] for row in connection.execute("PRAGMA table_info(runs)")}
+    if "evidence" not in columns:  # development builds briefly added it in version 2
+        connection.execute("ALTER TABLE runs ADD COLUMN evidence TEXT")
+
+
+MIGRATIONS: tuple[Callable[[sqlite3.Connection], None], ...] = (_v1, _v2, _v3)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
