@@ -106,10 +106,12 @@ def _v2(connection: sqlite3.Connection) -> None:
 
 
 def _v3(connection: sqlite3.Connection) -> None:
-    """The evidence for a run's end: what decided it, which markers vouched, what was killed."""
+    """The evidence for a run's end (what decided it, which markers vouched, what was killed); runs by caller."""
     columns = {row[1] for row in connection.execute("PRAGMA table_info(runs)")}
     if "evidence" not in columns:  # development builds briefly added it in version 2
         connection.execute("ALTER TABLE runs ADD COLUMN evidence TEXT")
+    # A dispatched orchestrator's run_skill calls are found by their caller, for its job's usage.
+    connection.execute("CREATE INDEX runs_by_caller ON runs (caller_session_id)")
 
 
 MIGRATIONS: tuple[Callable[[sqlite3.Connection], None], ...] = (_v1, _v2, _v3)

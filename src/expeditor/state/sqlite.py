@@ -121,8 +121,15 @@ class SqliteCampaignStore:
         job_name: str | None = None,
         dispatch_id: str | None = None,
         status: RunStatus | None = None,
+        caller_session_id: str | None = None,
     ) -> builtins.list[RunRecord]:
-        filters = {"campaign_id": campaign_id, "job_name": job_name, "dispatch_id": dispatch_id, "status": status}
+        filters = {
+            "campaign_id": campaign_id,
+            "job_name": job_name,
+            "dispatch_id": dispatch_id,
+            "status": status,
+            "caller_session_id": caller_session_id,
+        }
         given = {column: value for column, value in filters.items() if value is not None}
         where = " AND ".join(f"{column} = ?" for column in given) or "1"
         sql = f"SELECT * FROM runs WHERE {where} ORDER BY started_at, run_id, launch"

@@ -162,6 +162,7 @@ class CampaignStore(Protocol):
         job_name: str | None = None,
         dispatch_id: str | None = None,
         status: RunStatus | None = None,
+        caller_session_id: str | None = None,
     ) -> builtins.list[RunRecord]:
         """Runs matching every filter given, oldest first."""
         ...
