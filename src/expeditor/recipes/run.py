@@ -45,6 +45,8 @@ from expeditor.recipes.progress import (
 from expeditor.recipes.schema import Recipe
 from expeditor.server.supervisor import Supervisor
 from expeditor.state import CampaignStore, ClaimAction, Owner, SqliteCampaignStore, inputs_hash
+from expeditor.usage.aggregate import campaign_report
+from expeditor.usage.render import render_markdown, render_table
 
 __all__ = ["EXIT_CANCELLED", "RecipeRun", "default_campaign", "run_recipe"]
 
@@ -190,7 +192,19 @@ async def _run_with_progress(
         console.print(f"pipeline {outcome.status}: {outcome.reason}")
         if outcome.replayed:
             console.print(f"{outcome.replayed} step execution(s) were recorded earlier and not run again")
+        await anyio.to_thread.run_sync(_print_usage_report, store, job, console, out)
     return outcome
+
+
+def _print_usage_report(store: CampaignStore, job: PipelineJob, console: Console, out: TextIO) -> None:
+    """The job's three usage tables: a rich table on a terminal, markdown (to paste or log) otherwise."""
+    report = campaign_report(store, job.campaign_id, job.job_name)
+    if not report.steps:
+        return
+    if out.isatty():
+        render_table(report, console)
+    else:
+        out.write("\n" + render_markdown(report))
 
 
 async def _stop_on_signals(supervisor: Supervisor) -> None:
