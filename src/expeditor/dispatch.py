@@ -35,6 +35,7 @@ from expeditor.server.child_config import settings_environment
 from expeditor.server.supervisor import RunContext, Supervisor
 from expeditor.state import CampaignStore, ClaimAction, DispatchRecord, DispatchStatus, Owner, RunStatus, inputs_hash
 from expeditor.usage import SessionUsage
+from expeditor.usage.aggregate import campaign_runs, job_usage
 
 __all__ = ["DispatchOutcome", "DispatchService"]
 
@@ -286,16 +287,18 @@ class DispatchService:
     def _record_end(self, campaign: str, name: str, attempt: int, result: RunResult) -> DispatchRecord:
         status = RunStatus.from_termination(result.termination, is_error=result.is_error)
         summary = result.result_text[-4000:] or None
+        # What the job cost: its orchestrator (or pipeline steps) and every skill they ran, all attempts.
+        usage = job_usage(campaign_runs(self.store, campaign, name))
         if status is RunStatus.SUCCESS:
             # A pipeline's outputs are its steps' captures, the latest value of each name winning.
             outputs: dict[str, str] = {}
             for execution in self.store.list_steps(campaign, name):
                 outputs.update(execution.captures)
             return self.store.mark_succeeded(
-                campaign, name, attempt=attempt, summary=summary, outputs=outputs, usage=result.usage
+                campaign, name, attempt=attempt, summary=summary, outputs=outputs, usage=usage
             )
         if status is RunStatus.CANCELLED:
-            return self.store.mark_cancelled(campaign, name, attempt=attempt, reason=result.reason, usage=result.usage)
+            return self.store.mark_cancelled(campaign, name, attempt=attempt, reason=result.reason, usage=usage)
         return self.store.mark_failed(
-            campaign, name, attempt=attempt, error=result.reason, summary=summary, usage=result.usage
+            campaign, name, attempt=attempt, error=result.reason, summary=summary, usage=usage
         )

@@ -19,7 +19,7 @@ import logging
 import time
 from collections import Counter
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, Protocol
 
@@ -78,21 +78,10 @@ class PipelineOutcome:
     executions: list[StepExecution]
     replayed: int
     captures: dict[str, str]
-    usage: SessionUsage = field(default_factory=SessionUsage)
-    """Usage of the sessions this run launched (replayed executions cost nothing now)."""
 
     @property
     def success(self) -> bool:
         return self.status == "success"
-
-    @property
-    def job_usage(self) -> SessionUsage:
-        """Usage of every execution of the walk, replayed ones included: what the job cost so far."""
-        total = SessionUsage()
-        for execution in self.executions:
-            if execution.usage is not None:
-                total = total + execution.usage
-        return total
 
 
 class PipelineObserver(Protocol):
@@ -144,7 +133,6 @@ class PipelineRunner:
         self._captures: dict[str, str] = {}
         self._visits: Counter[str] = Counter()
         self._executions: list[StepExecution] = []
-        self._usage = SessionUsage()
 
     async def run(self) -> PipelineOutcome:
         """Replay what is recorded, then run the rest. Cancelling this call kills the running step first."""
@@ -165,7 +153,6 @@ class PipelineRunner:
             executions=list(self._executions),
             replayed=replayed,
             captures=dict(self._captures),
-            usage=self._usage,
         )
 
     # --- replay ------------------------------------------------------------------------
@@ -281,7 +268,6 @@ class PipelineRunner:
                     await self._record(cancelled, quiet=True)
                 raise
             usage = usage + result.usage
-            self._usage = self._usage + result.usage
             if result.termination is Termination.CANCELLED:
                 ended = running.model_copy(
                     update={"status": StepStatus.CANCELLED, "finished_at": time.time(), "reason": result.reason}

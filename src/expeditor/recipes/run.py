@@ -45,7 +45,7 @@ from expeditor.recipes.progress import (
 from expeditor.recipes.schema import Recipe
 from expeditor.server.supervisor import Supervisor
 from expeditor.state import CampaignStore, ClaimAction, Owner, SqliteCampaignStore, inputs_hash
-from expeditor.usage.aggregate import campaign_report
+from expeditor.usage.aggregate import campaign_report, campaign_runs, job_usage
 from expeditor.usage.render import render_markdown, render_table
 
 __all__ = ["EXIT_CANCELLED", "RecipeRun", "default_campaign", "run_recipe"]
@@ -218,7 +218,7 @@ async def _stop_on_signals(supervisor: Supervisor) -> None:
 
 def _record_job_end(store: CampaignStore, job: PipelineJob, attempt: int, outcome: PipelineOutcome) -> None:
     campaign, name = job.campaign_id, job.job_name
-    usage = outcome.job_usage
+    usage = job_usage(campaign_runs(store, campaign, name))
     if outcome.status == "success":
         summary = summary_text(outcome.executions, outcome.replayed)
         store.mark_succeeded(campaign, name, attempt=attempt, summary=summary, outputs=outcome.captures, usage=usage)

@@ -20,6 +20,7 @@ from expeditor.server.caller import CallerContext
 from expeditor.server.dispatch_tools import register_dispatch_tools
 from expeditor.server.reaper import reap_leftovers
 from expeditor.server.recipe_tools import register_recipe_tools
+from expeditor.server.report_tools import register_report_tools
 from expeditor.server.state import ServerState
 from expeditor.server.supervisor import Supervisor
 from expeditor.server.tools import register_tools
@@ -90,4 +91,5 @@ def build_server(
     register_tools(server)
     register_dispatch_tools(server)
     register_recipe_tools(server)
+    register_report_tools(server)
     return server

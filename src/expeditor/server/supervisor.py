@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import functools
 import logging
-import os
 import time
 from dataclasses import dataclass, field
 
@@ -146,7 +145,8 @@ class Supervisor:
             step_sequence=context.step_sequence,
             label=context.label or run_label(request.prompt),
             model=request.model,
-            api_base_url=request.env.get("ANTHROPIC_BASE_URL") or os.environ.get("ANTHROPIC_BASE_URL"),
+            # The environment the child gets: the executor's base, then the request's own.
+            api_base_url=request.env.get("ANTHROPIC_BASE_URL") or self.executor.base_env.get("ANTHROPIC_BASE_URL"),
             owner=Owner.current(),
             started_at=live.started_at,
         )

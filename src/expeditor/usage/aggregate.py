@@ -2,9 +2,11 @@
 
 Each run's figures were taken once, when it ended, from the right place (its ``result`` event,
 or its transcript deduplicated by message id, from where a resumed session started); this
-module only adds them up. Two things overlap when sessions nest (an orchestrator waits while
-the skills it called run, in its working directory) and are therefore counted once in the
-totals: wall time (the time anything ran) and lines changed (each session tree once).
+module only adds them up. Two things overlap when runs nest (an orchestrator waits while the
+skills it called run in its working directory; a dispatched pipeline runner waits on its
+steps) and are therefore counted once in the totals: wall time (the time anything ran) and
+lines changed (each tree of runs once). A pipeline runner is no agent and spends no tokens:
+it has no row of its own, its steps do.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from enum import Enum
 
-from expeditor.executor.models import Termination
+from expeditor.executor.models import SessionKind
 from expeditor.state import CampaignStore, RunRecord, RunStatus
 from expeditor.usage.models import SessionUsage, TokenUsage, UsageSource
 from expeditor.usage.provider import is_anthropic_base_url, is_anthropic_model, public_base_url
@@ -31,8 +33,8 @@ from expeditor.usage.report import (
 
 __all__ = ["build_report", "campaign_report", "campaign_runs", "job_usage"]
 
-DEFAULT_MODEL = "default"
-"""How a session is named that asked for no model and recorded no figures."""
+# The model of a session that asked for none and recorded no figures: the CLI's default.
+_DEFAULT_MODEL = "default"
 
 
 class _Gap(Enum):
@@ -52,23 +54,24 @@ def _figures(run: RunRecord) -> dict[str, TokenUsage]:
     """The run's tokens per model, leaving out models listed without a single token."""
     by_model = {model: usage for model, usage in run.usage.by_model.items() if _tokens(usage)}
     if not by_model and _tokens(run.usage.total):
-        return {run.model or DEFAULT_MODEL: run.usage.total}
+        return {run.model or _DEFAULT_MODEL: run.usage.total}
     return by_model
 
 
 def _gap(run: RunRecord) -> _Gap | None:
-    if run.usage.source is UsageSource.RESULT_EVENT:
-        return None
-    if run.status in (RunStatus.RUNNING, RunStatus.INTERRUPTED):
+    # The executor marks figures partial exactly when they had to come from the transcript. A run
+    # with no figures that ended is complete: a launch that failed, or a plain command (a
+    # pipeline's run: step), spent no tokens.
+    if run.usage.partial:
+        return _Gap.ENDED_EARLY
+    if run.status in (RunStatus.RUNNING, RunStatus.INTERRUPTED) and run.usage.source is UsageSource.NONE:
         return _Gap.NOT_RECORDED
-    if run.termination is Termination.LAUNCH_FAILED:
-        return None  # nothing ran, so nothing is missing
-    return _Gap.ENDED_EARLY
+    return None
 
 
 @dataclass(frozen=True)
-class _Session:
-    """One run with what the report needs to know about it."""
+class _Run:
+    """A run with what the report needs to know about it."""
 
     run: RunRecord
     step: str
@@ -80,7 +83,7 @@ class _Session:
     foreign_models: tuple[str, ...]
 
     @classmethod
-    def of(cls, run: RunRecord, now: float) -> _Session:
+    def of(cls, run: RunRecord, now: float) -> _Run:
         figures = _figures(run)
         asked = [run.model] if run.model else []
         base_url = run.api_base_url
@@ -138,29 +141,28 @@ def _measured_sum(values: Iterable[int | None]) -> int | None:
     return sum(measured) if measured else None
 
 
-def _elapsed(sessions: Sequence[_Session]) -> float:
-    """Seconds during which at least one session ran."""
+def _elapsed(runs: Sequence[_Run]) -> float:
+    """Seconds during which at least one run was going."""
     elapsed = 0.0
     covered_until = float("-inf")
-    for session in sorted(sessions, key=lambda s: s.start):
-        start = max(session.start, covered_until)
-        if session.end > start:
-            elapsed += session.end - start
-            covered_until = session.end
+    for run in sorted(runs, key=lambda r: r.start):
+        start = max(run.start, covered_until)
+        if run.end > start:
+            elapsed += run.end - start
+            covered_until = run.end
     return elapsed
 
 
-def _tree_loc(sessions: Sequence[_Session]) -> int | None:
-    """Lines changed, each session tree once.
+def _tree_loc(runs: Sequence[_Run]) -> int | None:
+    """Lines changed, each tree of runs once.
 
-    A session's measure spans its whole run, so it already holds what the sessions it called
-    changed in its working directory; a tree is measured at its root, or, where a session
-    was not measured (cancelled), by what its callees measured.
+    A run's measure spans its whole life, so it already holds what the runs it called changed
+    in its working directory: a tree is measured at its root or, where a run was not measured
+    (a cancelled one), by what its callees measured.
     """
     own: dict[str, int | None] = {}
     callees: dict[str, list[str]] = {}
-    for session in sessions:
-        run = session.run
+    for run in (r.run for r in runs):
         own[run.run_id] = _measured_sum([own.get(run.run_id), run.loc_changed])
         if run.caller_session_id is not None and run.run_id not in callees.setdefault(run.caller_session_id, []):
             callees[run.caller_session_id].append(run.run_id)
@@ -170,11 +172,11 @@ def _tree_loc(sessions: Sequence[_Session]) -> int | None:
             return own[run_id]
         return _measured_sum(covered(c, visited | {c}) for c in callees.get(run_id, []) if c not in visited)
 
-    roots = [s.run.run_id for s in sessions if s.run.caller_session_id not in own]
+    roots = [r.run.run_id for r in runs if r.run.caller_session_id not in own]
     return _measured_sum(covered(run_id, frozenset({run_id})) for run_id in _unique(roots))
 
 
-def _footnotes(sessions: Sequence[_Session]) -> list[Footnote]:
+def _footnotes(sessions: Sequence[_Run]) -> list[Footnote]:
     notes: list[Footnote] = []
     base_urls = _unique(public_base_url(s.foreign_base_url) for s in sessions if s.foreign_base_url)
     models = _unique(model for s in sessions for model in s.foreign_models)
@@ -201,18 +203,20 @@ def build_report(
     ``now`` ends the wall time of runs still going (default: the current time).
     """
     moment = time.time() if now is None else now
-    sessions = sorted((_Session.of(run, moment) for run in runs), key=lambda s: (s.start, s.run.run_id, s.run.launch))
-    by_step: dict[str, list[_Session]] = {}
+    ordered = sorted(runs, key=lambda run: (run.started_at, run.run_id, run.launch))
+    every_run = [_Run.of(run, moment) for run in ordered]
+    sessions = [r for r in every_run if r.run.kind is not SessionKind.PIPELINE]
+    by_step: dict[str, list[_Run]] = {}
     for session in sessions:
         by_step.setdefault(session.step, []).append(session)
 
     steps: list[StepRow] = []
     # Each session's wall time goes to one model, so the breakdown's times add up: the model that
     # processed most of its tokens, or for a session without figures the step's first model.
-    main_models: list[tuple[_Session, str]] = []
+    main_models: list[tuple[_Run, str]] = []
     for name, group in by_step.items():
         used = _unique(model for s in group for model in s.figures)
-        models = used or _unique(s.run.model or DEFAULT_MODEL for s in group)
+        models = used or _unique(s.run.model or _DEFAULT_MODEL for s in group)
         main_models += [(s, s.main_model(fallback=models[0])) for s in group]
         steps.append(
             StepRow(
@@ -243,7 +247,7 @@ def build_report(
         )
 
     total_usage = _sum(row.usage for row in steps)
-    total_loc = _tree_loc(sessions)
+    total_loc = _tree_loc(every_run)
     return UsageReport(
         campaign_id=campaign_id,
         job_name=job_name,
@@ -251,7 +255,7 @@ def build_report(
         total=TotalRow(
             sessions=len(sessions),
             usage=total_usage,
-            seconds=_elapsed(sessions),
+            seconds=_elapsed(every_run),
             loc_changed=total_loc,
             partial=any(row.partial for row in steps),
         ),
@@ -262,44 +266,40 @@ def build_report(
     )
 
 
-def campaign_runs(runs: Sequence[RunRecord], campaign_id: str, job_name: str | None = None) -> list[RunRecord]:
-    """The runs of a campaign (or of one of its jobs), with every run they called, however deep.
+def campaign_runs(store: CampaignStore, campaign_id: str, job_name: str | None = None) -> list[RunRecord]:
+    """The runs of a campaign (or of one of its jobs), with every run they called, however deep, oldest first.
 
     A dispatched orchestrator's run_skill calls are recorded without a campaign, under its
-    session id as their caller; they belong to the campaign all the same.
+    session id as their caller; they belong to the campaign all the same. Each level is one
+    indexed lookup per caller, so a large store is never read whole.
     """
-    members = {run.run_id for run in runs if run.campaign_id == campaign_id and job_name in (None, run.job_name)}
-    while True:
-        called = {run.run_id for run in runs if run.caller_session_id in members} - members
-        if not called:
-            return [run for run in runs if run.run_id in members]
-        members |= called
+    # Keyed by launch: a resumed session has one record per launch, and each counts.
+    members = {(run.run_id, run.launch): run for run in store.list_runs(campaign_id, job_name=job_name)}
+    seen = {run_id for run_id, _ in members}
+    callers = list(seen)
+    while callers:
+        called = [run for caller in callers for run in store.list_runs(caller_session_id=caller)]
+        callers = list(dict.fromkeys(run.run_id for run in called if run.run_id not in seen))
+        seen.update(callers)
+        members.update(((run.run_id, run.launch), run) for run in called)
+    return sorted(members.values(), key=lambda run: (run.started_at, run.run_id, run.launch))
 
 
 def campaign_report(
     store: CampaignStore, campaign_id: str, job_name: str | None = None, *, now: float | None = None
 ) -> UsageReport:
     """The usage report of a campaign, or of one job of it, as recorded in ``store``."""
-    runs = campaign_runs(store.list_runs(), campaign_id, job_name)
-    return build_report(runs, campaign_id=campaign_id, job_name=job_name, now=now)
+    return build_report(
+        campaign_runs(store, campaign_id, job_name), campaign_id=campaign_id, job_name=job_name, now=now
+    )
 
 
 def job_usage(runs: Sequence[RunRecord]) -> SessionUsage:
     """The usage of several runs as one (a dispatch: its orchestrator and the skills it ran).
 
-    ``partial`` when any run's figures are incomplete; the source is the transcript when any
-    figure came from one.
+    ``partial`` also when a run's figures are missing because it is still running or was interrupted.
     """
-    by_model: dict[str, TokenUsage] = {}
+    combined = SessionUsage()
     for run in runs:
-        for model, usage in _figures(run).items():
-            by_model[model] = by_model[model] + usage if model in by_model else usage
-    sources = {run.usage.source for run in runs} - {UsageSource.NONE}
-    durations = [run.usage.duration_ms for run in runs if run.usage.duration_ms is not None]
-    return SessionUsage(
-        total=_sum(run.usage.total for run in runs),
-        by_model=by_model,
-        source=UsageSource.TRANSCRIPT if UsageSource.TRANSCRIPT in sources else next(iter(sources), UsageSource.NONE),
-        partial=any(_gap(run) is not None for run in runs),
-        duration_ms=sum(durations) if durations else None,
-    )
+        combined = combined + run.usage
+    return combined.model_copy(update={"partial": any(_gap(run) is not None for run in runs)})

@@ -80,7 +80,8 @@ def lines_changed(cwd: Path, before: str | None, after: str | None) -> int | Non
     if NOT_A_REPOSITORY in (before, after) or before == after:
         return 0
     try:
-        numstat = _git(cwd, "diff-tree", "-r", "--numstat", "--no-renames", before, after)
+        # Rename detection on: a moved file counts the lines it changed, not its length twice.
+        numstat = _git(cwd, "diff-tree", "-r", "-M", "--numstat", before, after)
     except (OSError, subprocess.SubprocessError) as exc:
         logger.warning("could not compare git trees %s and %s at %s: %s", before, after, cwd, exc)
         return None

@@ -167,10 +167,12 @@ def render_json(report: UsageReport) -> str:
 
 def render_table(report: UsageReport, console: Console) -> None:
     """The three tables as rich tables on ``console``, footnotes after the first."""
-    for layout in _layouts(report):
+    for index, layout in enumerate(_layouts(report)):
+        if index:
+            console.print()
         table = Table(title=layout.title, title_justify="left")
-        for index, column in enumerate(layout.columns):
-            table.add_column(column, justify="left" if index < layout.text_columns else "right")
+        for position, column in enumerate(layout.columns):
+            table.add_column(column, justify="left" if position < layout.text_columns else "right")
         for row in layout.rows:
             table.add_row(*(Text(cell) for cell in row))
         if layout.total:

@@ -88,6 +88,8 @@ class ModelRow(_Row):
 
 
 class Footnote(_Row):
+    """A note printed under the first table, and the mark that points at it from the rows."""
+
     mark: str
     text: str
 

@@ -1,0 +1,43 @@
+"""``expeditor report CAMPAIGN``: a campaign's token usage as markdown, JSON or a terminal table."""
+
+from __future__ import annotations
+
+from typing import Literal, TextIO
+
+from rich.console import Console
+
+from expeditor.config import Settings
+from expeditor.state import SqliteCampaignStore
+from expeditor.usage.aggregate import campaign_report
+from expeditor.usage.render import render_json, render_markdown, render_table
+
+__all__ = ["ReportFormat", "report_command"]
+
+ReportFormat = Literal["md", "json", "table"]
+
+EXIT_OK = 0
+EXIT_NOTHING_RECORDED = 1
+_PIPE_WIDTH = 200
+
+
+def report_command(
+    settings: Settings, campaign_id: str, *, job_name: str | None, fmt: ReportFormat, out: TextIO
+) -> int:
+    """Write the report of ``campaign_id`` (or of its job ``job_name``) to ``out``; 1 when no run is recorded."""
+    store = SqliteCampaignStore(settings.state_path)
+    try:
+        report = campaign_report(store, campaign_id, job_name)
+    finally:
+        store.close()
+    if not report.steps:
+        scope = f"job {job_name!r} of campaign {campaign_id!r}" if job_name else f"campaign {campaign_id!r}"
+        out.write(f"no runs recorded for {scope} in {settings.state_path}\n")
+        return EXIT_NOTHING_RECORDED
+    if fmt == "md":
+        out.write(render_markdown(report))
+    elif fmt == "json":
+        out.write(render_json(report))
+    else:
+        # A pipe has no width of its own: let the tables take their natural one rather than 80 columns.
+        render_table(report, Console(file=out) if out.isatty() else Console(file=out, width=_PIPE_WIDTH))
+    return EXIT_OK
