@@ -48,7 +48,9 @@ async def test_a_silent_session_holding_a_fresh_marker_for_its_own_id_is_not_kil
 ) -> None:
     result = await run(tmp_path, [{"assistant": "calling a long tool"}, marker(), *DONE], **WATCHER_SETTINGS[watcher])
     assert result.success, result.reason
-    assert result.suppressed_s >= HOLD - 2 * THRESHOLD
+    # The marker held the verdict back for more than a whole threshold. How much more depends on
+    # when the other signals (the agent's own start-up CPU counts as child activity) went quiet.
+    assert result.suppressed_s > THRESHOLD
     (suppression,) = result.suppressed_by
     assert "-in-progress-" in suppression.marker
     assert list((tmp_path / "markers").iterdir()) == []
