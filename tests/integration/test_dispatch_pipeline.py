@@ -13,7 +13,7 @@ from mcp import Client
 
 from expeditor.server.app import build_server
 from expeditor.state import SqliteCampaignStore, StepStatus
-from expeditor.testing import read_invocation_log
+from expeditor.testing import launched_prompts
 from tests.support.fake import fake_settings
 
 pytestmark = pytest.mark.anyio
@@ -44,13 +44,8 @@ steps:
 DISPATCH = {"campaign": "release-8", "name": "ship", "recipe": "slowpipe", "inputs": {}}
 
 
-def launched_prompts(tmp_path: Path) -> list[str]:
-    prompts = []
-    for entry in read_invocation_log(tmp_path / "agent.log"):
-        if entry["event"] == "launch":
-            argv = entry["argv"]
-            prompts.append(argv[argv.index("-p") + 1].split()[0])
-    return prompts
+def launched_commands(tmp_path: Path) -> list[str]:
+    return [prompt.split()[0] for prompt in launched_prompts(tmp_path / "agent.log")]
 
 
 @pytest.mark.parametrize("markers_enabled", [True, False])
@@ -75,12 +70,12 @@ async def test_a_dispatched_pipeline_waiting_on_a_silent_step_is_not_killed(
         assert run["duration_s"] > QUIET_SECONDS
         assert {s["marker"].split("-in-progress-")[0] for s in run["suppressed_by"]} == {"pipeline-step"}
         assert outcome["outputs"] == {"plan": "ship it"}
-        assert launched_prompts(tmp_path) == ["/plan", "/wait", "/finish"]
+        assert launched_commands(tmp_path) == ["/plan", "/wait", "/finish"]
 
         again = await client.call_tool("dispatch", {**DISPATCH, "cwd": str(tmp_path)})
         assert again.structured_content is not None
         assert again.structured_content["short_circuited"] is True
-        assert len(launched_prompts(tmp_path)) == 3
+        assert len(launched_commands(tmp_path)) == 3
     store = SqliteCampaignStore(settings.state_path)
     try:
         assert [(e.step, e.status) for e in store.list_steps("release-8", "ship")] == [

@@ -18,7 +18,7 @@ from expeditor.recipes import parse_recipe
 from expeditor.recipes.pipeline import STEP_MARKER_LABEL, PipelineJob, PipelineOutcome, PipelineRunner
 from expeditor.server.supervisor import Supervisor
 from expeditor.state import RunStatus, SqliteCampaignStore, StepStatus
-from expeditor.testing import read_invocation_log
+from expeditor.testing import launched_prompts
 from tests.support.fake import fake_settings
 
 pytestmark = pytest.mark.anyio
@@ -43,16 +43,6 @@ async def run_pipeline(
     supervisor = Supervisor(settings, ClaudeCodeExecutor(settings), store=store)
     job = PipelineJob(recipe, recipe.resolve_inputs(inputs or {}), "c", "j", cwd, run_id or new_session_id())
     return await PipelineRunner(settings, store, supervisor, job).run(), store
-
-
-def prompts(log: Path) -> list[str]:
-    """The prompt of every fake-agent launch, in order."""
-    found = []
-    for entry in read_invocation_log(log):
-        if entry["event"] == "launch":
-            argv = entry["argv"]
-            found.append(argv[argv.index("-p") + 1])
-    return found
 
 
 FAILS_ON_FIRST_VISIT = (
@@ -128,7 +118,7 @@ async def test_a_captured_value_with_shell_metacharacters_reaches_the_next_argv_
     assert outcome.captures == {"value": nasty}
     assert json.loads((tmp_path / "argv.json").read_text()) == [nasty]
     assert not list(tmp_path.glob("pwned*"))
-    assert prompts(log) == [f"/echo {nasty}"]
+    assert launched_prompts(log) == [f"/echo {nasty}"]
 
 
 async def test_a_fix_loop_is_replayed_faithfully_and_the_rerun_resumes_at_the_failed_step(tmp_path: Path) -> None:
@@ -227,4 +217,4 @@ async def test_a_placeholder_without_a_value_fails_the_step_without_launching(
     outcome, _ = await run_pipeline(settings, tmp_path, body)
     assert outcome.status == "failure"
     assert "{ticket}" in outcome.reason
-    assert prompts(log) == ["/first"]
+    assert launched_prompts(log) == ["/first"]

@@ -15,7 +15,7 @@ import psutil
 import pytest
 
 from expeditor.state import DispatchStatus, RunStatus, SqliteCampaignStore, StepStatus
-from expeditor.testing import read_invocation_log
+from expeditor.testing import launched_prompts
 from tests.support.fake import FAKE_AGENT_COMMAND
 
 HANG = json.dumps({"steps": [{"assistant": "working"}, {"hang": True}]})
@@ -71,12 +71,14 @@ def recipe_run(tmp_path: Path, third: str) -> list[str]:
 
 
 def launched_steps(tmp_path: Path) -> list[str]:
-    steps = []
-    for entry in read_invocation_log(tmp_path / "agent.log"):
-        if entry["event"] == "launch":
-            argv = entry["argv"]
-            steps.append(argv[argv.index("-p") + 1].split()[0])
-    return steps
+    return [prompt.split()[0] for prompt in launched_prompts(tmp_path / "agent.log")]
+
+
+def rerun_to_the_end(tmp_path: Path) -> subprocess.CompletedProcess[str]:
+    env = environment(tmp_path)
+    return subprocess.run(
+        recipe_run(tmp_path, FINISH), env=env, cwd=tmp_path, capture_output=True, text=True, timeout=60
+    )
 
 
 def wait_for(condition: Callable[[], bool], timeout: float = 20.0) -> None:
@@ -99,13 +101,6 @@ def start_until_step_three_runs(tmp_path: Path) -> subprocess.Popen[str]:
     return runner
 
 
-def rerun_to_the_end(tmp_path: Path) -> subprocess.CompletedProcess[str]:
-    env = environment(tmp_path)
-    return subprocess.run(
-        recipe_run(tmp_path, FINISH), env=env, cwd=tmp_path, capture_output=True, text=True, timeout=60
-    )
-
-
 def session_processes(tmp_path: Path) -> list[psutil.Process]:
     """Fake agents (and their guards) launched for this test that are still alive."""
     found = []
@@ -126,14 +121,7 @@ def test_a_pipeline_killed_at_step_three_resumes_at_step_three(tmp_path: Path) -
     # The step's session dies with the runner (parent-death signal on its guard).
     wait_for(lambda: not session_processes(tmp_path))
 
-    rerun = subprocess.run(
-        recipe_run(tmp_path, FINISH),
-        env=environment(tmp_path),
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    rerun = rerun_to_the_end(tmp_path)
     assert rerun.returncode == 0, rerun.stdout + rerun.stderr
     assert "recorded; skipped" in rerun.stdout
     assert launched_steps(tmp_path) == ["/one", "/two", "/three", "/three", "/four", "/five"]
@@ -174,14 +162,7 @@ def test_ctrl_c_during_a_step_leaves_nothing_and_the_rerun_resumes_there(tmp_pat
     finally:
         store.close()
 
-    rerun = subprocess.run(
-        recipe_run(tmp_path, FINISH),
-        env=environment(tmp_path),
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    rerun = rerun_to_the_end(tmp_path)
     assert rerun.returncode == 0, rerun.stdout + rerun.stderr
     assert launched_steps(tmp_path) == ["/one", "/two", "/three", "/three", "/four", "/five"]
 

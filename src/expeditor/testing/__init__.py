@@ -7,9 +7,17 @@ file first, and the fake agent's start-up time matters to every test that launch
 from expeditor.testing.launch import (
     fake_agent_command,
     fake_agent_env,
+    launched_prompts,
     read_invocation_log,
     stream_events,
     transcript_path,
 )
 
-__all__ = ["fake_agent_command", "fake_agent_env", "read_invocation_log", "stream_events", "transcript_path"]
+__all__ = [
+    "fake_agent_command",
+    "fake_agent_env",
+    "launched_prompts",
+    "read_invocation_log",
+    "stream_events",
+    "transcript_path",
+]

@@ -52,6 +52,16 @@ def read_invocation_log(path: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
+def launched_prompts(path: Path) -> list[str]:
+    """The prompt (the argument after ``-p``) of every launch in an invocation log, oldest first."""
+    prompts = []
+    for record in read_invocation_log(path):
+        if record["event"] == "launch" and "-p" in record["argv"]:
+            argv = record["argv"]
+            prompts.append(argv[argv.index("-p") + 1])
+    return prompts
+
+
 def stream_events(stdout: str) -> list[dict[str, Any]]:
     """The JSON objects of a stream-json stdout, one per line; raises on a line that is not JSON."""
     return [json.loads(line) for line in stdout.splitlines() if line.strip()]
