@@ -198,7 +198,11 @@ class PipelineRunner:
         self._visits[name] += 1
         limit = step.max_visits or DEFAULT_MAX_VISITS
         if self._visits[name] > limit:
-            raise _Ended("failure", f"step {name!r} would run a {self._visits[name]}th time; its limit is {limit}")
+            raise _Ended(
+                "failure",
+                f"step {name!r} would run a {self._visits[name]}th time; its limit is {limit} (max_visits). "
+                "A rerun replays the same loop: run it with --force (or dispatch with force) to start over",
+            )
         started = time.time()
         if step.when is not None and not step.when.holds(job.inputs, self._captures):
             skipped = self._execution(
