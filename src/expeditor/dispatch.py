@@ -157,7 +157,8 @@ class DispatchService:
             resolved = recipe.resolve_inputs(inputs)
         except RecipeError as exc:
             raise InvalidInput(str(exc)) from exc
-        work_dir = (cwd or self.settings.allowed_roots[0]).expanduser().resolve()
+        # Checked before the claim: a job must not be recorded as launched into a directory it may not use.
+        work_dir = self.supervisor.executor.checked_cwd(cwd or self.settings.allowed_roots[0])
         return recipe, resolved, work_dir
 
     async def _launch(

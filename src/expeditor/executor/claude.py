@@ -122,7 +122,8 @@ class ClaudeCodeExecutor:
         self.registry = registry if registry is not None else SessionRegistry(settings.sessions_dir)
         self.watcher_factory = watcher_factory if watcher_factory is not None else monitor_watchers()
 
-    def _checked_cwd(self, cwd: Path) -> Path:
+    def checked_cwd(self, cwd: Path) -> Path:
+        """``cwd`` resolved, if it is an existing directory inside the allowed roots; else InvalidInput."""
         resolved = cwd.expanduser().resolve()
         if not resolved.is_dir():
             raise InvalidInput(f"cwd {cwd} does not exist or is not a directory: expected an existing directory")
@@ -144,7 +145,7 @@ class ClaudeCodeExecutor:
             raise InvalidInput(f"prompt is {len(request.prompt.encode())} bytes: expected at most {_MAX_PROMPT_BYTES}")
         if caller_session_id is not None:
             validate_identifier(caller_session_id, what="caller session id")
-        cwd = self._checked_cwd(request.cwd)
+        cwd = self.checked_cwd(request.cwd)
         session_id = request.resume_session_id or request.session_id or new_session_id()
         try:
             uuid.UUID(session_id)

@@ -90,7 +90,7 @@ def run_recipe(settings: Settings, request: RecipeRun, out: TextIO | None = None
     job_name = request.job_name or recipe.name
     validate_identifier(campaign, what="campaign")
     validate_identifier(job_name, what="job name")
-    cwd = (request.cwd or settings.allowed_roots[0]).expanduser().resolve()
+    cwd = ClaudeCodeExecutor(settings).checked_cwd(request.cwd or settings.allowed_roots[0])
     # Launched by a dispatcher, this process is a managed session and keys its markers on its own id.
     own_id = os.environ.get("EXPEDITOR_SESSION_ID")
     run_id = (

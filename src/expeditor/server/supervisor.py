@@ -16,6 +16,7 @@ from expeditor.ids import new_session_id
 from expeditor.server.caller import CallerContext
 from expeditor.server.child_config import allowed_tools, child_mcp_config
 from expeditor.state import CampaignStore, Owner, RunEvidence, RunRecord, RunStatus
+from expeditor.usage import SessionUsage
 from expeditor.usage.loc import lines_changed, worktree_state
 
 __all__ = ["LiveRun", "RunContext", "Supervisor", "run_label"]
@@ -100,23 +101,32 @@ class Supervisor:
         Every run is a RunRecord in the store, so a cancelled or crashed one is on record too.
         """
         request = self.prepare(request)
+        # Bad input is refused here, before anything is recorded or started.
+        self.executor.prepare(request, marker_dir=self.settings.markers_path, caller_session_id=caller.session_id)
         control = control or RunControl()
         session_id = request.resume_session_id or request.session_id
         assert session_id is not None
         live = LiveRun(session_id, request.kind, caller.session_id, control)
         await self._record_started(live, request, context or RunContext())
-        before = await self._worktree_state(request)
         self.live[session_id] = live
-        if self._closing is not None:
-            # Shutdown began while this run was being prepared: it must not outlive it.
-            control.cancel(self._closing, grace=self.settings.shutdown_grace)
+        before: str | None = None
         try:
+            before = await self._worktree_state(request)
+            if self._closing is not None:
+                # Shutdown began while this run was being prepared: it must not outlive it.
+                control.cancel(self._closing, grace=self.settings.shutdown_grace)
             result = await self.executor.run(
                 request,
                 marker_dir=self.settings.markers_path,
                 caller_session_id=caller.session_id,
                 control=control,
             )
+        except BaseException as exc:
+            if control.result is None:
+                # Stopped before the session could start: its record must not stay "running".
+                with anyio.CancelScope(shield=True):
+                    await self._record_not_started(session_id, exc)
+            raise
         finally:
             del self.live[session_id]
             self._changed.set()
@@ -125,6 +135,25 @@ class Supervisor:
                 with anyio.CancelScope(shield=True):
                     await self._record_finished(control.result, request, before)
         return result
+
+    async def _record_not_started(self, session_id: str, exc: BaseException) -> None:
+        if self.store is None:
+            return
+        cancelled = isinstance(exc, anyio.get_cancelled_exc_class() | KeyboardInterrupt)
+        reason = "cancelled before the session started" if cancelled else f"expeditor failed to start it: {exc!r}"
+        try:
+            await anyio.to_thread.run_sync(
+                functools.partial(
+                    self.store.record_run_finished,
+                    session_id,
+                    status=RunStatus.CANCELLED if cancelled else RunStatus.FAILURE,
+                    termination=Termination.CANCELLED if cancelled else Termination.LAUNCH_FAILED,
+                    usage=SessionUsage(),
+                    reason=reason,
+                )
+            )
+        except ExpeditorError as error:
+            logger.warning("session=%s could not be recorded as ended: %s", session_id, error)
 
     async def _worktree_state(self, request: RunRequest) -> str | None:
         if self.store is None or not self.settings.measure_loc:
