@@ -18,7 +18,7 @@ from expeditor.recipes import parse_recipe
 from expeditor.recipes.pipeline import STEP_MARKER_LABEL, PipelineJob, PipelineOutcome, PipelineRunner
 from expeditor.server.supervisor import Supervisor
 from expeditor.state import RunStatus, SqliteCampaignStore, StepStatus
-from expeditor.testing import launched_prompts
+from expeditor.testing import launched_prompts, read_invocation_log
 from tests.support.fake import fake_settings
 
 pytestmark = pytest.mark.anyio
@@ -218,3 +218,31 @@ async def test_a_placeholder_without_a_value_fails_the_step_without_launching(
     assert outcome.status == "failure"
     assert "{ticket}" in outcome.reason
     assert launched_prompts(log) == ["/first"]
+
+
+async def test_a_steps_model_and_timeout_reach_its_session(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    log = tmp_path / "agent.log"
+    monkeypatch.setenv("EXPEDITOR_FAKE_LOG", str(log))
+    settings = fake_settings(tmp_path)  # timeout 60 s, no default model
+    body = f"""
+    defaults:
+      model: haiku
+    steps:
+      quick:
+        skill: /quick
+      slow:
+        skill: '/slow {scenario({"tick": {"interval": 0.1, "duration": 5, "to": "both"}}, {"result": "late"})}'
+        model: opus
+        timeout: 0.8
+    """
+    outcome, store = await run_pipeline(settings, tmp_path, body)
+    assert outcome.status == "failure"
+    quick, slow = store.list_runs("c")
+    assert (quick.model, slow.model) == ("haiku", "opus")
+    assert slow.termination is Termination.TIMEOUT
+    models = []
+    for record in read_invocation_log(log):
+        if record["event"] == "launch":
+            argv = record["argv"]
+            models.append(argv[argv.index("--model") + 1])
+    assert models == ["haiku", "opus"]
