@@ -9,6 +9,8 @@ the records, not just shown; the demo exits non-zero if one did not happen.
 from __future__ import annotations
 
 import os
+import shutil
+import subprocess
 import sys
 import tempfile
 import time
@@ -49,6 +51,16 @@ class Outcome:
 def scenario_dir() -> Path:
     """The fake agent's scenario for each /demo-* command of the demo recipe."""
     return Path(__file__).parent / "testing" / "demo_scenarios"
+
+
+def _project(root: Path) -> Path:
+    """The toy project the demo's steps work in: a git work tree when git is here, so lines changed count."""
+    project = root / "toy-project"
+    project.mkdir()
+    git = shutil.which("git")
+    if git is not None:
+        subprocess.run([git, "init", "-q"], cwd=project, check=False, capture_output=True)
+    return project
 
 
 def demo_settings(root: Path) -> Settings:
@@ -95,7 +107,7 @@ async def _follow(store: CampaignStore, console: Console) -> None:
 
 
 async def _dispatch(service: DispatchService, root: Path) -> DispatchOutcome:
-    return await service.dispatch(CAMPAIGN, JOB, RECIPE, {}, caller=CallerContext(None, None), cwd=root)
+    return await service.dispatch(CAMPAIGN, JOB, RECIPE, {}, caller=CallerContext(None, None), cwd=root / "toy-project")
 
 
 async def _campaign(settings: Settings, store: CampaignStore, root: Path, console: Console) -> list[Outcome]:
@@ -169,7 +181,7 @@ def _report_outcome(report: UsageReport) -> Outcome:
         "The token usage report: per step, efficiency and per model, in the three-table format",
         bool(report.steps) and bool(report.models) and "build" in steps and report.total.sessions >= 5,
         f"{len(report.steps)} steps ({', '.join(steps)}), {len(report.models)} models, "
-        f"{report.total.sessions} sessions",
+        f"{report.total.sessions} sessions, {report.total.loc_changed or 0} lines changed (measured by git)",
     )
 
 
@@ -186,6 +198,7 @@ def run_demo(console: Console | None = None, *, markdown_out: Path | None = None
     with tempfile.TemporaryDirectory(prefix="expeditor-demo-") as root_name:
         root = Path(root_name).resolve()
         settings = demo_settings(root)
+        _project(root)
         console.rule("expeditor demo: the bundled demo campaign on the fake agent (no API key, no network)")
         previous = os.environ.get("EXPEDITOR_FAKE_SCENARIO_DIR")
         os.environ["EXPEDITOR_FAKE_SCENARIO_DIR"] = str(scenario_dir())

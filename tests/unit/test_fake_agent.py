@@ -340,3 +340,14 @@ def test_the_invocation_log_records_each_launch_and_exit(agent: Agent) -> None:
     assert all(key.startswith("EXPEDITOR_") for key in launch["env"].keys() - expected.keys())
     assert exit_ == {"event": "exit", "pid": launch["pid"], "code": 0, "time": exit_["time"]}
     assert (refused_launch["session_id"], refused_exit["code"]) == (None, 1)
+
+
+def test_a_write_file_step_edits_the_project_and_a_path_leaving_it_is_refused(agent: Agent) -> None:
+    scenario = json.dumps({"steps": [{"write_file": {"path": "src/app.py", "text": "x = 1\n"}}, {"result": "ok"}]})
+    run = agent.stream("/build", scenario=scenario)
+    assert run.code == 0, run.stderr
+    assert (agent.cwd / "src" / "app.py").read_text() == "x = 1\n"
+    escaping = json.dumps({"steps": [{"write_file": {"path": "../outside.py", "text": ""}}]})
+    refused = agent.stream("/build", scenario=escaping)
+    assert refused.code == 2
+    assert "must stay inside the working directory" in refused.stderr

@@ -22,6 +22,7 @@ A new step kind is one model and one member of ``Step`` here, and one ``case`` i
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Annotated, Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationError, field_validator
@@ -261,6 +262,24 @@ class ResultStep(_Strict):
         return {"text": value} if isinstance(value, str) else _none_to_empty(value)
 
 
+class FileWrite(_Strict):
+    """A file the agent writes, as an agent editing a project does (no output, no transcript line)."""
+
+    path: str = Field(min_length=1, description="relative to the working directory")
+    text: str
+
+    @field_validator("path")
+    @classmethod
+    def _inside(cls, value: str) -> str:
+        if Path(value).is_absolute() or ".." in Path(value).parts:
+            raise ValueError(f"path {value!r} must stay inside the working directory")
+        return value
+
+
+class WriteFileStep(_Strict):
+    write_file: FileWrite
+
+
 class ExitStep(_Strict):
     exit: int = Field(ge=0, le=255)
 
@@ -287,6 +306,7 @@ Step = Annotated[
     | Annotated[BurnCpuStep, Tag("burn_cpu")]
     | Annotated[CallToolStep, Tag("call_tool")]
     | Annotated[ResultStep, Tag("result")]
+    | Annotated[WriteFileStep, Tag("write_file")]
     | Annotated[ExitStep, Tag("exit")]
     | Annotated[HangStep, Tag("hang")]
     | Annotated[MarkerStep, Tag("marker")],

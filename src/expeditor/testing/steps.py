@@ -9,6 +9,7 @@ from __future__ import annotations
 import time
 import uuid
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, assert_never
 
 from expeditor.testing.channels import InvocationLog, now_iso
@@ -36,6 +37,7 @@ from expeditor.testing.scenario import (
     ToolResultStep,
     ToolUseBlock,
     TranscriptOnlyStep,
+    WriteFileStep,
 )
 from expeditor.testing.sleeper import burn
 from expeditor.testing.spawning import Child, spawn, wait_for
@@ -113,6 +115,10 @@ def _run(step: Step, rt: Runtime) -> int | None:
                 num_turns=spec.num_turns,
                 cost=spec.cost_usd,
             )
+        case WriteFileStep(write_file=write):
+            target = Path.cwd() / write.path
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_text(write.text)
         case ExitStep(exit=code):
             return code
         case HangStep():
