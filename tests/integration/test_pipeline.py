@@ -246,3 +246,30 @@ async def test_a_steps_model_and_timeout_reach_its_session(tmp_path: Path, monke
             argv = record["argv"]
             models.append(argv[argv.index("--model") + 1])
     assert models == ["haiku", "opus"]
+
+
+STDERR_PROGRESS = (
+    "import sys, time\nfor _ in range(8):\n    print('compiling', file=sys.stderr, flush=True)\n    time.sleep(0.2)"
+)
+FAKE_RESULT_LINE = (
+    "import json, time; print(json.dumps({'type': 'result', 'is_error': True, 'result': 'x'}), flush=True); "
+    "time.sleep(0.6); print('done')"
+)
+
+
+@pytest.mark.parametrize(
+    ("name", "script"), [("stderr progress", STDERR_PROGRESS), ("result-like output", FAKE_RESULT_LINE)]
+)
+async def test_a_run_step_is_judged_as_a_command(tmp_path: Path, name: str, script: str) -> None:
+    # stderr is a command's progress, and its stdout is text: neither may end it early.
+    settings = fake_settings(tmp_path)
+    body = f"""
+    steps:
+      build:
+        run: ['{PYTHON}', '-c', {json.dumps(script)}]
+        stale_threshold: 1.0
+    """
+    outcome, store = await run_pipeline(settings, tmp_path, body)
+    (run,) = store.list_runs("c")
+    assert outcome.status == "success", (name, outcome.reason)
+    assert run.termination is Termination.COMPLETED

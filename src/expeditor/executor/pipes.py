@@ -42,16 +42,20 @@ class SessionPipes:
             try:
                 chunk = await stream.receive(_READ_SIZE)
             except (anyio.EndOfStream, anyio.ClosedResourceError, anyio.BrokenResourceError):
-                for line in self.splitter.flush():
-                    self._line(line)
+                if not self.keep_stdout:
+                    for line in self.splitter.flush():
+                        self._line(line)
                 self.stdout_eof.set()
                 return
             self.session.stdout_bytes += len(chunk)
             self.session.clock.moved(Signal.STDOUT)
             if self.keep_stdout:
+                # A plain command's output is text, not events: a line that looks like a result
+                # event (it ran `claude -p` itself, or printed a log) must not end the run.
                 self.stdout += chunk
                 if len(self.stdout) > 2 * _STDOUT_TAIL_BYTES:
                     del self.stdout[: len(self.stdout) - _STDOUT_TAIL_BYTES]
+                continue
             for line in self.splitter.feed(chunk):
                 self._line(line)
 

@@ -170,7 +170,8 @@ async def run_managed(
             race.start_soon(pipes.pump_stdout)
             race.start_soon(pipes.pump_stderr)
             race.start_soon(_watch_exit, process, pipes, policy, spec.reports_result)
-            race.start_soon(_watch_result, process, pipes, policy)
+            if spec.reports_result:
+                race.start_soon(_watch_result, process, pipes, policy)
             race.start_soon(_watch_deadline, decision, policy)
             for watcher in watchers:
                 race.start_soon(_run_watcher, watcher, session, decision)

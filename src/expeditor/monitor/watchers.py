@@ -5,7 +5,8 @@
   when a verdict is due instead of being polled.
 - ``StdoutWatcher`` ends it as ``idle_stall`` after ``idle_timeout`` without stdout bytes (the
   runner's reader records them). It only runs when its threshold is the stricter one, so one
-  silence gets one verdict.
+  silence gets one verdict. For a plain command (no transcript) stderr counts as output too:
+  compilers, test runners and package managers report their progress there.
 - ``ChildrenWatcher`` samples the session's descendants from one shared process-table snapshot
   and records movement; it never ends a run.
 
@@ -27,16 +28,31 @@ from expeditor.monitor.suppression import SuppressionPolicy
 __all__ = ["LIVENESS_SIGNALS", "ChildrenWatcher", "SilenceWatcher", "default_watchers"]
 
 LIVENESS_SIGNALS = (Signal.TRANSCRIPT, Signal.STDOUT, Signal.CHILDREN)
+COMMAND_LIVENESS_SIGNALS = (Signal.STDOUT, Signal.STDERR, Signal.CHILDREN)
+_SIGNAL_NAMES = {
+    Signal.TRANSCRIPT: "transcript",
+    Signal.STDOUT: "stdout",
+    Signal.STDERR: "stderr",
+    Signal.CHILDREN: "child-process",
+}
 
 
 class SilenceWatcher:
     """Ends the run once every liveness signal is silent past the threshold and nothing suppresses it."""
 
-    def __init__(self, signal: Signal, termination: Termination, decided_by: DecidedBy, setting: str) -> None:
+    def __init__(
+        self,
+        signal: Signal,
+        termination: Termination,
+        decided_by: DecidedBy,
+        setting: str,
+        signals: tuple[Signal, ...] = LIVENESS_SIGNALS,
+    ) -> None:
         self.signal = signal
         self.termination = termination
         self.decided_by = decided_by
         self.setting = setting
+        self.signals = signals
 
     def threshold(self, policy: RunPolicy) -> float:
         return policy.stale_threshold if self.signal is Signal.TRANSCRIPT else policy.idle_timeout
@@ -49,7 +65,7 @@ class SilenceWatcher:
         while True:
             session.observe_transcript()
             now = anyio.current_time()
-            moved_at = session.clock.last_any(LIVENESS_SIGNALS)
+            moved_at = session.clock.last_any(self.signals)
             # While a marker vouches, look again every poll; otherwise sleep until a verdict could be due.
             # Movement only pushes that moment later, so sleeping until then misses nothing.
             due = max(moved_at, suppression.vouched_at) + threshold
@@ -68,8 +84,9 @@ class SilenceWatcher:
                 # The marker went away (its call returned): give the session a threshold to show it.
                 suppressing = False
                 continue
+            names = [_SIGNAL_NAMES[signal] for signal in self.signals]
             reason = (
-                f"no transcript, stdout or child-process activity for {now - moved_at:.1f}s "
+                f"no {', '.join(names[:-1])} or {names[-1]} activity for {now - moved_at:.1f}s "
                 f"(its {self.setting} is {threshold:g}s)"
             )
             if decision.note:
@@ -87,8 +104,8 @@ class TranscriptWatcher(SilenceWatcher):
 
 
 class StdoutWatcher(SilenceWatcher):
-    def __init__(self) -> None:
-        super().__init__(Signal.STDOUT, Termination.IDLE_STALL, DecidedBy.STDOUT, "idle_timeout")
+    def __init__(self, signals: tuple[Signal, ...] = LIVENESS_SIGNALS) -> None:
+        super().__init__(Signal.STDOUT, Termination.IDLE_STALL, DecidedBy.STDOUT, "idle_timeout", signals)
 
 
 class ChildrenWatcher:
@@ -117,6 +134,8 @@ def default_watchers(policy: RunPolicy, table: ProcessTable, *, has_transcript: 
     watchers: list[Watcher] = [ChildrenWatcher(table)]
     if has_transcript:
         watchers.append(TranscriptWatcher())
-    if not has_transcript or policy.idle_timeout < policy.stale_threshold:
+    if not has_transcript:
+        watchers.append(StdoutWatcher(COMMAND_LIVENESS_SIGNALS))
+    elif policy.idle_timeout < policy.stale_threshold:
         watchers.append(StdoutWatcher())
     return watchers
