@@ -30,6 +30,7 @@ from expeditor.executor.transcript import transcript_path
 from expeditor.ids import new_session_id, validate_identifier
 from expeditor.monitor import execution_marker
 from expeditor.recipes import Orchestrator, Recipe, RecipeError, RecipeLibrary, orchestrator_prompt
+from expeditor.recipes.pipeline import steps_to_forget
 from expeditor.server.caller import CallerContext
 from expeditor.server.child_config import settings_environment
 from expeditor.server.supervisor import RunContext, Supervisor
@@ -106,6 +107,7 @@ class DispatchService:
         if done is not None and not force:
             return self._short_circuit(done, self._resolved_for_comparison(recipe, inputs))
         loaded, resolved, work_dir = self._prepare(recipe, inputs, cwd)
+        previous = await anyio.to_thread.run_sync(self.store.get, campaign, name)
         claim = await anyio.to_thread.run_sync(
             functools.partial(
                 self.store.claim,
@@ -127,6 +129,10 @@ class DispatchService:
                 already_running=True,
                 inputs_changed=claim.inputs_changed,
             )
+        forget = steps_to_forget(previous, resolved, forced=force)
+        if loaded.orchestrator is Orchestrator.PIPELINE and forget is not None:
+            cleared = await anyio.to_thread.run_sync(self.store.clear_steps, campaign, name)
+            logger.info("%s/%s: forgot %d recorded step executions: %s", campaign, name, cleared, forget)
         async with self._slots:
             return await self._launch(
                 claim.record, claim.prior_session_id, loaded, resolved, work_dir, caller, stale_threshold

@@ -76,6 +76,12 @@ async def test_a_dispatched_pipeline_waiting_on_a_silent_step_is_not_killed(
         assert again.structured_content is not None
         assert again.structured_content["short_circuited"] is True
         assert len(launched_commands(tmp_path)) == 3
+
+        forced = await client.call_tool("dispatch", {**DISPATCH, "cwd": str(tmp_path), "force": True})
+        assert forced.structured_content is not None
+        assert forced.structured_content["status"] == "success"
+        # A forced rerun starts over: every step runs again, none is replayed.
+        assert launched_commands(tmp_path) == ["/plan", "/wait", "/finish"] * 2
     store = SqliteCampaignStore(settings.state_path)
     try:
         assert [(e.step, e.status) for e in store.list_steps("release-8", "ship")] == [
@@ -84,8 +90,8 @@ async def test_a_dispatched_pipeline_waiting_on_a_silent_step_is_not_killed(
             ("finish", StepStatus.SUCCESS),
         ]
         runs = store.list_runs("release-8", job_name="ship")
-        assert sorted(r.kind.value for r in runs) == ["pipeline", "skill", "skill", "skill"]
-        pipeline = next(r for r in runs if r.kind.value == "pipeline")
-        assert {r.caller_session_id for r in runs if r.kind.value == "skill"} == {pipeline.run_id}
+        assert sorted(r.kind.value for r in runs) == ["pipeline"] * 2 + ["skill"] * 6
+        pipelines = {r.run_id for r in runs if r.kind.value == "pipeline"}
+        assert {r.caller_session_id for r in runs if r.kind.value == "skill"} == pipelines
     finally:
         store.close()

@@ -15,9 +15,15 @@ from expeditor.executor import ClaudeCodeExecutor, Termination
 from expeditor.ids import new_session_id
 from expeditor.monitor import parse_marker_name
 from expeditor.recipes import parse_recipe
-from expeditor.recipes.pipeline import STEP_MARKER_LABEL, PipelineJob, PipelineOutcome, PipelineRunner
+from expeditor.recipes.pipeline import (
+    STEP_MARKER_LABEL,
+    PipelineJob,
+    PipelineOutcome,
+    PipelineRunner,
+    steps_to_forget,
+)
 from expeditor.server.supervisor import Supervisor
-from expeditor.state import RunStatus, SqliteCampaignStore, StepStatus
+from expeditor.state import ClaimAction, Owner, RunStatus, SqliteCampaignStore, StepStatus
 from expeditor.testing import launched_prompts, read_invocation_log
 from tests.support.fake import fake_settings
 
@@ -273,3 +279,41 @@ async def test_a_run_step_is_judged_as_a_command(tmp_path: Path, name: str, scri
     (run,) = store.list_runs("c")
     assert outcome.status == "success", (name, outcome.reason)
     assert run.termination is Termination.COMPLETED
+
+
+async def test_a_step_the_executor_refuses_fails_with_the_reason_and_the_run_goes_on(tmp_path: Path) -> None:
+    settings = fake_settings(tmp_path)
+    body = """
+    inputs:
+      flag: {default: --help}
+    steps:
+      ask:
+        skill: '{flag}'
+        on_failure: recover
+      recover:
+        skill: /recover
+    """
+    outcome, store = await run_pipeline(settings, tmp_path, body)
+    assert outcome.status == "success", outcome.reason
+    ask, recover = outcome.executions
+    assert ask.status is StepStatus.FAILURE
+    assert "starts with '-'" in (ask.reason or "")
+    assert recover.status is StepStatus.SUCCESS
+    assert [run.label for run in store.list_runs("c")] == ["recover"]  # the refused one never launched
+
+
+async def test_steps_recorded_under_other_inputs_are_not_replayed(tmp_path: Path) -> None:
+    settings = fake_settings(tmp_path)
+    store = SqliteCampaignStore(settings.state_path)
+    try:
+        claim = store.claim("c", "j", recipe="t", inputs={"topic": "a"}, caller_session_id=None, owner=Owner.current())
+        assert claim.action is ClaimAction.LAUNCH
+        store.mark_running("c", "j", attempt=1, dispatched_session_id=new_session_id())
+        store.mark_failed("c", "j", attempt=1, error="step two failed")
+        previous = store.get("c", "j")
+        assert steps_to_forget(previous, {"topic": "a"}, forced=False) is None
+        assert "inputs changed" in (steps_to_forget(previous, {"topic": "b"}, forced=False) or "")
+        assert "forced" in (steps_to_forget(previous, {"topic": "a"}, forced=True) or "")
+        assert steps_to_forget(None, {"topic": "b"}, forced=True) is None
+    finally:
+        store.close()

@@ -23,15 +23,12 @@ FINISH = json.dumps({"steps": [{"result": "finished"}]})
 
 FIVE_STEPS = """\
 name: five
-description: five skill steps; the third one's scenario is an input
+description: five skill steps
 orchestrator: pipeline
-inputs:
-  third:
-    description: the fake agent's scenario for step three
 steps:
   one: {skill: /one}
   two: {skill: /two}
-  three: {skill: '/three {third}'}
+  three: {skill: /three}
   four: {skill: /four}
   five: {skill: /five}
 """
@@ -45,13 +42,17 @@ def environment(tmp_path: Path) -> dict[str, str]:
         "EXPEDITOR_ALLOWED_ROOTS": str(tmp_path),
         "EXPEDITOR_KILL_GRACE": "0.5",
         "EXPEDITOR_FAKE_LOG": str(tmp_path / "agent.log"),
+        "EXPEDITOR_FAKE_SCENARIO_DIR": str(tmp_path / "scenarios"),
     }
 
 
 def recipe_run(tmp_path: Path, third: str) -> list[str]:
+    """The command line, with ``third`` as what the fake agent does for step three this time."""
     home = tmp_path / "home"
     (home / "recipes").mkdir(parents=True, exist_ok=True)
     (home / "recipes" / "five.yaml").write_text(FIVE_STEPS)
+    (tmp_path / "scenarios").mkdir(exist_ok=True)
+    (tmp_path / "scenarios" / "three.json").write_text(third)
     return [
         sys.executable,
         "-m",
@@ -65,8 +66,6 @@ def recipe_run(tmp_path: Path, third: str) -> list[str]:
         "nightly",
         "--cwd",
         str(tmp_path),
-        "--input",
-        f"third={third}",
     ]
 
 

@@ -26,6 +26,7 @@ from typing import Literal, Protocol
 import anyio
 
 from expeditor.config import Settings
+from expeditor.errors import ExpeditorError
 from expeditor.executor import RunRequest, RunResult, SessionKind, Termination
 from expeditor.ids import new_session_id
 from expeditor.monitor import execution_marker
@@ -35,10 +36,17 @@ from expeditor.recipes.problems import RecipeError
 from expeditor.recipes.schema import DEFAULT_MAX_VISITS, FAIL, STOP, Outcome, Recipe
 from expeditor.server.caller import CallerContext
 from expeditor.server.supervisor import RunContext, Supervisor
-from expeditor.state import CampaignStore, StepExecution, StepStatus
+from expeditor.state import CampaignStore, DispatchRecord, DispatchStatus, StepExecution, StepStatus, inputs_hash
 from expeditor.usage import SessionUsage
 
-__all__ = ["STEP_MARKER_LABEL", "PipelineJob", "PipelineObserver", "PipelineOutcome", "PipelineRunner"]
+__all__ = [
+    "STEP_MARKER_LABEL",
+    "PipelineJob",
+    "PipelineObserver",
+    "PipelineOutcome",
+    "PipelineRunner",
+    "steps_to_forget",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -112,6 +120,21 @@ class _Ended(Exception):
         super().__init__(reason)
         self.status: PipelineStatus = status
         self.reason = reason
+
+
+def steps_to_forget(previous: DispatchRecord | None, inputs: Mapping[str, str], *, forced: bool) -> str | None:
+    """Why a job's recorded step executions must not be replayed by its next launch; None to replay them.
+
+    A forced rerun (or a relaunch of a job that succeeded) starts over; steps recorded under other
+    inputs did other work, and their captures would lie to the steps after them.
+    """
+    if previous is None:
+        return None
+    if forced or previous.status is DispatchStatus.SUCCESS:
+        return "a forced rerun starts the job over"
+    if previous.inputs_hash != inputs_hash(dict(inputs)):
+        return "the job's inputs changed since its steps were recorded, so it starts over"
+    return None
 
 
 class PipelineRunner:
@@ -260,6 +283,15 @@ class PipelineRunner:
                     heartbeat_interval=settings.marker_heartbeat_interval,
                 ):
                     result = await self.supervisor.run(request, caller, context=context)
+            except ExpeditorError as exc:
+                # Refused before it started (a prompt the CLI cannot take, a directory that went
+                # away): retrying cannot help, and the run goes on along the step's failure route.
+                refused = running.model_copy(
+                    update={"status": StepStatus.FAILURE, "finished_at": time.time(), "reason": str(exc)}
+                )
+                await self._record(refused)
+                self.observer.step_finished(refused, None)
+                return "failure"
             except BaseException:
                 with anyio.CancelScope(shield=True):
                     cancelled = running.model_copy(
@@ -274,7 +306,12 @@ class PipelineRunner:
             usage = usage + result.usage
             if result.termination is Termination.CANCELLED:
                 ended = running.model_copy(
-                    update={"status": StepStatus.CANCELLED, "finished_at": time.time(), "reason": result.reason}
+                    update={
+                        "status": StepStatus.CANCELLED,
+                        "finished_at": time.time(),
+                        "reason": result.reason,
+                        "usage": usage,
+                    }
                 )
                 await self._record(ended)
                 self.observer.step_finished(ended, result)

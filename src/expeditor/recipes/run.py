@@ -32,7 +32,7 @@ from expeditor.executor import ClaudeCodeExecutor
 from expeditor.ids import new_session_id, validate_identifier
 from expeditor.logs import configure_logging
 from expeditor.recipes.loader import RecipeLibrary
-from expeditor.recipes.pipeline import PipelineJob, PipelineObserver, PipelineOutcome, PipelineRunner
+from expeditor.recipes.pipeline import PipelineJob, PipelineObserver, PipelineOutcome, PipelineRunner, steps_to_forget
 from expeditor.recipes.problems import RecipeError
 from expeditor.recipes.progress import (
     LinesProgress,
@@ -111,6 +111,7 @@ def run_recipe(settings: Settings, request: RecipeRun, out: TextIO | None = None
 async def _run_job(settings: Settings, store: CampaignStore, job: PipelineJob, request: RecipeRun, out: TextIO) -> int:
     attempt: int | None = None
     if not request.dispatched:
+        previous = await anyio.to_thread.run_sync(store.get, job.campaign_id, job.job_name)
         claim = await anyio.to_thread.run_sync(
             functools.partial(
                 store.claim,
@@ -133,8 +134,11 @@ async def _run_job(settings: Settings, store: CampaignStore, job: PipelineJob, r
             out.write(f"{job.campaign_id}/{job.job_name} is already running: {claim.reason}\n")
             return EXIT_FAILED
         attempt = claim.attempt
-        if request.force:
-            await anyio.to_thread.run_sync(store.clear_steps, job.campaign_id, job.job_name)
+        forget = steps_to_forget(previous, job.inputs, forced=request.force)
+        if forget is not None:
+            cleared = await anyio.to_thread.run_sync(store.clear_steps, job.campaign_id, job.job_name)
+            if cleared:
+                out.write(f"{cleared} recorded step executions are not replayed: {forget}\n")
         await anyio.to_thread.run_sync(
             functools.partial(
                 store.mark_running, job.campaign_id, job.job_name, attempt=attempt, dispatched_session_id=job.run_id
