@@ -131,15 +131,31 @@ def test_a_pipeline_killed_at_step_three_resumes_at_step_three(tmp_path: Path) -
         assert record.status is DispatchStatus.SUCCESS
         assert record.attempts == 2
         assert [e.status for e in store.list_steps("nightly", "five")] == [StepStatus.SUCCESS] * 5
+        # What the killed runner left behind was cleaned up by the next one.
+        killed_step = next(run for run in store.list_runs("nightly") if run.label == "three")
+        assert killed_step.status is RunStatus.INTERRUPTED
+        assert [run.status for run in store.list_runs(status=RunStatus.RUNNING)] == []
     finally:
         store.close()
+    assert list((tmp_path / "home" / "markers").glob("*.marker")) == []
+    assert list((tmp_path / "home" / "sessions").glob("*.json")) == []
 
 
-@pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM])
-def test_ctrl_c_during_a_step_leaves_nothing_and_the_rerun_resumes_there(tmp_path: Path, stop: signal.Signals) -> None:
+@pytest.mark.parametrize(
+    "signals",
+    [(signal.SIGINT,), (signal.SIGTERM,), (signal.SIGINT, signal.SIGTERM)],
+    ids=["SIGINT", "SIGTERM", "SIGINT then SIGTERM, as Claude Code stops a server"],
+)
+def test_ctrl_c_during_a_step_leaves_nothing_and_the_rerun_resumes_there(
+    tmp_path: Path, signals: tuple[signal.Signals, ...]
+) -> None:
+    stop = signals[0]
     runner = start_until_step_three_runs(tmp_path)
     started = time.monotonic()
-    runner.send_signal(stop)
+    for number, sent in enumerate(signals):
+        if number:
+            time.sleep(0.02)
+        runner.send_signal(sent)
     out, err = runner.communicate(timeout=20)
     elapsed = time.monotonic() - started
     assert runner.returncode == 130, out + err

@@ -32,6 +32,7 @@ __all__ = [
     "execution_marker",
     "find_active_marker",
     "parse_marker_name",
+    "remove_orphaned_markers",
     "touch_marker",
     "write_marker",
 ]
@@ -144,6 +145,33 @@ def _read_active(path: Path, session_id: str, freshness: float, now: float) -> A
         started_at=float(started),
         expires_at=None if expires_at is None else float(expires_at),
     )
+
+
+def remove_orphaned_markers(marker_dir: Path) -> list[str]:
+    """Delete the markers whose owner process is gone (a holder killed with SIGKILL); returns their names.
+
+    Such a marker never vouches again (its owner is checked on every read), but it would sit in the
+    directory and in ``status`` forever. Files that are not markers, or cannot be read, are left alone.
+    """
+    removed: list[str] = []
+    try:
+        entries = list(os.scandir(marker_dir))
+    except OSError:
+        return removed
+    for entry in entries:
+        if parse_marker_name(entry.name) is None:
+            continue
+        try:
+            body = json.loads(Path(entry.path).read_bytes())
+        except (OSError, ValueError):
+            continue
+        pid, start = (body.get("pid"), body.get("pid_start_time")) if isinstance(body, dict) else (None, None)  # pyright: ignore[reportUnknownMemberType, reportUnknownVariableType]
+        if not isinstance(pid, int) or not isinstance(start, int | float) or process_alive(pid, float(start)):
+            continue
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(entry.path)
+            removed.append(entry.name)
+    return removed
 
 
 def find_active_marker(

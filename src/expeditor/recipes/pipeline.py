@@ -254,6 +254,12 @@ class PipelineRunner:
         result: RunResult | None = None
         running: StepExecution | None = None
         for attempt in range(1, step.retries + 2):
+            if self.supervisor.closing is not None:
+                reason = f"stopped before step {name!r} could start: {self.supervisor.closing}"
+                if running is not None:  # between two attempts
+                    update = {"status": StepStatus.CANCELLED, "finished_at": time.time(), "reason": reason}
+                    await self._record(running.model_copy(update={**update, "usage": usage}))
+                raise _Ended("cancelled", reason)
             session_id = new_session_id()
             running = self._execution(
                 sequence, name, StepStatus.RUNNING, started, run_id=session_id, attempts=attempt, usage=usage

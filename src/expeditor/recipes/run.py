@@ -43,6 +43,7 @@ from expeditor.recipes.progress import (
     summary_text,
 )
 from expeditor.recipes.schema import Recipe
+from expeditor.server.reaper import reap_leftovers
 from expeditor.server.supervisor import Supervisor
 from expeditor.state import CampaignStore, ClaimAction, Owner, SqliteCampaignStore, inputs_hash
 from expeditor.usage.aggregate import campaign_report, campaign_runs, job_usage
@@ -109,6 +110,23 @@ def run_recipe(settings: Settings, request: RecipeRun, out: TextIO | None = None
 
 
 async def _run_job(settings: Settings, store: CampaignStore, job: PipelineJob, request: RecipeRun, out: TextIO) -> int:
+    executor = ClaudeCodeExecutor(settings)
+    supervisor = Supervisor(settings, executor, store=store)
+    code = EXIT_CANCELLED
+    async with anyio.create_task_group() as group:
+        # Listening from the first moment to the last record: a signal stops the running step, and a
+        # second one (Claude Code sends SIGTERM 100 ms after SIGINT) cannot cut the bookkeeping short.
+        group.start_soon(_stop_on_signals, supervisor)
+        # A runner killed with SIGKILL left its step's registry entry, run record and marker behind.
+        await reap_leftovers(settings, executor.registry, store)
+        code = await _claim_and_run(settings, store, supervisor, job, request, out)
+        group.cancel_scope.cancel()
+    return code
+
+
+async def _claim_and_run(
+    settings: Settings, store: CampaignStore, supervisor: Supervisor, job: PipelineJob, request: RecipeRun, out: TextIO
+) -> int:
     attempt: int | None = None
     if not request.dispatched:
         previous = await anyio.to_thread.run_sync(store.get, job.campaign_id, job.job_name)
@@ -144,7 +162,6 @@ async def _run_job(settings: Settings, store: CampaignStore, job: PipelineJob, r
                 store.mark_running, job.campaign_id, job.job_name, attempt=attempt, dispatched_session_id=job.run_id
             )
         )
-    supervisor = Supervisor(settings, ClaudeCodeExecutor(settings), store=store)
     outcome = await _run_with_progress(settings, store, supervisor, job, request, out)
     if attempt is not None:
         with anyio.CancelScope(shield=True):
@@ -168,16 +185,11 @@ async def _run_with_progress(
     live = LiveProgress(console, last_activity_of(supervisor)) if stream is None and out.isatty() else None
     observer: PipelineObserver = stream or live or LinesProgress(out)
     runner = PipelineRunner(settings, store, supervisor, job, observer)
-    outcome: PipelineOutcome | None = None
-    async with anyio.create_task_group() as group:
-        group.start_soon(_stop_on_signals, supervisor)
-        if live is not None:
-            with live:
-                outcome = await runner.run()
-        else:
+    if live is not None:
+        with live:
             outcome = await runner.run()
-        group.cancel_scope.cancel()
-    assert outcome is not None
+    else:
+        outcome = await runner.run()
     summary = summary_text(outcome.executions, outcome.replayed)
     if stream is not None:
         stream.emit(
@@ -214,10 +226,11 @@ def _print_usage_report(store: CampaignStore, job: PipelineJob, console: Console
 async def _stop_on_signals(supervisor: Supervisor) -> None:
     with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async for received in signals:
+            if supervisor.closing is not None:
+                continue  # already stopping; this one only must not kill us mid-record
             name = signal.Signals(received).name
             # The runner sees its step end as cancelled, records it, and ends the walk.
             await supervisor.shut_down(f"the pipeline runner received {name}")
-            return
 
 
 def _record_job_end(store: CampaignStore, job: PipelineJob, attempt: int, outcome: PipelineOutcome) -> None:

@@ -1,8 +1,9 @@
-"""What a server finds at start-up that a killed server left behind.
+"""What a server (or a pipeline runner) finds at start-up that a killed one left behind.
 
 Registry entries whose owning server is dead describe sessions nobody supervises: their trees
 are killed (a pid is only signalled when its start time matches the entry) and their runs are
-marked ``interrupted``. Entries of live servers are left alone: they are someone else's.
+marked ``interrupted``; markers whose holder died are removed. Entries of live servers are left
+alone: they are someone else's.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from expeditor.config import Settings
 from expeditor.errors import ExpeditorError
 from expeditor.executor.process_tree import snapshot_targets, terminate
 from expeditor.executor.registry import SessionRegistry
+from expeditor.monitor.markers import remove_orphaned_markers
 from expeditor.state import CampaignStore
 
 __all__ = ["reap_leftovers"]
@@ -45,6 +47,8 @@ async def reap_leftovers(settings: Settings, registry: SessionRegistry, store: C
                 )
         registry.remove(entry.session_id)
         reaped += 1
+    for name in remove_orphaned_markers(settings.markers_path):
+        logger.warning("removed marker %s: its holder died without removing it", name)
     try:
         interrupted = await anyio.to_thread.run_sync(store.interrupt_runs_of_dead_owners)
     except ExpeditorError as exc:

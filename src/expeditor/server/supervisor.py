@@ -78,6 +78,11 @@ class Supervisor:
         self._changed = anyio.Event()
         self._closing: str | None = None
 
+    @property
+    def closing(self) -> str | None:
+        """Why every run is being stopped (shutdown began), or None."""
+        return self._closing
+
     def prepare(self, request: RunRequest) -> RunRequest:
         """Choose the child's id now, so its generated MCP config can name it."""
         session_id = request.resume_session_id or request.session_id or new_session_id()
