@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from expeditor.usage.loc import NOT_A_REPOSITORY, lines_changed, worktree_state
+from expeditor.usage.loc import MAX_UNTRACKED_BYTES, WorktreeState, lines_changed, worktree_state
 
 TEN_LINES = "".join(f"line {number}\n" for number in range(10))
 
@@ -55,8 +55,12 @@ def test_an_edit_counts_the_lines_added_plus_the_lines_removed(repo: Path) -> No
     assert changed(repo, lambda: edit_three_lines(repo)) == 6
 
 
-def test_nothing_done_is_zero_and_the_same_state(repo: Path) -> None:
-    assert worktree_state(repo) == worktree_state(repo)
+def test_nothing_done_is_zero_and_the_same_tree(repo: Path) -> None:
+    first, second = worktree_state(repo), worktree_state(repo)
+    assert first is not None
+    assert second is not None
+    assert first.tree == second.tree
+    assert lines_changed(repo, first, second) == 0
     assert changed(repo, lambda: None) == 0
 
 
@@ -129,7 +133,7 @@ def test_outside_a_repository_nothing_changed_and_nothing_fails(tmp_path: Path) 
     plain = tmp_path / "plain"
     plain.mkdir()
     before = worktree_state(plain)
-    assert before == NOT_A_REPOSITORY
+    assert before == WorktreeState(tree=None)
     (plain / "a.txt").write_text("1\n2\n3\n")
     assert lines_changed(plain, before, worktree_state(plain)) == 0
 
@@ -137,11 +141,10 @@ def test_outside_a_repository_nothing_changed_and_nothing_fails(tmp_path: Path) 
 def test_unknown_states_give_none(
     repo: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    state = worktree_state(repo)
-    assert lines_changed(repo, None, state) is None
-    assert lines_changed(repo, state, None) is None
+    assert lines_changed(repo, None, worktree_state(repo)) is None
+    assert lines_changed(repo, worktree_state(repo), None) is None
     with caplog.at_level(logging.WARNING, logger="expeditor.usage.loc"):
-        assert lines_changed(repo, state, "0" * 40) is None
+        assert lines_changed(repo, worktree_state(repo), WorktreeState(tree="0" * 40)) is None
     assert "could not compare git trees" in caplog.text
     monkeypatch.setenv("PATH", str(repo / "no-such-bin"))
     assert worktree_state(repo) is None  # no git at all
@@ -153,3 +156,25 @@ def test_a_moved_file_counts_only_the_lines_it_changed(repo: Path) -> None:
         (repo / "service.py").write_text(TEN_LINES.replace("line 0\n", "line zero\n"))
 
     assert changed(repo, move_and_edit) == 2
+
+
+def test_measuring_adds_nothing_to_the_repository_and_leaves_no_scratch_behind(repo: Path) -> None:
+    objects = repo / ".git" / "objects"
+    stored = sorted(path.name for path in objects.rglob("*") if path.is_file())
+    before = worktree_state(repo)
+    assert before is not None
+    assert before.objects is not None
+    (repo / "new.py").write_text("print('new')\n")
+    edit_three_lines(repo)
+    after = worktree_state(repo)
+    assert lines_changed(repo, before, after) == 7
+    assert sorted(path.name for path in objects.rglob("*") if path.is_file()) == stored
+    assert not before.objects.exists()
+
+
+def test_a_large_untracked_file_is_not_code_and_is_not_hashed(repo: Path) -> None:
+    def write_data() -> None:
+        (repo / "dump.csv").write_text("x,y\n" * (MAX_UNTRACKED_BYTES // 4 + 1))
+        (repo / "small.py").write_text("a = 1\nb = 2\n")
+
+    assert changed(repo, write_data) == 2

@@ -17,7 +17,7 @@ from expeditor.server.caller import CallerContext
 from expeditor.server.child_config import allowed_tools, child_mcp_config
 from expeditor.state import CampaignStore, Owner, RunEvidence, RunRecord, RunStatus
 from expeditor.usage import SessionUsage
-from expeditor.usage.loc import lines_changed, worktree_state
+from expeditor.usage.loc import WorktreeState, discard, lines_changed, worktree_state
 
 __all__ = ["LiveRun", "RunContext", "Supervisor", "run_label"]
 
@@ -114,7 +114,7 @@ class Supervisor:
         live = LiveRun(session_id, request.kind, caller.session_id, control)
         await self._record_started(live, request, context or RunContext())
         self.live[session_id] = live
-        before: str | None = None
+        before: WorktreeState | None = None
         try:
             before = await self._worktree_state(request)
             if self._closing is not None:
@@ -129,6 +129,7 @@ class Supervisor:
         except BaseException as exc:
             if control.result is None:
                 # Stopped before the session could start: its record must not stay "running".
+                discard(before)
                 with anyio.CancelScope(shield=True):
                     await self._record_not_started(session_id, exc)
             raise
@@ -160,10 +161,11 @@ class Supervisor:
         except ExpeditorError as error:
             logger.warning("session=%s could not be recorded as ended: %s", session_id, error)
 
-    async def _worktree_state(self, request: RunRequest) -> str | None:
+    async def _worktree_state(self, request: RunRequest) -> WorktreeState | None:
         if self.store is None or not self.settings.measure_loc:
             return None
-        return await anyio.to_thread.run_sync(worktree_state, request.cwd)
+        # Abandoned on cancel: Ctrl-C must not wait for git (bounded by its own timeout) to finish.
+        return await anyio.to_thread.run_sync(worktree_state, request.cwd, abandon_on_cancel=True)
 
     async def _record_started(self, live: LiveRun, request: RunRequest, context: RunContext) -> None:
         if self.store is None:
@@ -190,14 +192,17 @@ class Supervisor:
             # The run is still supervised; only its record is missing, and the log says so.
             logger.warning("session=%s could not be recorded as started: %s", live.session_id, exc)
 
-    async def _record_finished(self, result: RunResult, request: RunRequest, before: str | None) -> None:
+    async def _record_finished(self, result: RunResult, request: RunRequest, before: WorktreeState | None) -> None:
         if self.store is None:
+            discard(before)
             return
         loc_changed: int | None = None
         # A cancelled run is being torn down, often with its whole server: no time for git then.
         if before is not None and result.termination is not Termination.CANCELLED:
             after = await anyio.to_thread.run_sync(worktree_state, request.cwd)
             loc_changed = await anyio.to_thread.run_sync(lines_changed, request.cwd, before, after)
+        else:
+            discard(before)
         try:
             await anyio.to_thread.run_sync(
                 functools.partial(
