@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
+from rich import box
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
@@ -170,14 +171,19 @@ def render_table(report: UsageReport, console: Console) -> None:
     for index, layout in enumerate(_layouts(report)):
         if index:
             console.print()
-        table = Table(title=layout.title, title_justify="left")
-        for position, column in enumerate(layout.columns):
-            table.add_column(column, justify="left" if position < layout.text_columns else "right")
+        # Figures never wrap or shrink. When the terminal is narrower than the table, the table is
+        # printed at its natural width and the terminal wraps its lines: every number stays whole.
+        table = Table(title=layout.title, title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False)
+        cells = [list(layout.columns), *layout.rows, *([layout.total] if layout.total else [])]
+        widths = [max(len(row[position]) for row in cells) for position in range(len(layout.columns))]
+        for position, (column, width) in enumerate(zip(layout.columns, widths, strict=True)):
+            justify = "left" if position < layout.text_columns else "right"
+            table.add_column(column, justify=justify, no_wrap=True, min_width=width)
         for row in layout.rows:
             table.add_row(*(Text(cell) for cell in row))
         if layout.total:
             table.add_section()
             table.add_row(*(Text(cell) for cell in layout.total), style="bold")
-        console.print(table)
+        console.print(table, width=max(console.width, sum(widths) + 2 * len(widths)), crop=False)
         for note in layout.notes:
             console.print(Text(note))
