@@ -350,7 +350,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     run.add_argument("name", help="recipe name (expeditor recipe list)")
     run.add_argument("--input", action="append", default=[], metavar="KEY=VALUE", help="a recipe input")
-    run.add_argument("--campaign", help="campaign id (default: derived from the recipe and its inputs)")
+    run.add_argument("--campaign", help="campaign id (default: derived from the recipe, its inputs and --cwd)")
     run.add_argument("--job", help="the job's name within the campaign (default: the recipe's name)")
     run.add_argument("--cwd", help="project directory the steps work in (default: the first allowed root)")
     run.add_argument("--force", action="store_true", help="forget recorded steps and run the job from the start")

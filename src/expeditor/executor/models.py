@@ -64,6 +64,8 @@ class SessionKind(StrEnum):
     SKILL = "skill"
     ORCHESTRATOR = "orchestrator"
     PIPELINE = "pipeline"
+    COMMAND = "command"
+    """A recipe's ``run`` step: a plain command, no agent."""
 
 
 class KilledProcess(BaseModel):

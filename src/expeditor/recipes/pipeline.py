@@ -270,7 +270,7 @@ class PipelineRunner:
                 prompt=prompt,
                 argv=tuple(argv) if argv is not None else None,
                 cwd=job.cwd,
-                kind=SessionKind.SKILL,
+                kind=SessionKind.SKILL if argv is None else SessionKind.COMMAND,
                 model=effective.model if argv is None else None,
                 session_id=session_id,
                 stale_threshold=effective.stale_threshold,

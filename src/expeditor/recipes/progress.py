@@ -119,6 +119,13 @@ class LiveProgress:
 
     def replayed(self, execution: StepExecution) -> None:
         self.rows.append(execution)
+        self.console.print(
+            Text.assemble(
+                (f"{execution.status.value:>9} ", "dim"),
+                f"{execution.sequence}. {execution.step} (recorded earlier; not run again)",
+            )
+        )
+        self.live.refresh()
 
     def step_started(self, sequence: int, step: str, attempt: int, session_id: str, command: str) -> None:
         self.current = (sequence, step, attempt, session_id, time.time())
@@ -133,9 +140,11 @@ class LiveProgress:
                 f"{tokens_of(execution.usage):,} tokens",
             )
         )
+        self.live.refresh()
 
     def _render(self) -> Table:
         table = Table(box=None, show_header=True, header_style="bold")
+        # Tokens so far: of the steps that ended (a session's true figures arrive with its result).
         for column in ("#", "step", "status", "elapsed", "last activity", "tokens so far"):
             table.add_column(column)
         so_far = sum(tokens_of(row.usage) for row in self.rows)

@@ -1,7 +1,8 @@
 """``expeditor recipe run``: one pipeline job, claimed in the campaign store, resumable by rerunning.
 
 The job's identity is (campaign, job name). The campaign defaults to one derived from the
-recipe and its inputs, so the same command line names the same job and a rerun resumes it;
+recipe, its inputs and the project directory, so the same command line names the same job and
+a rerun resumes it;
 a job that already succeeded returns at once (``--force`` runs it again from the start).
 Run by a dispatcher (``--dispatched``), the dispatcher holds the claim and writes the job's
 record; this process only runs the steps and reports on stdout in stream-json.
@@ -56,9 +57,9 @@ EXIT_FAILED = 1
 EXIT_CANCELLED = 130
 
 
-def default_campaign(recipe: str, inputs: Mapping[str, str]) -> str:
-    """The campaign a recipe run belongs to when none is named: the same recipe and inputs give the same one."""
-    return f"{recipe}-{inputs_hash(dict(inputs))[:12]}"
+def default_campaign(recipe: str, inputs: Mapping[str, str], cwd: Path) -> str:
+    """The campaign of a recipe run that names none: the same recipe, inputs and project give the same one."""
+    return f"{recipe}-{inputs_hash({'inputs': dict(inputs), 'cwd': str(cwd)})[:12]}"
 
 
 @dataclass(frozen=True)
@@ -87,11 +88,11 @@ def run_recipe(settings: Settings, request: RecipeRun, out: TextIO | None = None
     """Run the job to its end; returns the exit code (0 success or already done, 1 failure, 130 stopped)."""
     target = out or sys.stdout
     recipe, inputs = _load(settings, request)
-    campaign = request.campaign_id or default_campaign(recipe.name, inputs)
+    cwd = ClaudeCodeExecutor(settings).checked_cwd(request.cwd or settings.allowed_roots[0])
+    campaign = request.campaign_id or default_campaign(recipe.name, inputs, cwd)
     job_name = request.job_name or recipe.name
     validate_identifier(campaign, what="campaign")
     validate_identifier(job_name, what="job name")
-    cwd = ClaudeCodeExecutor(settings).checked_cwd(request.cwd or settings.allowed_roots[0])
     # Launched by a dispatcher, this process is a managed session and keys its markers on its own id.
     own_id = os.environ.get("EXPEDITOR_SESSION_ID")
     run_id = (

@@ -25,6 +25,7 @@ _MAY_CALL: dict[SessionKind | None, frozenset[str]] = {
     SessionKind.ORCHESTRATOR: frozenset({"run_skill"}),
     SessionKind.SKILL: frozenset(),
     SessionKind.PIPELINE: frozenset(),
+    SessionKind.COMMAND: frozenset(),
 }
 
 
@@ -58,6 +59,7 @@ class CallerContext:
                     SessionKind.ORCHESTRATOR: "an orchestrator may call run_skill, but only a top-level caller "
                     "may dispatch jobs",
                     SessionKind.PIPELINE: "a pipeline's steps are run by the pipeline runner itself",
+                    SessionKind.COMMAND: "a recipe's run step is a plain command",
                 }[self.kind]
             )
 

@@ -22,6 +22,7 @@ _TOOLS_BY_KIND: dict[SessionKind, tuple[str, ...]] = {
     SessionKind.ORCHESTRATOR: ("run_skill", "list_sessions", "get_dispatch"),
     SessionKind.SKILL: (),
     SessionKind.PIPELINE: (),
+    SessionKind.COMMAND: (),
 }
 
 

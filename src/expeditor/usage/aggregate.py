@@ -5,8 +5,8 @@ or its transcript deduplicated by message id, from where a resumed session start
 module only adds them up. Two things overlap when runs nest (an orchestrator waits while the
 skills it called run in its working directory; a dispatched pipeline runner waits on its
 steps) and are therefore counted once in the totals: wall time (the time anything ran) and
-lines changed (each tree of runs once). A pipeline runner is no agent and spends no tokens:
-it has no row of its own, its steps do.
+lines changed (each tree of runs once). A pipeline runner or a recipe's plain ``run`` command is
+no agent and spends no tokens: neither has a row of its own, though both count in those totals.
 """
 
 from __future__ import annotations
@@ -205,7 +205,9 @@ def build_report(
     moment = time.time() if now is None else now
     ordered = sorted(runs, key=lambda run: (run.started_at, run.run_id, run.launch))
     every_run = [_Run.of(run, moment) for run in ordered]
-    sessions = [r for r in every_run if r.run.kind is not SessionKind.PIPELINE]
+    # A pipeline runner and a plain command are no agents and spend no tokens: their steps (or
+    # nothing) have rows; they still count in the total time and lines changed.
+    sessions = [r for r in every_run if r.run.kind not in (SessionKind.PIPELINE, SessionKind.COMMAND)]
     by_step: dict[str, list[_Run]] = {}
     for session in sessions:
         by_step.setdefault(session.step, []).append(session)
