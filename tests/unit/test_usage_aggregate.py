@@ -7,7 +7,7 @@ from typing import Any
 
 from expeditor.executor.models import SessionKind, Termination
 from expeditor.state import Owner, RunRecord, RunStatus, SqliteCampaignStore
-from expeditor.usage.aggregate import build_report, campaign_runs, job_usage
+from expeditor.usage.aggregate import build_report, campaign_report, campaign_runs, job_usage
 from expeditor.usage.models import SessionUsage, TokenUsage, UsageSource
 
 T0 = 1_767_225_600.0
@@ -265,3 +265,15 @@ def test_job_usage_adds_runs_up_and_is_partial_when_any_figures_are_missing() ->
     assert set(together.by_model) == {SONNET, "claude-opus-4-5"}
     assert (together.partial, together.source) == (False, UsageSource.RESULT_EVENT)
     assert job_usage([*done, run("live", "/test", 2, None, SessionUsage())]).partial
+
+
+def test_a_session_still_running_is_reported_with_its_transcript_so_far(tmp_path: Path) -> None:
+    transcript = Path(__file__).parents[1] / "data" / "usage" / "plan.transcript.jsonl"
+    store = SqliteCampaignStore(tmp_path / "state.sqlite3")
+    try:
+        store.record_run_started(run("live", "plan", 0, None, SessionUsage(), transcript_path=str(transcript)))
+        (row,) = campaign_report(store, "c", now=T0 + 30).steps
+        assert row.usage.output_tokens > 0
+        assert row.partial
+    finally:
+        store.close()

@@ -6,6 +6,7 @@ import functools
 import logging
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import anyio
 
@@ -107,12 +108,14 @@ class Supervisor:
         """
         request = self.prepare(request)
         # Bad input is refused here, before anything is recorded or started.
-        self.executor.prepare(request, marker_dir=self.settings.markers_path, caller_session_id=caller.session_id)
+        spec, _ = self.executor.prepare(
+            request, marker_dir=self.settings.markers_path, caller_session_id=caller.session_id
+        )
         control = control or RunControl()
         session_id = request.resume_session_id or request.session_id
         assert session_id is not None
         live = LiveRun(session_id, request.kind, caller.session_id, control)
-        await self._record_started(live, request, context or RunContext())
+        await self._record_started(live, request, context or RunContext(), spec.transcript_path)
         self.live[session_id] = live
         before: WorktreeState | None = None
         try:
@@ -167,7 +170,9 @@ class Supervisor:
         # Abandoned on cancel: Ctrl-C must not wait for git (bounded by its own timeout) to finish.
         return await anyio.to_thread.run_sync(worktree_state, request.cwd, abandon_on_cancel=True)
 
-    async def _record_started(self, live: LiveRun, request: RunRequest, context: RunContext) -> None:
+    async def _record_started(
+        self, live: LiveRun, request: RunRequest, context: RunContext, transcript: Path | None
+    ) -> None:
         if self.store is None:
             return
         record = RunRecord(
@@ -179,6 +184,7 @@ class Supervisor:
             dispatch_id=context.dispatch_id,
             attempt=context.attempt,
             step_sequence=context.step_sequence,
+            transcript_path=None if transcript is None else str(transcript),
             label=context.label or run_label(request.prompt),
             model=request.model,
             # The environment the child gets: the executor's base, then the request's own.

@@ -15,8 +15,10 @@ import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from enum import Enum
+from pathlib import Path
 
 from expeditor.executor.models import SessionKind
+from expeditor.executor.transcript import usage_from_transcript
 from expeditor.state import CampaignStore, RunRecord, RunStatus
 from expeditor.usage.models import SessionUsage, TokenUsage, UsageSource
 from expeditor.usage.provider import is_anthropic_base_url, is_anthropic_model, public_base_url
@@ -290,10 +292,20 @@ def campaign_runs(store: CampaignStore, campaign_id: str, job_name: str | None =
 def campaign_report(
     store: CampaignStore, campaign_id: str, job_name: str | None = None, *, now: float | None = None
 ) -> UsageReport:
-    """The usage report of a campaign, or of one job of it, as recorded in ``store``."""
-    return build_report(
-        campaign_runs(store, campaign_id, job_name), campaign_id=campaign_id, job_name=job_name, now=now
-    )
+    """The usage report of a campaign, or of one job of it, as recorded in ``store``.
+
+    A session still running has no recorded figures yet; its transcript so far stands in (partial).
+    """
+    runs = [_with_figures_so_far(run) for run in campaign_runs(store, campaign_id, job_name)]
+    return build_report(runs, campaign_id=campaign_id, job_name=job_name, now=now)
+
+
+def _with_figures_so_far(run: RunRecord) -> RunRecord:
+    # Only a first launch: a resumed session's transcript also holds its earlier launches' turns.
+    if run.status is not RunStatus.RUNNING or run.transcript_path is None or run.launch != 1:
+        return run
+    so_far = usage_from_transcript(Path(run.transcript_path))
+    return run.model_copy(update={"usage": so_far}) if so_far.source is not UsageSource.NONE else run
 
 
 def job_usage(runs: Sequence[RunRecord]) -> SessionUsage:
