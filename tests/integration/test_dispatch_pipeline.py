@@ -4,17 +4,21 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
+import time
 import uuid
 from pathlib import Path
 from typing import Any
 
+import psutil
 import pytest
 from mcp import Client
 
 from expeditor.server.app import build_server
 from expeditor.state import SqliteCampaignStore, StepStatus
-from expeditor.testing import launched_prompts
-from tests.support.fake import fake_settings
+from expeditor.testing import launched_prompts, read_invocation_log
+from tests.support.fake import FAKE_AGENT_COMMAND, fake_settings
 
 pytestmark = pytest.mark.anyio
 
@@ -95,3 +99,80 @@ async def test_a_dispatched_pipeline_waiting_on_a_silent_step_is_not_killed(
         assert {r.caller_session_id for r in runs if r.kind.value == "skill"} == pipelines
     finally:
         store.close()
+
+
+THREE_STEPS = """\
+name: threestep
+description: three skill steps, the last one scripted per run
+orchestrator: pipeline
+steps:
+  one: {skill: /one}
+  two: {skill: /two}
+  three: {skill: /three}
+"""
+
+
+def test_a_killed_dispatcher_s_pipeline_resumes_at_its_step_on_the_next_dispatch(tmp_path: Path) -> None:
+    # Nothing outlives the dispatcher, and the next dispatch replays steps one and two instead of rerunning them.
+    home = tmp_path / "home"
+    (home / "recipes").mkdir(parents=True)
+    (home / "recipes" / "threestep.yaml").write_text(THREE_STEPS)
+    scenarios = tmp_path / "scenarios"
+    scenarios.mkdir()
+    (scenarios / "three.json").write_text(scenario({"assistant": "working"}, {"hang": True}))
+    env = {
+        **os.environ,
+        "EXPEDITOR_HOME": str(home),
+        "EXPEDITOR_CLAUDE_COMMAND": FAKE_AGENT_COMMAND,
+        "EXPEDITOR_CLAUDE_CONFIG_DIR": str(tmp_path / "claude"),
+        "EXPEDITOR_ALLOWED_ROOTS": str(tmp_path),
+        "EXPEDITOR_FAKE_LOG": str(tmp_path / "agent.log"),
+        "EXPEDITOR_FAKE_SCENARIO_DIR": str(scenarios),
+    }
+    command = [
+        sys.executable,
+        "-m",
+        "expeditor",
+        "dispatch",
+        "c",
+        "job",
+        "--recipe",
+        "threestep",
+        "--cwd",
+        str(tmp_path),
+    ]
+    dispatcher = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 30
+        # Another process's progress: there is no event to wait on, only its log.
+        while "/three" not in launched_commands(tmp_path):
+            assert time.monotonic() < deadline, "step three never started"
+            time.sleep(0.05)
+    finally:
+        dispatcher.kill()
+        dispatcher.wait()
+    deadline = time.monotonic() + 10
+    while any(
+        _alive(entry["pid"]) for entry in read_invocation_log(tmp_path / "agent.log") if entry["event"] == "launch"
+    ):
+        assert time.monotonic() < deadline, "a step outlived its dispatcher"
+        time.sleep(0.05)
+
+    (scenarios / "three.json").write_text(scenario({"result": "done"}))
+    again = subprocess.run(command, env=env, capture_output=True, text=True, timeout=60)
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert launched_commands(tmp_path) == ["/one", "/two", "/three", "/three"]
+    store = SqliteCampaignStore(home / "state.sqlite3")
+    try:
+        record = store.get("c", "job")
+        assert record is not None
+        assert (record.status.value, record.attempts) == ("success", 2)
+    finally:
+        store.close()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
