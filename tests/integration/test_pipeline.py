@@ -8,10 +8,11 @@ import textwrap
 from pathlib import Path
 from typing import Any
 
+import anyio
 import pytest
 
 from expeditor.config import Settings
-from expeditor.executor import ClaudeCodeExecutor, Termination
+from expeditor.executor import ClaudeCodeExecutor, RunControl, RunRequest, Termination
 from expeditor.ids import new_session_id
 from expeditor.monitor import parse_marker_name
 from expeditor.recipes import parse_recipe
@@ -22,6 +23,8 @@ from expeditor.recipes.pipeline import (
     PipelineRunner,
     steps_to_forget,
 )
+from expeditor.recipes.progress import SupervisorView
+from expeditor.server.caller import CallerContext
 from expeditor.server.supervisor import Supervisor
 from expeditor.state import ClaimAction, Owner, RunStatus, SqliteCampaignStore, StepStatus
 from expeditor.testing import launched_prompts, read_invocation_log
@@ -317,3 +320,29 @@ async def test_steps_recorded_under_other_inputs_are_not_replayed(tmp_path: Path
         assert steps_to_forget(None, {"topic": "b"}, forced=True) is None
     finally:
         store.close()
+
+
+async def test_the_live_view_reads_a_running_step_s_tokens_from_its_transcript(tmp_path: Path) -> None:
+    settings = fake_settings(tmp_path)
+    supervisor = Supervisor(settings, ClaudeCodeExecutor(settings))
+    view = SupervisorView(supervisor)
+    reply = {"assistant": {"content": "working", "usage": {"input": 10, "output": 20, "cache_read": 300}}}
+    request = RunRequest(prompt=f"/step {scenario(reply, {'hang': True})}", cwd=tmp_path, session_id=new_session_id())
+    control = RunControl()
+    seen: list[int] = []
+
+    async def watch() -> None:
+        await control.started.wait()
+        assert request.session_id is not None
+        with anyio.fail_after(10):
+            # Another process's file: there is no event for its growth, only its size.
+            while view.tokens_so_far(request.session_id) == 0:
+                await anyio.sleep(0.05)
+        seen.append(view.tokens_so_far(request.session_id))
+        assert view.last_activity(request.session_id) is not None
+        control.cancel("seen enough")
+
+    async with anyio.create_task_group() as group:
+        group.start_soon(watch)
+        await supervisor.run(request, CallerContext(None, None), control=control)
+    assert seen == [330]

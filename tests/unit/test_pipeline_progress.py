@@ -44,15 +44,23 @@ def test_lines_say_what_started_ended_and_the_tokens_so_far() -> None:
     assert "step 2 build: failure in 2.0s, 1,500 tokens (1,500 so far): stale: silent 30s" in lines[2]
 
 
+class FixedView:
+    def last_activity(self, session_id: str) -> float | None:
+        return time.time() - 3
+
+    def tokens_so_far(self, session_id: str) -> int:
+        return 1_000
+
+
 def test_the_live_table_shows_the_running_step_its_last_activity_and_tokens_so_far() -> None:
     buffer = io.StringIO()
     console = Console(file=buffer, force_terminal=True, width=120)
-    progress = LiveProgress(console, last_activity=lambda session_id: time.time() - 3)
+    progress = LiveProgress(console, FixedView())
     progress.replayed(execution(1, "plan", StepStatus.SUCCESS, 2500))
     progress.step_started(2, "build", 1, "abc", "/build x")
     console.print(progress._render())  # pyright: ignore[reportPrivateUsage]
     text = buffer.getvalue()
-    for expected in ("build", "running", "ago", "2,500"):
+    for expected in ("build", "running", "3.0s ago", "3,500"):
         assert expected in text
 
 

@@ -9,8 +9,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable
-from typing import Any, TextIO
+from typing import Any, Protocol, TextIO
 
 from rich.console import Console
 from rich.live import Live
@@ -18,6 +17,8 @@ from rich.table import Table
 from rich.text import Text
 
 from expeditor.executor import RunResult, Signal
+from expeditor.executor.session import LiveSession
+from expeditor.executor.transcript import usage_from_transcript
 from expeditor.server.supervisor import Supervisor
 from expeditor.state import StepExecution, StepStatus
 from expeditor.usage import SessionUsage
@@ -25,16 +26,26 @@ from expeditor.usage import SessionUsage
 __all__ = [
     "LinesProgress",
     "LiveProgress",
+    "LiveView",
     "StreamJsonProgress",
+    "SupervisorView",
     "format_duration",
-    "last_activity_of",
     "summary_table",
     "summary_text",
     "tokens_of",
 ]
 
-LastActivity = Callable[[str], float | None]
-"""The wall-clock time a live session last showed a sign of life, by session id (None: unknown)."""
+
+class LiveView(Protocol):
+    """What the live table asks about a running session, by its id."""
+
+    def last_activity(self, session_id: str) -> float | None:
+        """Wall-clock time it last showed a sign of life (None: not started yet)."""
+        ...
+
+    def tokens_so_far(self, session_id: str) -> int:
+        """Tokens its transcript records so far (the result event brings the true figures)."""
+        ...
 
 
 def tokens_of(usage: SessionUsage | None) -> int:
@@ -103,9 +114,9 @@ class LinesProgress:
 class LiveProgress:
     """A live table on a terminal: every execution so far, the running one with its last activity."""
 
-    def __init__(self, console: Console, last_activity: LastActivity) -> None:
+    def __init__(self, console: Console, view: LiveView) -> None:
         self.console = console
-        self.last_activity = last_activity
+        self.view = view
         self.rows: list[StepExecution] = []
         self.current: tuple[int, str, int, str, float] | None = None
         self.live = Live(console=console, refresh_per_second=2, get_renderable=self._render, transient=True)
@@ -144,13 +155,13 @@ class LiveProgress:
 
     def _render(self) -> Table:
         table = Table(box=None, show_header=True, header_style="bold")
-        # Tokens so far: of the steps that ended (a session's true figures arrive with its result).
         for column in ("#", "step", "status", "elapsed", "last activity", "tokens so far"):
             table.add_column(column)
         so_far = sum(tokens_of(row.usage) for row in self.rows)
         if self.current is not None:
             sequence, step, attempt, session_id, started = self.current
-            moved = self.last_activity(session_id)
+            moved = self.view.last_activity(session_id)
+            so_far += self.view.tokens_so_far(session_id)
             quiet = f"{format_duration(time.time() - moved)} ago" if moved is not None else "starting"
             label = "running" if attempt == 1 else f"running (attempt {attempt})"
             table.add_row(
@@ -221,16 +232,37 @@ def summary_text(executions: list[StepExecution], replayed: int) -> str:
     return "\n".join(lines)
 
 
-def last_activity_of(supervisor: Supervisor) -> LastActivity:
-    """Last activity from a supervisor's live runs (their liveness clocks)."""
+class SupervisorView:
+    """A supervisor's live runs as the live table sees them: their liveness clocks and transcripts."""
 
-    def lookup(session_id: str) -> float | None:
-        live = supervisor.live.get(session_id)
-        session = live.control.session if live is not None else None
+    def __init__(self, supervisor: Supervisor) -> None:
+        self.supervisor = supervisor
+        # Re-read a transcript only when it grew: a 40-minute step's file can be large.
+        self._tokens: dict[str, tuple[int, int]] = {}
+
+    def _session(self, session_id: str) -> LiveSession | None:
+        live = self.supervisor.live.get(session_id)
+        return live.control.session if live is not None else None
+
+    def last_activity(self, session_id: str) -> float | None:
+        session = self._session(session_id)
         if session is None:
             return None
         moved = session.clock.wall()
         times = [moved[signal] for signal in (Signal.STDOUT, Signal.TRANSCRIPT, Signal.STDERR) if signal in moved]
         return max(times, default=None)
 
-    return lookup
+    def tokens_so_far(self, session_id: str) -> int:
+        session = self._session(session_id)
+        if session is None or session.transcript_path is None:
+            return 0
+        try:
+            size = session.transcript_path.stat().st_size
+        except OSError:
+            return 0
+        known = self._tokens.get(session_id)
+        if known is None or known[0] != size:
+            usage = usage_from_transcript(session.transcript_path, session.transcript_offset)
+            known = (size, tokens_of(usage))
+            self._tokens[session_id] = known
+        return known[1]

@@ -39,7 +39,7 @@ from expeditor.recipes.progress import (
     LinesProgress,
     LiveProgress,
     StreamJsonProgress,
-    last_activity_of,
+    SupervisorView,
     summary_table,
     summary_text,
 )
@@ -183,7 +183,7 @@ async def _run_with_progress(
     if stream is not None:
         stream.emit({"type": "system", "subtype": "init", "cwd": str(job.cwd), "model": "pipeline"})
     console = Console(file=out)
-    live = LiveProgress(console, last_activity_of(supervisor)) if stream is None and out.isatty() else None
+    live = LiveProgress(console, SupervisorView(supervisor)) if stream is None and out.isatty() else None
     observer: PipelineObserver = stream or live or LinesProgress(out)
     runner = PipelineRunner(settings, store, supervisor, job, observer)
     if live is not None:
