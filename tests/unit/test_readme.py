@@ -25,3 +25,28 @@ def test_the_first_screen_gives_the_install_and_demo_command_then_the_test_comma
 def test_ci_runs_exactly_the_readme_test_command() -> None:
     ci = (README.parent / ".ci" / "run").read_text()
     assert "\n.venv/bin/python -m pytest\n" in ci
+
+
+def test_every_example_command_line_parses_and_names_real_recipes_and_inputs() -> None:
+    import shlex
+
+    from expeditor.cli import _parser  # pyright: ignore[reportPrivateUsage]
+    from expeditor.recipes import RecipeLibrary
+
+    blocks = README.read_text().split("```")[1::2]  # the insides of the fenced code blocks
+    lines = [line for block in blocks for line in block.splitlines()]
+    commands = [line.split(" # ")[0].strip() for line in lines if line.startswith("expeditor ")]
+    assert len(commands) >= 8
+    library = RecipeLibrary()
+    for command in commands:
+        args = _parser().parse_args(shlex.split(command)[1:])
+        recipe = getattr(args, "recipe", None) if args.command_name == "dispatch" else None
+        if args.command_name == "recipe" and args.recipe_command in ("run", "show"):
+            recipe = args.name
+        if recipe is not None and not recipe.isupper():  # NAME stands for any recipe
+            spec = library.load(recipe)
+            given = [pair.partition("=")[0] for pair in getattr(args, "input", [])]
+            assert set(given) <= set(spec.inputs), f"{command}: {recipe} takes {sorted(spec.inputs)}"
+            assert {name for name, spec_input in spec.inputs.items() if spec_input.is_required} <= set(given) or (
+                args.command_name == "recipe" and args.recipe_command == "show"
+            ), command
