@@ -25,7 +25,7 @@ from pydantic import BaseModel, Field
 
 from expeditor.config import Settings
 from expeditor.errors import InvalidInput
-from expeditor.executor import RunControl, RunRequest, RunResult, SessionKind
+from expeditor.executor import RunControl, RunRequest, RunResult, SessionKind, Termination
 from expeditor.executor.transcript import transcript_path
 from expeditor.ids import new_session_id, validate_identifier
 from expeditor.monitor import execution_marker
@@ -233,7 +233,11 @@ class DispatchService:
         verb = {DispatchStatus.SUCCESS: "succeeded", DispatchStatus.CANCELLED: "was cancelled"}.get(
             final.status, "failed"
         )
-        return DispatchOutcome.of(final, f"{campaign}/{name} {verb}: {result.reason}", resumed=resume, result=result)
+        why = result.reason
+        if recipe.orchestrator is Orchestrator.PIPELINE and result.termination is Termination.COMPLETED:
+            # The runner's own verdict ("pipeline failure: step 'test' failed ...") says more than its exit.
+            why = (result.result_text.strip().splitlines() or [why])[0]
+        return DispatchOutcome.of(final, f"{campaign}/{name} {verb}: {why}", resumed=resume, result=result)
 
     def _orchestrator_request(
         self,
