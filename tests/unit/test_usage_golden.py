@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 
+import pytest
 from rich.console import Console
 from tests.support.recorded_sessions import DATA, recorded_sessions
 
@@ -87,3 +88,24 @@ def test_the_terminal_table_shows_the_same_cells_and_footnotes() -> None:
     assert "summarize*" in text
     assert "* Served by a provider other than Anthropic (API base URL https://api.z.ai; model glm-4.6)" in text
     assert "secret" not in text
+
+
+@pytest.mark.parametrize("width", [40, 60, 80, 200])
+def test_the_terminal_tables_keep_every_column_and_figure_at_any_width(width: int) -> None:
+    buffer = io.StringIO()
+    render_table(golden_report(), Console(file=buffer, width=width))
+    text = buffer.getvalue()
+    for header in (
+        "Step",
+        "Model",
+        "count",
+        "uncached",
+        "peak_ctx",
+        "cache_write",
+        "time",
+        "LoC Changed",
+        "output/LoC",
+    ):
+        assert header in text, (width, header)
+    for figure in ("39.6M", "3h 20m", "93.8k", "summarize*"):
+        assert figure in text, (width, figure)

@@ -184,6 +184,13 @@ def render_table(report: UsageReport, console: Console) -> None:
         if layout.total:
             table.add_section()
             table.add_row(*(Text(cell) for cell in layout.total), style="bold")
-        console.print(table, width=max(console.width, sum(widths) + 2 * len(widths)), crop=False)
+        # Each column's widest cell, its padding (1 + 1) and a divider or edge (1).
+        natural = sum(widths) + 3 * len(widths) + 1
+        previous = console.width
+        console.width = max(previous, natural)  # print() caps its own width at the console's
+        try:
+            console.print(table, crop=False)
+        finally:
+            console.width = previous
         for note in layout.notes:
             console.print(Text(note))
