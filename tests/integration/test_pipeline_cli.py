@@ -214,3 +214,22 @@ def test_without_a_campaign_the_derived_one_is_printed_and_names_the_same_job(tm
     assert campaign_line.startswith("campaign five-")
     assert second.stdout.splitlines()[0] == campaign_line
     assert "already succeeded" in second.stdout
+
+
+def test_a_reader_that_goes_away_does_not_stop_the_pipeline(tmp_path: Path) -> None:
+    # `expeditor recipe run ... | head -1`: the progress output breaks, the job still runs and is recorded.
+    runner = subprocess.Popen(
+        recipe_run(tmp_path, FINISH), env=environment(tmp_path), stdout=subprocess.PIPE, stderr=subprocess.DEVNULL
+    )
+    assert runner.stdout is not None
+    runner.stdout.readline()
+    runner.stdout.close()
+    assert runner.wait(timeout=60) == 0
+    assert launched_steps(tmp_path) == ["/one", "/two", "/three", "/four", "/five"]
+    store = SqliteCampaignStore(tmp_path / "home" / "state.sqlite3")
+    try:
+        record = store.get("nightly", "five")
+        assert record is not None
+        assert record.status is DispatchStatus.SUCCESS
+    finally:
+        store.close()

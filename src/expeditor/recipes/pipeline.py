@@ -113,6 +113,32 @@ class _Silent:
         pass
 
 
+class _Guarded:
+    """An observer whose failures (its output was closed: ``| head``) never stop the pipeline."""
+
+    def __init__(self, observer: PipelineObserver) -> None:
+        self._observer: PipelineObserver | None = observer
+
+    def _call(self, method: str, *args: object) -> None:
+        if self._observer is None:
+            return
+        try:
+            getattr(self._observer, method)(*args)
+        except (OSError, ValueError, SystemExit) as exc:
+            # SystemExit: rich's answer to a broken pipe.
+            logger.warning("progress output failed (%r); the pipeline goes on without it", exc)
+            self._observer = None
+
+    def replayed(self, execution: StepExecution) -> None:
+        self._call("replayed", execution)
+
+    def step_started(self, sequence: int, step: str, attempt: int, session_id: str, command: str) -> None:
+        self._call("step_started", sequence, step, attempt, session_id, command)
+
+    def step_finished(self, execution: StepExecution, result: RunResult | None) -> None:
+        self._call("step_finished", execution, result)
+
+
 class _Ended(Exception):
     """The walk reached a verdict for the whole run."""
 
@@ -152,7 +178,7 @@ class PipelineRunner:
         self.store = store
         self.supervisor = supervisor
         self.job = job
-        self.observer: PipelineObserver = observer or _Silent()
+        self.observer: PipelineObserver = _Guarded(observer or _Silent())
         self._captures: dict[str, str] = {}
         self._visits: Counter[str] = Counter()
         self._executions: list[StepExecution] = []

@@ -15,6 +15,7 @@ run resumes at that step.
 from __future__ import annotations
 
 import functools
+import logging
 import os
 import signal
 import sys
@@ -51,6 +52,8 @@ from expeditor.usage.aggregate import campaign_report, campaign_runs, job_usage
 from expeditor.usage.render import render_markdown, render_table
 
 __all__ = ["EXIT_CANCELLED", "RecipeRun", "default_campaign", "run_recipe"]
+
+logger = logging.getLogger(__name__)
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -106,6 +109,13 @@ def run_recipe(settings: Settings, request: RecipeRun, out: TextIO | None = None
     try:
         job = PipelineJob(recipe, inputs, campaign, job_name, cwd, run_id)
         return anyio.run(_run_job, settings, store, job, request, target)
+    except BaseExceptionGroup as group:
+        # The job runs inside a task group (beside its signal listener), which wraps what it raises;
+        # one error is reported as itself, so a refused claim reads as a message, not a traceback.
+        errors = group.exceptions
+        if len(errors) == 1 and not isinstance(errors[0], BaseExceptionGroup):
+            raise errors[0] from None
+        raise
     finally:
         store.close()
 
@@ -163,7 +173,17 @@ async def _claim_and_run(
                 store.mark_running, job.campaign_id, job.job_name, attempt=attempt, dispatched_session_id=job.run_id
             )
         )
-    outcome = await _run_with_progress(settings, store, supervisor, job, request, out)
+    try:
+        outcome = await _run_with_progress(settings, store, supervisor, job, request, out)
+    except BaseException as exc:
+        # The runner itself failed (its output closed, a bug): the job must not stay "running".
+        if attempt is not None:
+            with anyio.CancelScope(shield=True):
+                reason = f"the pipeline runner stopped: {exc!r}"
+                await anyio.to_thread.run_sync(
+                    functools.partial(store.mark_failed, job.campaign_id, job.job_name, attempt=attempt, error=reason)
+                )
+        raise
     if attempt is not None:
         with anyio.CancelScope(shield=True):
             await anyio.to_thread.run_sync(_record_job_end, store, job, attempt, outcome)
@@ -191,6 +211,24 @@ async def _run_with_progress(
             outcome = await runner.run()
     else:
         outcome = await runner.run()
+    try:
+        await _report_end(store, job, outcome, stream, console, out, started)
+    except (OSError, SystemExit) as exc:
+        # Its reader went away (`| head`; rich turns a broken pipe into SystemExit): the job's
+        # outcome stands and is recorded all the same.
+        logger.warning("session=%s could not print the pipeline's end: %s", job.run_id, exc)
+    return outcome
+
+
+async def _report_end(
+    store: CampaignStore,
+    job: PipelineJob,
+    outcome: PipelineOutcome,
+    stream: StreamJsonProgress | None,
+    console: Console,
+    out: TextIO,
+    started: float,
+) -> None:
     summary = summary_text(outcome.executions, outcome.replayed)
     if stream is not None:
         stream.emit(
@@ -210,7 +248,6 @@ async def _run_with_progress(
         if outcome.replayed:
             console.print(f"{outcome.replayed} step execution(s) were recorded earlier and not run again")
         await anyio.to_thread.run_sync(_print_usage_report, store, job, console, out)
-    return outcome
 
 
 def _print_usage_report(store: CampaignStore, job: PipelineJob, console: Console, out: TextIO) -> None:
