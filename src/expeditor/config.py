@@ -227,6 +227,11 @@ class Settings(BaseSettings):
         return self.home / "sessions"
 
     @property
+    def git_objects_cache(self) -> Path:
+        """Where measuring lines changed writes git objects, so the user's repository gets none."""
+        return self.home / "cache" / "git-objects"
+
+    @property
     def state_path(self) -> Path:
         return self.home / "state.sqlite3"
 

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import logging
+import os
 import subprocess
+import time
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from expeditor.usage.loc import MAX_UNTRACKED_BYTES, WorktreeState, lines_changed, worktree_state
+from expeditor.usage import loc
+from expeditor.usage.loc import MAX_UNTRACKED_BYTES, WorktreeState, lines_changed
 
 TEN_LINES = "".join(f"line {number}\n" for number in range(10))
 
@@ -17,6 +20,19 @@ TEN_LINES = "".join(f"line {number}\n" for number in range(10))
 def git(repo: Path, *args: str) -> str:
     identity = ["-c", "user.name=Test", "-c", "user.email=test@example.com", "-c", "commit.gpgsign=false"]
     return subprocess.run(["git", *identity, *args], cwd=repo, check=True, capture_output=True, text=True).stdout
+
+
+_CACHE: list[Path] = []
+
+
+@pytest.fixture(autouse=True)
+def object_cache(tmp_path: Path) -> None:
+    _CACHE[:] = [tmp_path / "object-cache"]
+
+
+def worktree_state(path: Path) -> WorktreeState | None:
+    """A snapshot into this test's object cache."""
+    return loc.worktree_state(path, _CACHE[0])
 
 
 @pytest.fixture(autouse=True)
@@ -158,18 +174,28 @@ def test_a_moved_file_counts_only_the_lines_it_changed(repo: Path) -> None:
     assert changed(repo, move_and_edit) == 2
 
 
-def test_measuring_adds_nothing_to_the_repository_and_leaves_no_scratch_behind(repo: Path) -> None:
+def test_measuring_adds_nothing_to_the_repository(repo: Path) -> None:
     objects = repo / ".git" / "objects"
     stored = sorted(path.name for path in objects.rglob("*") if path.is_file())
     before = worktree_state(repo)
-    assert before is not None
-    assert before.objects is not None
     (repo / "new.py").write_text("print('new')\n")
     edit_three_lines(repo)
-    after = worktree_state(repo)
-    assert lines_changed(repo, before, after) == 7
+    assert lines_changed(repo, before, worktree_state(repo)) == 7
     assert sorted(path.name for path in objects.rglob("*") if path.is_file()) == stored
-    assert not before.objects.exists()
+    assert _CACHE[0].is_dir()
+
+
+def test_the_object_cache_is_emptied_once_a_day(repo: Path) -> None:
+    (repo / "new.py").write_text("print('new')\n")
+    worktree_state(repo)
+    cache = _CACHE[0]
+    written = [path for path in cache.rglob("*") if path.is_file() and path.name != "created"]
+    assert written
+    day_ago = time.time() - 2 * 86400
+    os.utime(cache / "created", (day_ago, day_ago))
+    (repo / "new.py").unlink()
+    worktree_state(repo)
+    assert not any(path.exists() for path in written)
 
 
 def test_a_large_untracked_file_is_not_code_and_is_not_hashed(repo: Path) -> None:

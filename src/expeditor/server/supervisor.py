@@ -18,7 +18,7 @@ from expeditor.server.caller import CallerContext
 from expeditor.server.child_config import allowed_tools, child_mcp_config
 from expeditor.state import CampaignStore, Owner, RunEvidence, RunRecord, RunStatus
 from expeditor.usage import SessionUsage
-from expeditor.usage.loc import WorktreeState, discard, lines_changed, worktree_state
+from expeditor.usage.loc import WorktreeState, lines_changed, worktree_state
 
 __all__ = ["LiveRun", "RunContext", "Supervisor", "run_label"]
 
@@ -132,7 +132,6 @@ class Supervisor:
         except BaseException as exc:
             if control.result is None:
                 # Stopped before the session could start: its record must not stay "running".
-                discard(before)
                 with anyio.CancelScope(shield=True):
                     await self._record_not_started(session_id, exc)
             raise
@@ -167,8 +166,10 @@ class Supervisor:
     async def _worktree_state(self, request: RunRequest) -> WorktreeState | None:
         if self.store is None or not self.settings.measure_loc:
             return None
-        # Abandoned on cancel: Ctrl-C must not wait for git (bounded by its own timeout) to finish.
-        return await anyio.to_thread.run_sync(worktree_state, request.cwd, abandon_on_cancel=True)
+        # Abandoned on cancel: Ctrl-C must not wait for git (bounded by its own timeout) to finish;
+        # what it writes goes to expeditor's own cache, so nothing is left to clean up.
+        cache = self.settings.git_objects_cache
+        return await anyio.to_thread.run_sync(worktree_state, request.cwd, cache, abandon_on_cancel=True)
 
     async def _record_started(
         self, live: LiveRun, request: RunRequest, context: RunContext, transcript: Path | None
@@ -200,15 +201,12 @@ class Supervisor:
 
     async def _record_finished(self, result: RunResult, request: RunRequest, before: WorktreeState | None) -> None:
         if self.store is None:
-            discard(before)
             return
         loc_changed: int | None = None
         # A cancelled run is being torn down, often with its whole server: no time for git then.
         if before is not None and result.termination is not Termination.CANCELLED:
-            after = await anyio.to_thread.run_sync(worktree_state, request.cwd)
+            after = await anyio.to_thread.run_sync(worktree_state, request.cwd, self.settings.git_objects_cache)
             loc_changed = await anyio.to_thread.run_sync(lines_changed, request.cwd, before, after)
-        else:
-            discard(before)
         try:
             await anyio.to_thread.run_sync(
                 functools.partial(

@@ -4,11 +4,12 @@ A session may edit files, commit, amend or stash; comparing ``HEAD`` or ``git di
 alone misses some of that. So each state is the whole working tree written as a git tree
 (tracked and untracked files, ``.gitignore`` respected) through a private copy of the index:
 the user's index and any ``index.lock`` the agent holds are never touched, and the copy's stat
-cache keeps a large repository fast. The objects this writes go to a scratch directory, with
-the repository's own objects as an alternate, so measuring never adds a byte to the user's
-repository; the scratch directories go when the two states have been compared (or discarded).
-Untracked files above ``MAX_UNTRACKED_BYTES`` are left out: data and build output are not lines
-of code, and hashing them would delay every launch.
+cache keeps a large repository fast. The objects this writes go to a cache directory of
+expeditor's own, with the repository's objects as an alternate, so measuring never adds a byte
+to the user's repository. The cache is shared by every run and snapshot, so an untracked file
+is compressed and written once, not once per snapshot; it is emptied once a day. Untracked files
+above ``MAX_UNTRACKED_BYTES`` are left out: data and build output are not lines of code, and
+hashing them would delay every launch.
 
 Lines changed = added + removed between the two trees, renames detected (binary files count 0).
 Outside a git repository nothing changes by definition and the answer is 0; git failing for any
@@ -22,20 +23,22 @@ import os
 import shutil
 import subprocess
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["MAX_UNTRACKED_BYTES", "WorktreeState", "discard", "lines_changed", "worktree_state"]
+__all__ = ["MAX_UNTRACKED_BYTES", "WorktreeState", "lines_changed", "worktree_state"]
 
 logger = logging.getLogger(__name__)
 
 MAX_UNTRACKED_BYTES = 1 << 20
 _GIT_TIMEOUT = 20.0
+_CACHE_LIFETIME = 86400.0
 
 
 @dataclass(frozen=True)
 class WorktreeState:
-    """A work tree at one moment: its tree id, and the scratch objects it was written to.
+    """A work tree at one moment: its tree id, and the object directories that hold it.
 
     ``tree`` is None outside a git work tree (nothing there counts as changed).
     """
@@ -71,11 +74,23 @@ def _large_untracked(top: Path) -> list[str]:
     return large
 
 
-def worktree_state(cwd: Path) -> WorktreeState | None:
-    """``cwd``'s work tree as it is now; None when git is missing or fails."""
+def _object_cache(cache: Path) -> Path:
+    """``cache``, emptied when it is more than a day old so that it cannot grow without bound."""
+    stamp = cache / "created"
+    try:
+        if time.time() - stamp.stat().st_mtime > _CACHE_LIFETIME:
+            shutil.rmtree(cache, ignore_errors=True)
+    except FileNotFoundError:
+        pass
+    cache.mkdir(parents=True, exist_ok=True)
+    stamp.touch(exist_ok=True)
+    return cache
+
+
+def worktree_state(cwd: Path, cache: Path) -> WorktreeState | None:
+    """``cwd``'s work tree as it is now, its new objects written to ``cache``; None when git fails."""
     if shutil.which("git") is None:
         return None
-    scratch: Path | None = None
     try:
         inside = subprocess.run(
             ["git", "rev-parse", "--is-inside-work-tree"],
@@ -89,56 +104,45 @@ def worktree_state(cwd: Path) -> WorktreeState | None:
         top = Path(_git(cwd, "rev-parse", "--show-toplevel"))
         index = Path(_git(cwd, "rev-parse", "--path-format=absolute", "--git-path", "index"))
         repository_objects = Path(_git(cwd, "rev-parse", "--path-format=absolute", "--git-path", "objects"))
-        scratch = Path(tempfile.mkdtemp(prefix="expeditor-loc-"))
-        objects = scratch / "objects"
-        objects.mkdir()
-        private_index = scratch / "index"
-        if index.exists():
-            shutil.copyfile(index, private_index)
-        env = {
-            **os.environ,
-            "GIT_INDEX_FILE": str(private_index),
-            "GIT_OBJECT_DIRECTORY": str(objects),
-            "GIT_ALTERNATE_OBJECT_DIRECTORIES": str(repository_objects),
-        }
-        excluded = "".join(f":(exclude,literal){name}\0" for name in _large_untracked(top))
-        _git(top, "add", "--all", "--pathspec-from-file=-", "--pathspec-file-nul", env=env, stdin=".\0" + excluded)
-        tree = _git(top, "write-tree", env=env)
+        objects = _object_cache(cache)
+        with tempfile.TemporaryDirectory(prefix="expeditor-loc-") as scratch:
+            private_index = Path(scratch) / "index"
+            if index.exists():
+                shutil.copyfile(index, private_index)
+            env = {
+                **os.environ,
+                "GIT_INDEX_FILE": str(private_index),
+                "GIT_OBJECT_DIRECTORY": str(objects),
+                "GIT_ALTERNATE_OBJECT_DIRECTORIES": str(repository_objects),
+            }
+            excluded = "".join(f":(exclude,literal){name}\0" for name in _large_untracked(top))
+            pathspec = ".\0" + excluded
+            _git(top, "add", "--all", "--pathspec-from-file=-", "--pathspec-file-nul", env=env, stdin=pathspec)
+            tree = _git(top, "write-tree", env=env)
         return WorktreeState(tree=tree, objects=objects, repository_objects=repository_objects)
     except (OSError, subprocess.SubprocessError) as exc:
         logger.warning("could not snapshot the git work tree at %s: %s", cwd, exc)
-        if scratch is not None:
-            shutil.rmtree(scratch, ignore_errors=True)
         return None
 
 
-def discard(*states: WorktreeState | None) -> None:
-    """Remove the scratch objects of states that will not be compared (or have been)."""
-    for state in states:
-        if state is not None and state.objects is not None:
-            shutil.rmtree(state.objects.parent, ignore_errors=True)
-
-
 def lines_changed(cwd: Path, before: WorktreeState | None, after: WorktreeState | None) -> int | None:
-    """Lines added plus removed between two states; None when unknown. Both states are discarded."""
+    """Lines added plus removed between two states; None when unknown."""
+    if before is None or after is None:
+        return None
+    if before.tree is None or after.tree is None or before.tree == after.tree:
+        return 0
+    directories = (before.repository_objects, before.objects, after.objects)
+    alternates = os.pathsep.join(dict.fromkeys(str(path) for path in directories if path is not None))
+    env = {**os.environ, "GIT_ALTERNATE_OBJECT_DIRECTORIES": alternates}
     try:
-        if before is None or after is None:
-            return None
-        if before.tree is None or after.tree is None or before.tree == after.tree:
-            return 0
-        alternates = [str(p) for p in (before.repository_objects, before.objects, after.objects) if p is not None]
-        env = {**os.environ, "GIT_ALTERNATE_OBJECT_DIRECTORIES": os.pathsep.join(alternates)}
-        try:
-            # Rename detection on: a moved file counts the lines it changed, not its length twice.
-            numstat = _git(cwd, "diff-tree", "-r", "-M", "--numstat", before.tree, after.tree, env=env)
-        except (OSError, subprocess.SubprocessError) as exc:
-            logger.warning("could not compare git trees %s and %s at %s: %s", before.tree, after.tree, cwd, exc)
-            return None
-        total = 0
-        for line in numstat.splitlines():
-            added, removed, _ = line.split("\t", 2)
-            total += int(added) if added.isdigit() else 0
-            total += int(removed) if removed.isdigit() else 0
-        return total
-    finally:
-        discard(before, after)
+        # Rename detection on: a moved file counts the lines it changed, not its length twice.
+        numstat = _git(cwd, "diff-tree", "-r", "-M", "--numstat", before.tree, after.tree, env=env)
+    except (OSError, subprocess.SubprocessError) as exc:
+        logger.warning("could not compare git trees %s and %s at %s: %s", before.tree, after.tree, cwd, exc)
+        return None
+    total = 0
+    for line in numstat.splitlines():
+        added, removed, _ = line.split("\t", 2)
+        total += int(added) if added.isdigit() else 0
+        total += int(removed) if removed.isdigit() else 0
+    return total
