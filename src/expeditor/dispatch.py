@@ -24,7 +24,7 @@ import anyio
 from pydantic import BaseModel, Field
 
 from expeditor.config import Settings
-from expeditor.errors import InvalidInput
+from expeditor.errors import ExpeditorError, InvalidInput
 from expeditor.executor import RunControl, RunRequest, RunResult, SessionKind, Termination
 from expeditor.executor.transcript import transcript_path
 from expeditor.ids import new_session_id, validate_identifier
@@ -222,6 +222,13 @@ class DispatchService:
                 heartbeat_interval=self.settings.marker_heartbeat_interval,
             ):
                 result = await self.supervisor.run(request, caller, control=control, context=context)
+        except ExpeditorError as exc:
+            # Refused before it started (a prompt the CLI cannot take): a failure that says why.
+            with anyio.CancelScope(shield=True):
+                await anyio.to_thread.run_sync(
+                    functools.partial(self.store.mark_failed, campaign, name, attempt=attempt, error=str(exc))
+                )
+            raise
         except BaseException:
             with anyio.CancelScope(shield=True):
                 reason = control.result.reason if control.result else "the dispatch call was cancelled"
@@ -229,7 +236,11 @@ class DispatchService:
                     functools.partial(self.store.mark_cancelled, campaign, name, attempt=attempt, reason=reason)
                 )
             raise
-        final = await anyio.to_thread.run_sync(functools.partial(self._record_end, campaign, name, attempt, result))
+        # Shielded: a server stopping right now must not leave the job recorded "running".
+        final: DispatchRecord | None = None
+        with anyio.CancelScope(shield=True):
+            final = await anyio.to_thread.run_sync(functools.partial(self._record_end, campaign, name, attempt, result))
+        assert final is not None
         verb = {DispatchStatus.SUCCESS: "succeeded", DispatchStatus.CANCELLED: "was cancelled"}.get(
             final.status, "failed"
         )

@@ -59,3 +59,22 @@ def test_recipe_run_outside_the_allowed_roots_records_nothing(tmp_path: Path) ->
         run_recipe(settings, RecipeRun(recipe="demo", inputs={}, campaign_id="c", cwd=Path("/")))
     # Refused before the store was opened: nothing was claimed, so nothing can be left running.
     assert not settings.state_path.exists()
+
+
+async def test_a_prompt_too_long_for_the_cli_fails_the_dispatch_saying_why(tmp_path: Path) -> None:
+    settings = fake_settings(tmp_path)
+    env = {**os.environ, "CLAUDE_CODE_SESSION_ID": str(uuid.uuid4())}
+    async with Client(build_server(settings, env=env)) as client:
+        huge = {"problem": "a" * 140_000}
+        arguments = {"campaign": "c", "name": "j", "recipe": "diagnose", "inputs": huge, "cwd": str(tmp_path)}
+        refused = await client.call_tool("dispatch", arguments)
+        assert refused.is_error
+    store = SqliteCampaignStore(settings.state_path)
+    try:
+        record = store.get("c", "j")
+        assert record is not None
+        assert record.status.value == "failure"
+        assert "expected at most" in (record.error or "")
+        assert store.list_runs() == []
+    finally:
+        store.close()

@@ -346,3 +346,16 @@ async def test_the_live_view_reads_a_running_step_s_tokens_from_its_transcript(t
         group.start_soon(watch)
         await supervisor.run(request, CallerContext(None, None), control=control)
     assert seen == [330]
+
+
+async def test_a_command_s_arguments_are_checked_one_by_one_not_joined_as_a_prompt(tmp_path: Path) -> None:
+    settings = fake_settings(tmp_path)
+    body = f"""
+    inputs:
+      text: {{default: "{"x" * 70_000}"}}
+    steps:
+      count:
+        run: ['{PYTHON}', '-c', 'import sys; print(sum(map(len, sys.argv[1:])))', '{{text}}', '{{text}}']
+    """
+    outcome, _ = await run_pipeline(settings, tmp_path, body)
+    assert outcome.status == "success", outcome.reason

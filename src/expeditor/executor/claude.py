@@ -139,10 +139,15 @@ class ClaudeCodeExecutor:
         self, request: RunRequest, *, marker_dir: Path | None, caller_session_id: str | None
     ) -> tuple[LaunchSpec, RunPolicy]:
         """Validate the request and build the launch without starting anything."""
+        # The prompt is one argument of the agent's command line; a command's own argv is checked instead.
+        for argument in request.argv if request.argv is not None else (request.prompt,):
+            if len(argument.encode()) > _MAX_PROMPT_BYTES:
+                what = "an argument of the command" if request.argv is not None else "prompt"
+                raise InvalidInput(
+                    f"{what} is {len(argument.encode())} bytes: expected at most {_MAX_PROMPT_BYTES} (MAX_ARG_STRLEN)"
+                )
         if request.argv is None and request.prompt.startswith("-"):
             raise InvalidInput(f"prompt {request.prompt[:40]!r} starts with '-': expected a skill command or text")
-        if len(request.prompt.encode()) > _MAX_PROMPT_BYTES:
-            raise InvalidInput(f"prompt is {len(request.prompt.encode())} bytes: expected at most {_MAX_PROMPT_BYTES}")
         if caller_session_id is not None:
             validate_identifier(caller_session_id, what="caller session id")
         cwd = self.checked_cwd(request.cwd)
