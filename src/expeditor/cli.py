@@ -131,7 +131,10 @@ def _status(args: argparse.Namespace) -> int:
 def _demo(args: argparse.Namespace) -> int:
     from expeditor.demo import run_demo
 
-    return run_demo(markdown_out=Path(args.markdown) if args.markdown else None)
+    markdown = Path(args.markdown) if args.markdown else None
+    if markdown is not None and not markdown.parent.is_dir():
+        raise InvalidInput(f"--markdown {markdown}: the directory {markdown.parent} does not exist")
+    return run_demo(markdown_out=markdown)
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -140,6 +143,16 @@ def _serve(args: argparse.Namespace) -> int:
     settings = _settings(args)
     configure_logging(settings.logs_dir)
     return serve(settings, transport=args.transport, host=args.host, port=args.port)
+
+
+def _positive_seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"{text} is not a positive number of seconds")
+    return value
 
 
 def _parse_inputs(pairs: Sequence[str]) -> dict[str, str]:
@@ -178,6 +191,7 @@ def _dispatch(args: argparse.Namespace) -> int:
             caller=CallerContext.from_env(os.environ),
             force=args.force,
             cwd=Path(args.cwd) if args.cwd else None,
+            stale_threshold=args.stale_threshold,
         )
 
     try:
@@ -251,8 +265,10 @@ def _parser() -> argparse.ArgumentParser:
     run_skill.add_argument("command", help="the skill command or prompt, e.g. '/make-plan 42'")
     run_skill.add_argument("--cwd", default=".", help="working directory of the session (default: .)")
     run_skill.add_argument("--model", help="sonnet, opus, haiku or a full model id")
-    run_skill.add_argument("--stale-threshold", type=float, help="seconds of silence before the session is stale")
-    run_skill.add_argument("--timeout", type=float, help="wall-clock limit in seconds")
+    run_skill.add_argument(
+        "--stale-threshold", type=_positive_seconds, help="seconds of silence before the session is stale"
+    )
+    run_skill.add_argument("--timeout", type=_positive_seconds, help="wall-clock limit in seconds")
     run_skill.add_argument("--resume", metavar="SESSION_ID", help="resume this session instead of starting one")
     run_skill.add_argument("--add-dir", action="append", default=[], help="extra directory the session may use")
     run_skill.add_argument("--json", action="store_true", help="print the RunResult as JSON")
@@ -261,7 +277,8 @@ def _parser() -> argparse.ArgumentParser:
     serve = commands.add_parser(
         "serve",
         help="run the MCP server (stdio by default)",
-        description="Run the MCP server with the run_skill, dispatch, status and report tools. Over stdio (the "
+        description="Run the MCP server: run_skill, dispatch, get_dispatch, list_dispatches, list_sessions, "
+        "cancel_session, list_recipes, validate_recipe and token_report. Over stdio (the "
         "default) it is started by Claude Code: claude mcp add expeditor -- expeditor serve. Logs go to stderr and "
         "<home>/logs, never stdout.",
     )
@@ -283,6 +300,9 @@ def _parser() -> argparse.ArgumentParser:
     dispatch.add_argument("--input", action="append", default=[], metavar="KEY=VALUE", help="a recipe input")
     dispatch.add_argument("--cwd", help="project directory the job works in (default: the first allowed root)")
     dispatch.add_argument("--force", action="store_true", help="rerun a job that already succeeded")
+    dispatch.add_argument(
+        "--stale-threshold", type=_positive_seconds, help="seconds of silence before the orchestrator is stale"
+    )
     dispatch.add_argument("--json", action="store_true", help="print the outcome as JSON")
     dispatch.set_defaults(handler=_dispatch)
 
@@ -295,7 +315,9 @@ def _parser() -> argparse.ArgumentParser:
     )
     status.add_argument("--campaign", help="also show this campaign's dispatch records")
     status.add_argument("--watch", action="store_true", help="refresh until interrupted")
-    status.add_argument("--interval", type=float, default=1.0, help="seconds between refreshes with --watch")
+    status.add_argument(
+        "--interval", type=_positive_seconds, default=1.0, help="seconds between refreshes with --watch"
+    )
     status.set_defaults(handler=_status)
 
     demo = commands.add_parser(
@@ -375,9 +397,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         sys.stderr.write(f"expeditor: {exc}\n")
         return EXIT_BAD_INPUT
     except ValidationError as exc:
-        sys.stderr.write(f"expeditor: invalid input:\n{exc}\n")
+        problems = "; ".join(
+            f"{'.'.join(str(part) for part in error['loc']) or 'value'}: {error['msg']}" for error in exc.errors()
+        )
+        sys.stderr.write(f"expeditor: invalid input: {problems}\n")
         return EXIT_BAD_INPUT
     except KeyboardInterrupt:
+        sys.stderr.write("expeditor: interrupted\n")
         return 130
 
 
