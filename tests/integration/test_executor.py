@@ -249,3 +249,26 @@ async def test_a_denied_tool_call_is_reported_in_the_result(tmp_path: Path) -> N
     result = await executor.run(request, marker_dir=None, caller_session_id=None)
     assert result.success
     assert result.permission_denials == ["mcp__expeditor__run_skill"]
+
+
+async def test_a_cancel_after_the_result_event_still_counts_the_work_as_done(tmp_path: Path) -> None:
+    # Cancelled while it lingers after reporting (the exit grace): its work must not be paid for again.
+    executor = ClaudeCodeExecutor(fake_settings(tmp_path, result_exit_grace=5))
+    request = scenario_request(tmp_path, {"init": False, "steps": [{"result": "all done"}, {"sleep": 30}]})
+    control = RunControl()
+
+    async def cancel_once_reported() -> None:
+        await control.started.wait()
+        assert control.session is not None
+        with anyio.fail_after(10):
+            while control.session.stdout_bytes == 0:  # the result is its only output
+                await anyio.sleep(0.02)
+        control.cancel("the server is shutting down")
+
+    async with anyio.create_task_group() as group:
+        group.start_soon(cancel_once_reported)
+        result = await executor.run(request, marker_dir=None, caller_session_id=None, control=control)
+    assert result.success
+    assert result.termination is Termination.COMPLETED
+    assert result.result_text == "all done"
+    assert "the server is shutting down" in result.reason

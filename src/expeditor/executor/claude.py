@@ -254,6 +254,11 @@ def to_run_result(spec: LaunchSpec, outcome: ManagedOutcome) -> RunResult:
         usage = usage_from_transcript(Path(os.devnull))
     termination = outcome.verdict.termination
     reason = outcome.verdict.reason
+    if termination is Termination.CANCELLED and result is not None and not result.is_error:
+        # Its work was done and reported; only its exit was cut short. Calling it cancelled would
+        # make a resume pay for the same work again.
+        termination = Termination.COMPLETED
+        reason = f"the session reported its result; then {reason[:1].lower()}{reason[1:]}"
     if not spec.reports_result:
         is_error = outcome.exit_code != 0
         if termination is Termination.COMPLETED and is_error:
