@@ -14,11 +14,14 @@ from pathlib import Path
 import psutil
 import pytest
 
+from expeditor.claude_paths import transcript_path
 from expeditor.state import DispatchStatus, RunStatus, SqliteCampaignStore, StepStatus
-from expeditor.testing import launched_prompts
+from expeditor.testing import launched_prompts, read_invocation_log
 from tests.support.fake import FAKE_AGENT_COMMAND
 
-HANG = json.dumps({"steps": [{"assistant": "working"}, {"hang": True}]})
+HANG = json.dumps(
+    {"steps": [{"assistant": {"content": "working", "usage": {"input": 3, "output": 7}}}, {"hang": True}]}
+)
 FINISH = json.dumps({"steps": [{"result": "finished"}]})
 
 FIVE_STEPS = """\
@@ -97,7 +100,14 @@ def start_until_step_three_runs(tmp_path: Path) -> subprocess.Popen[str]:
         text=True,
     )
     wait_for(lambda: "/three" in launched_steps(tmp_path))
+    wait_for(lambda: b"working" in step_three_transcript(tmp_path))  # it has begun its work
     return runner
+
+
+def step_three_transcript(tmp_path: Path) -> bytes:
+    launch = [entry for entry in read_invocation_log(tmp_path / "agent.log") if entry["event"] == "launch"][-1]
+    path = transcript_path(tmp_path / "claude", Path(launch["cwd"]), launch["session_id"])
+    return path.read_bytes() if path.exists() else b""
 
 
 def session_processes(tmp_path: Path) -> list[psutil.Process]:
@@ -134,6 +144,9 @@ def test_a_pipeline_killed_at_step_three_resumes_at_step_three(tmp_path: Path) -
         # What the killed runner left behind was cleaned up by the next one.
         killed_step = next(run for run in store.list_runs("nightly") if run.label == "three")
         assert killed_step.status is RunStatus.INTERRUPTED
+        # What it spent before it died is taken from its transcript, marked partial.
+        assert killed_step.usage.total.output_tokens == 7
+        assert killed_step.usage.partial
         assert [run.status for run in store.list_runs(status=RunStatus.RUNNING)] == []
     finally:
         store.close()

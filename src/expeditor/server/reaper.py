@@ -9,6 +9,7 @@ alone: they are someone else's.
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 import anyio
 import psutil
@@ -17,12 +18,24 @@ from expeditor.config import Settings
 from expeditor.errors import ExpeditorError
 from expeditor.executor.process_tree import snapshot_targets, terminate
 from expeditor.executor.registry import SessionRegistry
+from expeditor.executor.transcript import usage_from_transcript
 from expeditor.monitor.markers import remove_orphaned_markers
-from expeditor.state import CampaignStore
+from expeditor.state import CampaignStore, RunStatus
+from expeditor.usage import SessionUsage
 
 __all__ = ["reap_leftovers"]
 
 logger = logging.getLogger(__name__)
+
+
+def _figures_of_orphaned_runs(store: CampaignStore) -> dict[tuple[str, int], SessionUsage]:
+    """What the running runs of dead owners spent, from their transcripts (first launches only:
+    a resumed session's transcript also holds its earlier launches' turns)."""
+    figures: dict[tuple[str, int], SessionUsage] = {}
+    for run in store.list_runs(status=RunStatus.RUNNING):
+        if run.launch == 1 and run.transcript_path is not None and not store.owner_alive(run):
+            figures[(run.run_id, run.launch)] = usage_from_transcript(Path(run.transcript_path))
+    return figures
 
 
 async def reap_leftovers(settings: Settings, registry: SessionRegistry, store: CampaignStore) -> int:
@@ -50,7 +63,8 @@ async def reap_leftovers(settings: Settings, registry: SessionRegistry, store: C
     for name in remove_orphaned_markers(settings.markers_path):
         logger.warning("removed marker %s: its holder died without removing it", name)
     try:
-        interrupted = await anyio.to_thread.run_sync(store.interrupt_runs_of_dead_owners)
+        figures = await anyio.to_thread.run_sync(_figures_of_orphaned_runs, store)
+        interrupted = await anyio.to_thread.run_sync(store.interrupt_runs_of_dead_owners, figures)
     except ExpeditorError as exc:
         logger.warning("could not mark the runs of dead servers interrupted: %s", exc)
     else:

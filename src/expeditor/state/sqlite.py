@@ -310,14 +310,26 @@ class SqliteCampaignStore:
 
         return self._file.write(f"recording the end of run {run_id}", work)
 
-    def interrupt_runs_of_dead_owners(self) -> builtins.list[RunRecord]:
+    def interrupt_runs_of_dead_owners(
+        self, usage: Mapping[tuple[str, int], SessionUsage] | None = None
+    ) -> builtins.list[RunRecord]:
+        known = usage or {}
+
         def work(connection: sqlite3.Connection) -> builtins.list[RunRecord]:
             now = time.time()
             running = [run_from_row(row) for row in connection.execute("SELECT * FROM runs WHERE status = 'running'")]
             dead = [run for run in running if not self.owner_alive(run)]
             interrupted = RunStatus.INTERRUPTED
             return [
-                close_run(connection, run, interrupted, None, run.usage, f"{run.owner.describe()} is gone", now)
+                close_run(
+                    connection,
+                    run,
+                    interrupted,
+                    None,
+                    known.get((run.run_id, run.launch), run.usage),
+                    f"{run.owner.describe()} is gone",
+                    now,
+                )
                 for run in dead
             ]
 

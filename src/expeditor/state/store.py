@@ -167,8 +167,14 @@ class CampaignStore(Protocol):
         """Runs matching every filter given, oldest first."""
         ...
 
-    def interrupt_runs_of_dead_owners(self) -> builtins.list[RunRecord]:
-        """Mark every running run whose owner is gone ``interrupted``; returns them (server start-up)."""
+    def interrupt_runs_of_dead_owners(
+        self, usage: Mapping[tuple[str, int], SessionUsage] | None = None
+    ) -> builtins.list[RunRecord]:
+        """Mark every running run whose owner is gone ``interrupted``; returns them (server start-up).
+
+        ``usage``, by (run id, launch), is what the caller read from those runs' transcripts: the
+        store reads no host-local file.
+        """
         ...
 
     # --- pipeline steps ----------------------------------------------------------------
