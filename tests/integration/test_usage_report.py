@@ -118,4 +118,4 @@ async def test_token_report_covers_a_dispatched_job_and_the_skills_its_orchestra
         "job_name": "diagnose-cache",
     }
     assert unknown.is_error
-    assert "no runs recorded for campaign 'release-8'" in text_of(unknown)
+    assert "no agent sessions recorded for campaign 'release-8'" in text_of(unknown)

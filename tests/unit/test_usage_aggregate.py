@@ -103,7 +103,7 @@ def test_a_session_that_ended_before_its_result_is_partial_and_says_where_its_fi
     assert [(row.step, row.partial) for row in report.steps] == [("implement", True), ("review", False)]
     assert report.total.partial
     assert [(note.mark, note.text.split(":")[0]) for note in report.footnotes] == [("†", "Partial")]
-    assert "ended before its result event" in report.footnotes[0].text
+    assert "without its result event" in report.footnotes[0].text
 
 
 def test_a_launch_that_failed_spent_nothing_and_is_not_partial() -> None:

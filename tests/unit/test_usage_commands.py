@@ -93,10 +93,10 @@ def test_the_table_format_prints_the_three_tables(recorded: Settings) -> None:
 def test_a_campaign_with_no_runs_says_so_in_one_line_and_fails(recorded: Settings) -> None:
     out = io.StringIO()
     assert report_command(recorded, "nope", job_name=None, fmt="md", out=out) == 1
-    assert out.getvalue() == f"no runs recorded for campaign 'nope' in {recorded.state_path}\n"
+    assert out.getvalue() == f"no agent sessions recorded for campaign 'nope' in {recorded.state_path}\n"
     job = io.StringIO()
     assert report_command(recorded, "c", job_name="other", fmt="md", out=job) == 1
-    assert job.getvalue().startswith("no runs recorded for job 'other' of campaign 'c'")
+    assert job.getvalue().startswith("no agent sessions recorded for job 'other' of campaign 'c'")
 
 
 def test_reporting_from_a_home_with_no_store_creates_none(settings: Settings) -> None:

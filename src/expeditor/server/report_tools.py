@@ -39,6 +39,6 @@ def register_report_tools(server: MCPServer[Any]) -> None:
         report = await anyio.to_thread.run_sync(campaign_report, state.store, campaign_id, job_name)
         if not report.steps:
             scope = f"job {job_name!r} of campaign {campaign_id!r}" if job_name else f"campaign {campaign_id!r}"
-            raise ToolError(f"no runs recorded for {scope}: list_dispatches shows the jobs a campaign has")
+            raise ToolError(f"no agent sessions recorded for {scope}: list_dispatches shows the jobs a campaign has")
         text = render_markdown(report) if format == "markdown" else render_json(report)
         return TokenReport(text=text, report=report)

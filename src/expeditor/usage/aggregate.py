@@ -5,8 +5,8 @@ or its transcript deduplicated by message id, from where a resumed session start
 module only adds them up. Two things overlap when runs nest (an orchestrator waits while the
 skills it called run in its working directory; a dispatched pipeline runner waits on its
 steps) and are therefore counted once in the totals: wall time (the time anything ran) and
-lines changed (each tree of runs once). A pipeline runner or a recipe's plain ``run`` command is
-no agent and spends no tokens: neither has a row of its own, though both count in those totals.
+lines changed (each tree of runs once). A pipeline runner is no agent and spends no tokens: it
+has no row, though it counts in those totals. A recipe's plain ``run`` command counts nowhere.
 """
 
 from __future__ import annotations
@@ -43,7 +43,8 @@ class _Gap(Enum):
     """Why a session's figures are incomplete."""
 
     ENDED_EARLY = (
-        "a session ended before its result event, so its figures come from its transcript (each message once)."
+        "a session ended (or was still running) without its result event, so its figures come from its "
+        "transcript (each message once)."
     )
     NOT_RECORDED = "a session was still running, or its server had stopped, at the time of this report: no figures yet."
 
@@ -206,10 +207,12 @@ def build_report(
     """
     moment = time.time() if now is None else now
     ordered = sorted(runs, key=lambda run: (run.started_at, run.run_id, run.launch))
-    every_run = [_Run.of(run, moment) for run in ordered]
+    # Plain commands spend no tokens and have no row; leaving them out of the totals too keeps
+    # every Total the sum of the rows above it.
+    every_run = [_Run.of(run, moment) for run in ordered if run.kind is not SessionKind.COMMAND]
     # A pipeline runner and a plain command are no agents and spend no tokens: their steps (or
     # nothing) have rows; they still count in the total time and lines changed.
-    sessions = [r for r in every_run if r.run.kind not in (SessionKind.PIPELINE, SessionKind.COMMAND)]
+    sessions = [r for r in every_run if r.run.kind is not SessionKind.PIPELINE]
     by_step: dict[str, list[_Run]] = {}
     for session in sessions:
         by_step.setdefault(session.step, []).append(session)

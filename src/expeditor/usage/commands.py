@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Literal, TextIO
 
 from rich.console import Console
@@ -31,7 +32,8 @@ def report_command(
         store.close()
     if not report.steps:
         scope = f"job {job_name!r} of campaign {campaign_id!r}" if job_name else f"campaign {campaign_id!r}"
-        out.write(f"no runs recorded for {scope} in {settings.state_path}\n")
+        message = f"no agent sessions recorded for {scope} in {settings.state_path}"
+        out.write(json.dumps({"error": message}) + "\n" if fmt == "json" else message + "\n")
         return EXIT_NOTHING_RECORDED
     if fmt == "md":
         out.write(render_markdown(report))
