@@ -132,7 +132,7 @@ def test_a_pipeline_killed_at_step_three_resumes_at_step_three(tmp_path: Path) -
 
     rerun = rerun_to_the_end(tmp_path)
     assert rerun.returncode == 0, rerun.stdout + rerun.stderr
-    assert "recorded; skipped" in rerun.stdout
+    assert "recorded earlier; not run again" in rerun.stdout
     assert launched_steps(tmp_path) == ["/one", "/two", "/three", "/three", "/four", "/five"]
     store = SqliteCampaignStore(tmp_path / "home" / "state.sqlite3")
     try:

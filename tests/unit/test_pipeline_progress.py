@@ -39,9 +39,9 @@ def test_lines_say_what_started_ended_and_the_tokens_so_far() -> None:
     progress.step_started(2, "build", 2, "abc", "/build x")
     progress.step_finished(execution(2, "build", StepStatus.FAILURE, 1500, reason="stale: silent 30s"), None)
     lines = out.getvalue().splitlines()
-    assert "step 1 plan: success (recorded; skipped)" in lines[0]
+    assert "step 1 plan: success (recorded earlier; not run again)" in lines[0]
     assert "step 2 build: started, attempt 2 (session abc): /build x" in lines[1]
-    assert "step 2 build: failure in 2.0s, 1,500 tokens (1,500 so far): stale: silent 30s" in lines[2]
+    assert "step 2 build: failure in 2.0s, 1,500 tokens (1,600 so far): stale: silent 30s" in lines[2]
 
 
 class FixedView:

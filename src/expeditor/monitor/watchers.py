@@ -104,8 +104,8 @@ class TranscriptWatcher(SilenceWatcher):
 
 
 class StdoutWatcher(SilenceWatcher):
-    def __init__(self, signals: tuple[Signal, ...] = LIVENESS_SIGNALS) -> None:
-        super().__init__(Signal.STDOUT, Termination.IDLE_STALL, DecidedBy.STDOUT, "idle_timeout", signals)
+    def __init__(self, signals: tuple[Signal, ...] = LIVENESS_SIGNALS, setting: str = "idle_timeout") -> None:
+        super().__init__(Signal.STDOUT, Termination.IDLE_STALL, DecidedBy.STDOUT, setting, signals)
 
 
 class ChildrenWatcher:
@@ -135,7 +135,8 @@ def default_watchers(policy: RunPolicy, table: ProcessTable, *, has_transcript: 
     if has_transcript:
         watchers.append(TranscriptWatcher())
     if not has_transcript:
-        watchers.append(StdoutWatcher(COMMAND_LIVENESS_SIGNALS))
+        # Without a transcript this is the one silence watcher: it speaks of the setting people set.
+        watchers.append(StdoutWatcher(COMMAND_LIVENESS_SIGNALS, "stale_threshold"))
     elif policy.idle_timeout < policy.stale_threshold:
         watchers.append(StdoutWatcher())
     return watchers

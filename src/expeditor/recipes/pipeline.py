@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import shlex
 import time
 from collections import Counter
 from collections.abc import Mapping
@@ -264,7 +265,8 @@ class PipelineRunner:
         where = f"step {name!r} of recipe {recipe.name!r}"
         try:
             argv = substitute_argv(step.run, values, where=where) if step.run is not None else None
-            prompt = " ".join(argv) if argv is not None else substitute(step.skill or "", values, where=where)
+            # A command is shown as a shell would read it back, so its real argv can be told from it.
+            prompt = shlex.join(argv) if argv is not None else substitute(step.skill or "", values, where=where)
         except RecipeError as exc:
             failed = self._execution(sequence, name, StepStatus.FAILURE, started, reason=str(exc))
             await self._record(failed)

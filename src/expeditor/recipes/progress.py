@@ -95,7 +95,10 @@ class LinesProgress:
         self.out.flush()
 
     def replayed(self, execution: StepExecution) -> None:
-        self._line(f"step {execution.sequence} {execution.step}: {execution.status.value} (recorded; skipped)")
+        self.tokens += tokens_of(execution.usage)
+        self._line(
+            f"step {execution.sequence} {execution.step}: {execution.status.value} (recorded earlier; not run again)"
+        )
 
     def step_started(self, sequence: int, step: str, attempt: int, session_id: str, command: str) -> None:
         again = f", attempt {attempt}" if attempt > 1 else ""
@@ -119,6 +122,7 @@ class LiveProgress:
         self.view = view
         self.rows: list[StepExecution] = []
         self.current: tuple[int, str, int, str, float] | None = None
+        self._last_seen: dict[str, tuple[float | None, int]] = {}
         self.live = Live(console=console, refresh_per_second=2, get_renderable=self._render, transient=True)
 
     def __enter__(self) -> LiveProgress:
@@ -160,8 +164,12 @@ class LiveProgress:
         so_far = sum(tokens_of(row.usage) for row in self.rows)
         if self.current is not None:
             sequence, step, attempt, session_id, started = self.current
-            moved = self.view.last_activity(session_id)
-            so_far += self.view.tokens_so_far(session_id)
+            # Between the session's end and its step's record (the lines-changed snapshot runs
+            # then) the supervisor no longer knows it: keep showing what was last seen.
+            moved = self.view.last_activity(session_id) or self._last_seen.get(session_id, (None, 0))[0]
+            running_tokens = self.view.tokens_so_far(session_id) or self._last_seen.get(session_id, (None, 0))[1]
+            self._last_seen[session_id] = (moved, running_tokens)
+            so_far += running_tokens
             quiet = f"{format_duration(time.time() - moved)} ago" if moved is not None else "starting"
             label = "running" if attempt == 1 else f"running (attempt {attempt})"
             table.add_row(
@@ -206,7 +214,7 @@ def summary_table(executions: list[StepExecution], replayed: int) -> Table:
     for column in ("#", "step", "status", "attempts", "duration", "tokens", "note"):
         table.add_column(column, justify="right" if column in ("#", "attempts", "duration", "tokens") else "left")
     for index, execution in enumerate(executions):
-        note = "recorded earlier; not rerun" if index < replayed else (execution.reason or "")
+        note = "recorded earlier; not run again" if index < replayed else (execution.reason or "")
         table.add_row(
             str(execution.sequence),
             execution.step,
