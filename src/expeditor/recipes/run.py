@@ -132,6 +132,11 @@ async def _run_job(settings: Settings, store: CampaignStore, job: PipelineJob, r
         await reap_leftovers(settings, executor.registry, store)
         code = await _claim_and_run(settings, store, supervisor, job, request, out)
         group.cancel_scope.cancel()
+    if supervisor.closing is not None:
+        # Stopped by a signal and fully recorded: a second signal in the last milliseconds
+        # (Claude Code sends SIGTERM 100 ms after SIGINT) must not turn exit 130 into 143.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
     return code
 
 
