@@ -8,6 +8,7 @@ import os
 import re
 import signal
 import sys
+import time
 import uuid
 from collections.abc import Mapping
 from pathlib import Path
@@ -19,9 +20,13 @@ import pytest
 from mcp import Client, StdioServerParameters
 
 from expeditor.config import load_settings
+from expeditor.executor import ClaudeCodeExecutor, RunRequest, Termination
+from expeditor.server import supervisor as supervisor_module
 from expeditor.server.app import build_server
+from expeditor.server.caller import CallerContext
 from expeditor.state import RunStatus, SqliteCampaignStore
 from expeditor.testing import read_invocation_log
+from tests.support.fake import fake_settings
 
 pytestmark = pytest.mark.anyio
 
@@ -169,3 +174,39 @@ async def test_the_server_adopts_and_reaps_orphans_so_no_zombie_lingers(tmp_path
                 child.status() == psutil.STATUS_ZOMBIE for child in server.children()
             ):
                 await anyio.sleep(0.05)
+
+
+@pytest.mark.anyio
+async def test_a_shutdown_does_not_wait_for_a_slow_first_git_snapshot_nor_start_the_session(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def slow_snapshot(cwd: Path, cache: Path) -> None:
+        time.sleep(3)  # a cold cache in a large repository
+
+    monkeypatch.setattr(supervisor_module, "worktree_state", slow_snapshot)
+    monkeypatch.setenv("EXPEDITOR_FAKE_LOG", str(tmp_path / "agent.log"))
+    settings = fake_settings(tmp_path)
+    store = SqliteCampaignStore(settings.state_path)
+    try:
+        supervisor = supervisor_module.Supervisor(settings, ClaudeCodeExecutor(settings), store=store)
+        results = []
+
+        async def run() -> None:
+            results.append(await supervisor.run(RunRequest(prompt="/x", cwd=tmp_path), CallerContext(None, None)))
+
+        async with anyio.create_task_group() as group:
+            group.start_soon(run)
+            with anyio.fail_after(5):
+                while not supervisor.live:
+                    await anyio.sleep(0.01)
+            started = anyio.current_time()
+            await supervisor.shut_down("the test stopped the server")
+            elapsed = anyio.current_time() - started
+        (result,) = results
+        assert result.termination is Termination.CANCELLED
+        assert elapsed < 0.5
+        assert not (tmp_path / "agent.log").exists()  # nothing was started
+        (record,) = store.list_runs()
+        assert record.status is RunStatus.CANCELLED
+    finally:
+        store.close()

@@ -60,10 +60,17 @@ class RunControl:
         self.result: RunResult | None = None
         self._decision: Decision | None = None
         self._pending: Verdict | None = None
+        self.cancel_requested = anyio.Event()
+
+    @property
+    def pending(self) -> Verdict | None:
+        """A cancellation asked for before the run started: it must not start at all."""
+        return self._pending if self._decision is None else None
 
     def cancel(self, reason: str, *, grace: float | None = None, decided_by: DecidedBy = DecidedBy.CANCEL) -> None:
         """End the run as ``cancelled``; ``grace`` replaces the policy's SIGTERM grace."""
         verdict = Verdict(Termination.CANCELLED, decided_by, reason, kill_grace=grace)
+        self.cancel_requested.set()
         if self._decision is None:
             self._pending = self._pending or verdict
         else:

@@ -88,8 +88,12 @@ def _registry_entry(spec: LaunchSpec, session: LiveSession) -> SessionEntry:
 
 
 def _launch_failed(spec: LaunchSpec, reason: str) -> ManagedOutcome:
+    return _not_started(spec, Verdict(Termination.LAUNCH_FAILED, DecidedBy.EXIT, reason))
+
+
+def _not_started(spec: LaunchSpec, verdict: Verdict) -> ManagedOutcome:
     return ManagedOutcome(
-        verdict=Verdict(Termination.LAUNCH_FAILED, DecidedBy.EXIT, reason),
+        verdict=verdict,
         exit_code=None,
         stream=StreamState(),
         stderr_tail="",
@@ -107,6 +111,9 @@ async def run_managed(
     control: RunControl | None = None,
 ) -> ManagedOutcome:
     """Run one session to its end and return what happened. Never leaves a process behind."""
+    if control is not None and control.pending is not None:
+        # Cancelled before it started (a shutdown during its preparation): start nothing.
+        return _not_started(spec, control.pending)
     if not spec.cwd.is_dir():
         return _launch_failed(spec, f"working directory {spec.cwd} does not exist or is not a directory")
     executable = resolve_executable(spec.argv[0], spec.env, spec.cwd)

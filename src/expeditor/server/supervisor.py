@@ -119,7 +119,7 @@ class Supervisor:
         self.live[session_id] = live
         before: WorktreeState | None = None
         try:
-            before = await self._worktree_state(request)
+            before = await self._worktree_state(request, control)
             if self._closing is not None:
                 # Shutdown began while this run was being prepared: it must not outlive it.
                 control.cancel(self._closing, grace=self.settings.shutdown_grace)
@@ -163,13 +163,30 @@ class Supervisor:
         except ExpeditorError as error:
             logger.warning("session=%s could not be recorded as ended: %s", session_id, error)
 
-    async def _worktree_state(self, request: RunRequest) -> WorktreeState | None:
+    async def _worktree_state(self, request: RunRequest, control: RunControl) -> WorktreeState | None:
+        """The work tree before the run, unless the run is cancelled first: then nothing is measured.
+
+        A first snapshot of a large repository can take seconds; a shutdown must not wait for it.
+        The abandoned git writes only to expeditor's own object cache, so nothing is left to clean.
+        """
         if self.store is None or not self.settings.measure_loc:
             return None
-        # Abandoned on cancel: Ctrl-C must not wait for git (bounded by its own timeout) to finish;
-        # what it writes goes to expeditor's own cache, so nothing is left to clean up.
         cache = self.settings.git_objects_cache
-        return await anyio.to_thread.run_sync(worktree_state, request.cwd, cache, abandon_on_cancel=True)
+        state: WorktreeState | None = None
+        async with anyio.create_task_group() as race:
+
+            async def snapshot() -> None:
+                nonlocal state
+                state = await anyio.to_thread.run_sync(worktree_state, request.cwd, cache, abandon_on_cancel=True)
+                race.cancel_scope.cancel()
+
+            async def until_cancelled() -> None:
+                await control.cancel_requested.wait()
+                race.cancel_scope.cancel()
+
+            race.start_soon(snapshot)
+            race.start_soon(until_cancelled)
+        return state
 
     async def _record_started(
         self, live: LiveRun, request: RunRequest, context: RunContext, transcript: Path | None
