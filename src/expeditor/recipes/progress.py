@@ -50,10 +50,7 @@ class LiveView(Protocol):
 
 def tokens_of(usage: SessionUsage | None) -> int:
     """Every token a usage counted: uncached and cached input, and output."""
-    if usage is None:
-        return 0
-    total = usage.total
-    return total.input_tokens + total.output_tokens + total.cache_read_tokens + total.cache_write_tokens
+    return 0 if usage is None else usage.total.all_tokens
 
 
 def format_duration(seconds: float) -> str:

@@ -9,7 +9,6 @@ alone: they are someone else's.
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 
 import anyio
 import psutil
@@ -18,10 +17,10 @@ from expeditor.config import Settings
 from expeditor.errors import ExpeditorError
 from expeditor.executor.process_tree import snapshot_targets, terminate
 from expeditor.executor.registry import SessionRegistry
-from expeditor.executor.transcript import usage_from_transcript
 from expeditor.monitor.markers import remove_orphaned_markers
 from expeditor.state import CampaignStore, RunStatus
 from expeditor.usage import SessionUsage
+from expeditor.usage.aggregate import figures_so_far
 
 __all__ = ["reap_leftovers"]
 
@@ -29,12 +28,12 @@ logger = logging.getLogger(__name__)
 
 
 def _figures_of_orphaned_runs(store: CampaignStore) -> dict[tuple[str, int], SessionUsage]:
-    """What the running runs of dead owners spent, from their transcripts (first launches only:
-    a resumed session's transcript also holds its earlier launches' turns)."""
+    """What the running runs of dead owners spent, from their transcripts."""
     figures: dict[tuple[str, int], SessionUsage] = {}
     for run in store.list_runs(status=RunStatus.RUNNING):
-        if run.launch == 1 and run.transcript_path is not None and not store.owner_alive(run):
-            figures[(run.run_id, run.launch)] = usage_from_transcript(Path(run.transcript_path))
+        so_far = None if store.owner_alive(run) else figures_so_far(run)
+        if so_far is not None:
+            figures[(run.run_id, run.launch)] = so_far
     return figures
 
 

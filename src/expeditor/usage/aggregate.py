@@ -33,7 +33,7 @@ from expeditor.usage.report import (
     UsageReport,
 )
 
-__all__ = ["build_report", "campaign_report", "campaign_runs", "job_usage"]
+__all__ = ["build_report", "campaign_report", "campaign_runs", "figures_so_far", "job_usage"]
 
 # The model of a session that asked for none and recorded no figures: the CLI's default.
 _DEFAULT_MODEL = "default"
@@ -49,14 +49,10 @@ class _Gap(Enum):
     NOT_RECORDED = "a session was still running, or its server had stopped, at the time of this report: no figures yet."
 
 
-def _tokens(usage: TokenUsage) -> int:
-    return usage.input_tokens + usage.output_tokens + usage.cache_read_tokens + usage.cache_write_tokens
-
-
 def _figures(run: RunRecord) -> dict[str, TokenUsage]:
     """The run's tokens per model, leaving out models listed without a single token."""
-    by_model = {model: usage for model, usage in run.usage.by_model.items() if _tokens(usage)}
-    if not by_model and _tokens(run.usage.total):
+    by_model = {model: usage for model, usage in run.usage.by_model.items() if usage.all_tokens}
+    if not by_model and run.usage.total.all_tokens:
         return {run.model or _DEFAULT_MODEL: run.usage.total}
     return by_model
 
@@ -107,7 +103,7 @@ class _Run:
 
     def main_model(self, *, fallback: str) -> str:
         """The model that processed most of its tokens; ``fallback`` when it has no figures."""
-        return max(self.figures, key=lambda model: _tokens(self.figures[model])) if self.figures else fallback
+        return max(self.figures, key=lambda model: self.figures[model].all_tokens) if self.figures else fallback
 
     @property
     def non_anthropic(self) -> bool:
@@ -303,12 +299,20 @@ def campaign_report(
     return build_report(runs, campaign_id=campaign_id, job_name=job_name, now=now)
 
 
-def _with_figures_so_far(run: RunRecord) -> RunRecord:
-    # Only a first launch: a resumed session's transcript also holds its earlier launches' turns.
+def figures_so_far(run: RunRecord) -> SessionUsage | None:
+    """What a run that has not ended spent so far, from its transcript (partial); None when unknown.
+
+    Only for a first launch: a resumed session's transcript also holds its earlier launches' turns.
+    """
     if run.status is not RunStatus.RUNNING or run.transcript_path is None or run.launch != 1:
-        return run
+        return None
     so_far = usage_from_transcript(Path(run.transcript_path))
-    return run.model_copy(update={"usage": so_far}) if so_far.source is not UsageSource.NONE else run
+    return None if so_far.source is UsageSource.NONE else so_far
+
+
+def _with_figures_so_far(run: RunRecord) -> RunRecord:
+    so_far = figures_so_far(run)
+    return run if so_far is None else run.model_copy(update={"usage": so_far})
 
 
 def job_usage(runs: Sequence[RunRecord]) -> SessionUsage:

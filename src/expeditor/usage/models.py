@@ -26,6 +26,11 @@ class TokenUsage(BaseModel):
     peak_context: int = Field(default=0, ge=0, description="Largest single-message input + cache_read + cache_write.")
     cost_usd: float | None = Field(default=None, ge=0, description="Cost reported by the CLI, when known.")
 
+    @property
+    def all_tokens(self) -> int:
+        """Every token counted: uncached and cached input, cache writes and output."""
+        return self.input_tokens + self.output_tokens + self.cache_read_tokens + self.cache_write_tokens
+
     def __add__(self, other: TokenUsage) -> TokenUsage:
         cost = (
             None if self.cost_usd is None and other.cost_usd is None else (self.cost_usd or 0) + (other.cost_usd or 0)
