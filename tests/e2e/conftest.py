@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from expeditor.config import Settings, load_settings
 from tests.support.scripted_messages_api import ScriptedMessagesAPI, offline_cli_env
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -68,3 +69,19 @@ def claude_env(scripted_api: ScriptedMessagesAPI, claude_config_dir: Path, tmp_p
     home = tmp_path / "home"
     home.mkdir()
     return claude_offline_env(scripted_api, claude_config_dir, home)
+
+
+@pytest.fixture
+def settings(claude_cli: Path, claude_config_dir: Path, tmp_path: Path) -> Settings:
+    """expeditor driving the real CLI: a temporary home, generous limits, fast polling."""
+    return load_settings(
+        home=tmp_path / "expeditor-home",
+        claude_command=str(claude_cli),
+        claude_config_dir=claude_config_dir,
+        allowed_roots=(tmp_path,),
+        timeout=60,
+        stale_threshold=60,
+        poll_interval=0.05,
+        children_interval=0.5,
+        kill_grace=0.5,
+    )

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from expeditor.config import Settings, load_settings
+from expeditor.config import Settings
 from expeditor.executor import ClaudeCodeExecutor, RunRequest, RunResult, Termination
 from expeditor.executor.transcript import transcript_path
 from expeditor.usage import UsageSource
@@ -21,21 +21,6 @@ def workdir(tmp_path: Path) -> Path:
     path = (tmp_path / "project.one").resolve()
     path.mkdir()
     return path
-
-
-@pytest.fixture
-def settings(claude_cli: Path, claude_config_dir: Path, tmp_path: Path) -> Settings:
-    return load_settings(
-        home=tmp_path / "expeditor-home",
-        claude_command=str(claude_cli),
-        claude_config_dir=claude_config_dir,
-        allowed_roots=(tmp_path,),
-        timeout=60,
-        stale_threshold=60,
-        poll_interval=0.05,
-        children_interval=0.5,
-        kill_grace=0.5,
-    )
 
 
 def marker_dir_of(settings: Settings) -> Path:

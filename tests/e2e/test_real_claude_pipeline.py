@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from expeditor.config import load_settings
+from expeditor.config import Settings
 from expeditor.executor import ClaudeCodeExecutor
 from expeditor.recipes import parse_recipe
 from expeditor.recipes.pipeline import PipelineJob, PipelineRunner
@@ -37,8 +37,7 @@ steps:
 
 
 async def test_a_pipeline_of_real_sessions_passes_captures_and_reports_their_usage(
-    claude_cli: Path,
-    claude_config_dir: Path,
+    settings: Settings,
     claude_env: dict[str, str],
     scripted_api: ScriptedMessagesAPI,
     tmp_path: Path,
@@ -46,16 +45,6 @@ async def test_a_pipeline_of_real_sessions_passes_captures_and_reports_their_usa
     scripted_api.add(
         Reply.text("plan=REST API with /health; $(rm -rf /) stays text", Usage(10, 5, 100, 20)),
         Reply.text("Built it.", Usage(30, 9, 400, 0)),
-    )
-    settings = load_settings(
-        home=tmp_path / "expeditor-home",
-        claude_command=str(claude_cli),
-        claude_config_dir=claude_config_dir,
-        allowed_roots=(tmp_path,),
-        timeout=60,
-        stale_threshold=60,
-        poll_interval=0.05,
-        kill_grace=0.5,
     )
     recipe = parse_recipe(RECIPE, source="two-steps.yaml")
     store = SqliteCampaignStore(settings.state_path)

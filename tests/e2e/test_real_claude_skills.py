@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from expeditor.config import Settings, load_settings
+from expeditor.config import Settings
 from expeditor.executor import ClaudeCodeExecutor, RunRequest
 from expeditor.recipes import bundled_skills_dir
 from tests.support.scripted_messages_api import Reply, ScriptedMessagesAPI
@@ -21,20 +21,6 @@ def workdir(tmp_path: Path) -> Path:
     path = (tmp_path / "project").resolve()
     path.mkdir()
     return path
-
-
-@pytest.fixture
-def settings(claude_cli: Path, claude_config_dir: Path, tmp_path: Path) -> Settings:
-    return load_settings(
-        home=tmp_path / "expeditor-home",
-        claude_command=str(claude_cli),
-        claude_config_dir=claude_config_dir,
-        allowed_roots=(tmp_path,),
-        timeout=60,
-        stale_threshold=60,
-        poll_interval=0.05,
-        kill_grace=0.5,
-    )
 
 
 def skill_body(name: str) -> str:
