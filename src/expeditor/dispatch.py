@@ -30,7 +30,7 @@ from expeditor.executor.transcript import transcript_path
 from expeditor.ids import new_session_id, validate_identifier
 from expeditor.monitor import execution_marker
 from expeditor.recipes import Orchestrator, Recipe, RecipeError, RecipeLibrary, orchestrator_prompt
-from expeditor.recipes.pipeline import steps_to_forget
+from expeditor.recipes.resume import steps_to_forget
 from expeditor.server.caller import CallerContext
 from expeditor.server.child_config import settings_environment
 from expeditor.server.supervisor import RunContext, Supervisor

@@ -21,9 +21,9 @@ from expeditor.recipes.pipeline import (
     PipelineJob,
     PipelineOutcome,
     PipelineRunner,
-    steps_to_forget,
 )
 from expeditor.recipes.progress import SupervisorView
+from expeditor.recipes.resume import steps_to_forget
 from expeditor.server.caller import CallerContext
 from expeditor.server.supervisor import Supervisor
 from expeditor.state import ClaimAction, Owner, RunStatus, SqliteCampaignStore, StepStatus

@@ -1,11 +1,9 @@
 """The pipeline runner: walks a recipe's steps itself, one managed session (or command) per attempt.
 
 Every execution of a step is recorded in the campaign store under (campaign, job) with its
-sequence number, so a run that died can be resumed (DESIGN, "Settled points: Pipeline steps"):
-a rerun replays the recorded executions that ended for good (successes, skips, and failures
-the run routed on from), restoring their captures and visits, and runs again from the first
-one that did not (still running when its runner died, cancelled, or the failure that ended
-the run). Records after that point are forgotten: the new walk writes its own.
+sequence number, so a run that died can be resumed: a rerun replays what ended for good
+(``resume.py`` says what that is) and runs again from there. Records after that point are
+forgotten: the new walk writes its own.
 
 While a step runs, the runner holds a ``pipeline-step`` execution marker keyed on the pipeline
 run's own id. A pipeline dispatched as a managed child is watched like any session, and its
@@ -22,7 +20,7 @@ from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal, Protocol
+from typing import Literal
 
 import anyio
 
@@ -32,34 +30,23 @@ from expeditor.executor import RunRequest, RunResult, SessionKind, Termination
 from expeditor.ids import new_session_id
 from expeditor.monitor import execution_marker
 from expeditor.recipes.captures import extract_captures
+from expeditor.recipes.observer import GuardedObserver, PipelineObserver, SilentObserver
 from expeditor.recipes.placeholders import substitute, substitute_argv
 from expeditor.recipes.problems import RecipeError
+from expeditor.recipes.resume import plan_replay
 from expeditor.recipes.schema import DEFAULT_MAX_VISITS, FAIL, STOP, Outcome, Recipe
 from expeditor.server.caller import CallerContext
 from expeditor.server.supervisor import RunContext, Supervisor
-from expeditor.state import CampaignStore, DispatchRecord, DispatchStatus, StepExecution, StepStatus, inputs_hash
+from expeditor.state import CampaignStore, StepExecution, StepStatus
 from expeditor.usage import SessionUsage
 
-__all__ = [
-    "STEP_MARKER_LABEL",
-    "PipelineJob",
-    "PipelineObserver",
-    "PipelineOutcome",
-    "PipelineRunner",
-    "steps_to_forget",
-]
+__all__ = ["STEP_MARKER_LABEL", "PipelineJob", "PipelineOutcome", "PipelineRunner"]
 
 logger = logging.getLogger(__name__)
 
 STEP_MARKER_LABEL = "pipeline-step"
 
 PipelineStatus = Literal["success", "failure", "cancelled"]
-
-_OUTCOME_OF: dict[StepStatus, Outcome] = {
-    StepStatus.SUCCESS: "success",
-    StepStatus.FAILURE: "failure",
-    StepStatus.SKIPPED: "skipped",
-}
 
 
 @dataclass(frozen=True)
@@ -93,53 +80,6 @@ class PipelineOutcome:
         return self.status == "success"
 
 
-class PipelineObserver(Protocol):
-    """Told what the runner does, for live progress; every method must return quickly."""
-
-    def replayed(self, execution: StepExecution) -> None: ...
-
-    def step_started(self, sequence: int, step: str, attempt: int, session_id: str, command: str) -> None: ...
-
-    def step_finished(self, execution: StepExecution, result: RunResult | None) -> None: ...
-
-
-class _Silent:
-    def replayed(self, execution: StepExecution) -> None:
-        pass
-
-    def step_started(self, sequence: int, step: str, attempt: int, session_id: str, command: str) -> None:
-        pass
-
-    def step_finished(self, execution: StepExecution, result: RunResult | None) -> None:
-        pass
-
-
-class _Guarded:
-    """An observer whose failures (its output was closed: ``| head``) never stop the pipeline."""
-
-    def __init__(self, observer: PipelineObserver) -> None:
-        self._observer: PipelineObserver | None = observer
-
-    def _call(self, method: str, *args: object) -> None:
-        if self._observer is None:
-            return
-        try:
-            getattr(self._observer, method)(*args)
-        except (OSError, ValueError, SystemExit) as exc:
-            # SystemExit: rich's answer to a broken pipe.
-            logger.warning("progress output failed (%r); the pipeline goes on without it", exc)
-            self._observer = None
-
-    def replayed(self, execution: StepExecution) -> None:
-        self._call("replayed", execution)
-
-    def step_started(self, sequence: int, step: str, attempt: int, session_id: str, command: str) -> None:
-        self._call("step_started", sequence, step, attempt, session_id, command)
-
-    def step_finished(self, execution: StepExecution, result: RunResult | None) -> None:
-        self._call("step_finished", execution, result)
-
-
 class _Ended(Exception):
     """The walk reached a verdict for the whole run."""
 
@@ -147,21 +87,6 @@ class _Ended(Exception):
         super().__init__(reason)
         self.status: PipelineStatus = status
         self.reason = reason
-
-
-def steps_to_forget(previous: DispatchRecord | None, inputs: Mapping[str, str], *, forced: bool) -> str | None:
-    """Why a job's recorded step executions must not be replayed by its next launch; None to replay them.
-
-    A forced rerun (or a relaunch of a job that succeeded) starts over; steps recorded under other
-    inputs did other work, and their captures would lie to the steps after them.
-    """
-    if previous is None:
-        return None
-    if forced or previous.status is DispatchStatus.SUCCESS:
-        return "a forced rerun starts the job over"
-    if previous.inputs_hash != inputs_hash(dict(inputs)):
-        return "the job's inputs changed since its steps were recorded, so it starts over"
-    return None
 
 
 class PipelineRunner:
@@ -179,7 +104,7 @@ class PipelineRunner:
         self.store = store
         self.supervisor = supervisor
         self.job = job
-        self.observer: PipelineObserver = _Guarded(observer or _Silent())
+        self.observer: PipelineObserver = GuardedObserver(observer or SilentObserver())
         self._captures: dict[str, str] = {}
         self._visits: Counter[str] = Counter()
         self._executions: list[StepExecution] = []
@@ -208,31 +133,25 @@ class PipelineRunner:
     # --- replay ------------------------------------------------------------------------
 
     async def _replay(self) -> tuple[str, int]:
-        recipe, job = self.job.recipe, self.job
+        job = self.job
         recorded = await anyio.to_thread.run_sync(self.store.list_steps, job.campaign_id, job.job_name)
-        current = recipe.first_step
-        for execution in recorded:
-            if current in (STOP, FAIL) or execution.sequence != len(self._executions) + 1:
-                break
-            if execution.step != current:
-                logger.warning(
-                    "session=%s %s/%s: recorded step %d is %r but the recipe now goes to %r; running from there",
-                    job.run_id,
-                    job.campaign_id,
-                    job.job_name,
-                    execution.sequence,
-                    execution.step,
-                    current,
-                )
-                break
-            outcome = _OUTCOME_OF.get(execution.status)
-            if outcome is None or recipe.route(current, outcome) == FAIL:
-                break  # it did not end for good: this is where the run resumes
-            self._captures.update(execution.captures)
-            self._visits[current] += 1
+        replay = plan_replay(job.recipe, recorded)
+        if replay.diverged is not None:
+            logger.warning(
+                "session=%s %s/%s: recorded step %d is %r but the recipe now goes to %r; running from there",
+                job.run_id,
+                job.campaign_id,
+                job.job_name,
+                replay.diverged.sequence,
+                replay.diverged.step,
+                replay.next_step,
+            )
+        self._captures.update(replay.captures)
+        self._visits.update(replay.visits)
+        for execution in replay.executions:
             self._executions.append(execution)
             self.observer.replayed(execution)
-            current = recipe.route(current, outcome)
+        current = replay.next_step
         replayed = len(self._executions)
         if len(recorded) > replayed:
             await anyio.to_thread.run_sync(

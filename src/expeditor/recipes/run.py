@@ -34,7 +34,8 @@ from expeditor.executor import ClaudeCodeExecutor
 from expeditor.ids import new_session_id, validate_identifier
 from expeditor.logs import configure_logging
 from expeditor.recipes.loader import RecipeLibrary
-from expeditor.recipes.pipeline import PipelineJob, PipelineObserver, PipelineOutcome, PipelineRunner, steps_to_forget
+from expeditor.recipes.observer import PipelineObserver
+from expeditor.recipes.pipeline import PipelineJob, PipelineOutcome, PipelineRunner
 from expeditor.recipes.problems import RecipeError
 from expeditor.recipes.progress import (
     LinesProgress,
@@ -44,6 +45,7 @@ from expeditor.recipes.progress import (
     summary_table,
     summary_text,
 )
+from expeditor.recipes.resume import steps_to_forget
 from expeditor.recipes.schema import Recipe
 from expeditor.server.reaper import reap_leftovers
 from expeditor.server.supervisor import Supervisor
