@@ -40,31 +40,10 @@ def _print_result(result: RunResult, *, as_json: bool) -> None:
         sys.stdout.write(result.model_dump_json(indent=2) + "\n")
         return
     from rich.console import Console
-    from rich.table import Table
 
-    table = Table(show_header=False, box=None, pad_edge=False)
-    table.add_column(style="bold")
-    table.add_column()
-    verdict = "[green]success[/green]" if result.success else "[red]failed[/red]"
-    table.add_row("outcome", f"{verdict} ({result.termination.value}, decided by {result.decided_by.value})")
-    table.add_row("reason", result.reason)
-    table.add_row("session", result.session_id)
-    table.add_row("duration", f"{result.duration_s:.2f}s")
-    total = result.usage.total
-    table.add_row(
-        "tokens",
-        f"input {total.input_tokens}, output {total.output_tokens}, cache read {total.cache_read_tokens}, "
-        f"cache write {total.cache_write_tokens}, turns {total.turns}"
-        + (f", ${total.cost_usd:.4f}" if total.cost_usd is not None else "")
-        + (" (partial, from the transcript)" if result.usage.partial else ""),
-    )
-    if result.killed:
-        table.add_row("killed", "; ".join(f"{k.pid} {' '.join(k.cmdline)[:80]}" for k in result.killed))
-    if result.result_text:
-        table.add_row("result", result.result_text)
-    if result.stderr_tail and not result.success:
-        table.add_row("stderr", result.stderr_tail[-2000:])
-    Console().print(table)
+    from expeditor.result_view import result_table
+
+    Console().print(result_table(result))
 
 
 def _run_skill(args: argparse.Namespace) -> int:
@@ -90,42 +69,9 @@ def _run_skill(args: argparse.Namespace) -> int:
 
 
 def _status(args: argparse.Namespace) -> int:
-    import time
+    from expeditor.status import show_status
 
-    from rich.console import Console, Group
-    from rich.live import Live
-
-    from expeditor.state import SqliteCampaignStore
-    from expeditor.status import dispatch_table, live_sessions, session_table, steps_table
-
-    settings = _settings(args)
-    store = SqliteCampaignStore(settings.state_path) if args.campaign else None
-
-    def render() -> Group:
-        parts: list[Any] = [session_table(live_sessions(settings))]
-        if store is not None:
-            records = store.list(args.campaign)
-            parts.append(dispatch_table(args.campaign, records))
-            for record in records:
-                executions = store.list_steps(args.campaign, record.name)
-                if executions:
-                    parts.append(steps_table(args.campaign, record.name, executions))
-        return Group(*parts)
-
-    console = Console()
-    try:
-        if not args.watch:
-            console.print(render())
-            return EXIT_OK
-        with Live(render(), console=console, refresh_per_second=2) as live:
-            while True:
-                time.sleep(args.interval)
-                live.update(render())
-    except KeyboardInterrupt:
-        return EXIT_OK
-    finally:
-        if store is not None:
-            store.close()
+    return show_status(_settings(args), campaign=args.campaign, watch=args.watch, interval=args.interval)
 
 
 def _demo(args: argparse.Namespace) -> int:

@@ -11,15 +11,17 @@ import time
 from collections.abc import Sequence
 
 from pydantic import BaseModel, Field
+from rich.console import Console, Group, RenderableType
+from rich.live import Live
 from rich.table import Table
 
 from expeditor.config import Settings
 from expeditor.executor.models import Signal
 from expeditor.executor.registry import SessionEntry, SessionRegistry
 from expeditor.monitor import find_active_marker
-from expeditor.state import DispatchRecord, StepExecution, StepStatus
+from expeditor.state import DispatchRecord, SqliteCampaignStore, StepExecution, StepStatus
 
-__all__ = ["SessionInfo", "dispatch_table", "live_sessions", "session_table", "steps_table"]
+__all__ = ["SessionInfo", "dispatch_table", "live_sessions", "session_table", "show_status", "steps_table"]
 
 
 class SessionInfo(BaseModel):
@@ -149,3 +151,34 @@ def steps_table(campaign: str, name: str, executions: Sequence[StepExecution]) -
             (execution.reason or "")[:80] if execution.status is not StepStatus.SUCCESS else "",
         )
     return table
+
+
+def show_status(settings: Settings, *, campaign: str | None, watch: bool, interval: float) -> int:
+    """Print the live sessions (and the campaign's jobs and pipeline steps); with ``watch``, until Ctrl-C."""
+    store = SqliteCampaignStore(settings.state_path) if campaign else None
+
+    def render() -> Group:
+        parts: list[RenderableType] = [session_table(live_sessions(settings))]
+        if store is not None and campaign is not None:
+            records = store.list(campaign)
+            parts.append(dispatch_table(campaign, records))
+            for record in records:
+                executions = store.list_steps(campaign, record.name)
+                if executions:
+                    parts.append(steps_table(campaign, record.name, executions))
+        return Group(*parts)
+
+    console = Console()
+    try:
+        if not watch:
+            console.print(render())
+            return 0
+        with Live(render(), console=console, refresh_per_second=2) as live:
+            while True:
+                time.sleep(interval)
+                live.update(render())
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        if store is not None:
+            store.close()
