@@ -5,11 +5,8 @@ command line expeditor builds for Claude Code. So the command line is checked li
 it: an unknown option, a missing ``--verbose`` with stream-json, or ``--session-id`` with ``--resume``
 fails at once with Claude Code's message and exit status 1, and a caller's argv bug shows in tests.
 
-What the session then does comes from its scenario (``scenario.py``): ``EXPEDITOR_FAKE_SCENARIO_<KIND>``
-for the session's ``EXPEDITOR_SESSION_KIND`` (e.g. ``_ORCHESTRATOR``, ``_SKILL``) or ``EXPEDITOR_FAKE_SCENARIO``
-(a file path, or inline JSON/YAML), else ``EXPEDITOR_FAKE_SCENARIO_DIR/<command>.yaml`` for a prompt
-``/<command> ...``, else the first JSON object with a ``steps`` key in the prompt, else a default
-reply ``Done: <prompt>``. A malformed scenario exits 2 with every problem named. SIGTERM exits 143
+What the session then does comes from its scenario (``scenario.py``), found as ``scenario_source.py``
+says (the environment, a file per command, or the prompt), else a default reply ``Done: <prompt>``. A malformed scenario exits 2 with every problem named. SIGTERM exits 143
 (unless the scenario ignores it), SIGINT 130. When ``EXPEDITOR_FAKE_LOG`` is set, each launch, spawned
 child, signal and exit is appended there as one JSON line: the invocation log tests assert from. The
 ``system/init`` event lists the skills the real CLI would find: ``<cwd>/.claude/skills`` and, namespaced
@@ -37,9 +34,11 @@ from expeditor.errors import ScenarioError
 from expeditor.testing.channels import Channels, InvocationLog
 from expeditor.testing.conversation import Conversation, Tokens, resolve_model
 from expeditor.testing.mcp_call import McpServer, load_mcp_configs
+from expeditor.testing.scenario_source import scenario_for
+from expeditor.testing.skills import skills_found
 
 if TYPE_CHECKING:
-    from expeditor.testing.scenario import Scenario
+    pass
 
 __all__ = ["build_parser", "main", "run"]
 
@@ -174,72 +173,6 @@ def _settings_rules(value: str | None) -> tuple[list[str], list[str]]:
     return list(permissions.get("allow", [])), list(permissions.get("deny", []))
 
 
-def _scenario_in_prompt(prompt: str) -> str | None:
-    """The first JSON object in the prompt that has a ``steps`` key, as text; other JSON is left alone.
-
-    Prompts such as ``/make-plan 42 {"steps": [...]}`` carry their scenario inline; an orchestrator
-    prompt that merely lists JSON inputs is not mistaken for one.
-    """
-    decoder = json.JSONDecoder()
-    start = prompt.find("{")
-    while start != -1:
-        try:
-            value, end = decoder.raw_decode(prompt, start)
-        except ValueError:
-            start = prompt.find("{", start + 1)
-            continue
-        if isinstance(value, dict) and "steps" in value:
-            return prompt[start:end]
-        start = prompt.find("{", end)
-    return None
-
-
-def _scenario_file_for(prompt: str) -> Path | None:
-    """``EXPEDITOR_FAKE_SCENARIO_DIR/<command>.yaml`` (or ``.json``) for a prompt starting ``/<command>``.
-
-    Lets a whole recipe run on the fake agent with one scenario per skill, and the recipe stay
-    as a person would write it. A plugin's ``/plugin:skill`` looks for ``plugin__skill``.
-    """
-    directory = os.environ.get("EXPEDITOR_FAKE_SCENARIO_DIR")
-    words = prompt.split(maxsplit=1)
-    if not directory or not words or not words[0].startswith("/"):
-        return None
-    name = words[0][1:].replace(":", "__")
-    for suffix in (".yaml", ".json"):
-        candidate = Path(directory) / f"{name}{suffix}"
-        if candidate.is_file():
-            return candidate
-    return None
-
-
-def _scenario(prompt: str) -> Scenario | None:
-    """The scenario given in the environment or the prompt; None for the default reply.
-
-    pydantic is imported only here, when there is a scenario to validate: a default run skips it.
-    """
-    # A per-kind scenario lets one test drive several levels (a dispatched orchestrator and the
-    # skill sessions it starts) that all inherit the same environment.
-    kind = os.environ.get("EXPEDITOR_SESSION_KIND", "").upper()
-    variable = f"EXPEDITOR_FAKE_SCENARIO_{kind}" if os.environ.get(f"EXPEDITOR_FAKE_SCENARIO_{kind}") else None
-    variable = variable or "EXPEDITOR_FAKE_SCENARIO"
-    source = os.environ.get(variable)
-    by_command = _scenario_file_for(prompt)
-    if source:
-        looks_inline = "\n" in source or ": " in source or source.lstrip().startswith("{")
-        if not looks_inline and not Path(source).is_file():
-            raise ScenarioError(f"{variable} names no file and is no scenario: {source}")
-        text, origin = (source, variable) if looks_inline else (Path(source).read_text(), f"file {source}")
-    elif by_command is not None:
-        text, origin = by_command.read_text(), f"file {by_command}"
-    else:
-        text, origin = _scenario_in_prompt(prompt), "the prompt"
-    if text is None:
-        return None
-    from expeditor.testing.scenario import parse_scenario
-
-    return parse_scenario(text, origin=origin)
-
-
 def _exit_on_signal(log: InvocationLog) -> None:
     """SIGTERM → 143, SIGINT → 130, at once, like Claude Code; the log notes which signal ended us."""
 
@@ -259,37 +192,6 @@ def _ignore_sigterm(log: InvocationLog) -> None:
         log.write("signal", signal="SIGTERM", ignored=True)
 
     signal.signal(signal.SIGTERM, handler)
-
-
-def _plugin_name(plugin: Path) -> str:
-    """The ``name`` in ``.claude-plugin/plugin.json``, else the directory's name, as Claude Code names a plugin."""
-    try:
-        name = json.loads((plugin / ".claude-plugin" / "plugin.json").read_text()).get("name")
-    except (OSError, ValueError, AttributeError):
-        name = None
-    return name if isinstance(name, str) and name else plugin.name
-
-
-def _skills_in(directory: Path) -> list[str]:
-    return sorted(skill.parent.name for skill in directory.glob("*/SKILL.md"))
-
-
-def _skills(cwd: str, plugin_dirs: list[str]) -> tuple[list[str], list[dict[str, str]]]:
-    """The skills a session finds, named as Claude Code's init event names them, and the plugins they come from.
-
-    ``<cwd>/.claude/skills/<name>/SKILL.md`` is ``<name>``; ``skills/<name>/SKILL.md`` of a ``--plugin-dir``
-    is ``<plugin>:<name>`` (docs/claude-code-cli-notes.md, section a).
-    """
-    skills = _skills_in(Path(cwd, ".claude", "skills"))
-    plugins: list[dict[str, str]] = []
-    for directory in plugin_dirs:
-        plugin = Path(cwd, directory)
-        if not plugin.is_dir():
-            continue
-        name = _plugin_name(plugin)
-        plugins.append({"name": name, "path": str(plugin)})
-        skills += [f"{name}:{skill}" for skill in _skills_in(plugin / "skills")]
-    return skills, plugins
 
 
 def _config_dir() -> Path:
@@ -350,7 +252,7 @@ def run(argv: list[str]) -> int:
     if launch is None:
         return _finish(log, 1)
     try:
-        scenario = _scenario(launch.prompt)
+        scenario = scenario_for(launch.prompt)
     except ScenarioError as exc:
         print(f"fake agent: {exc}", file=sys.stderr)
         return _finish(log, 2)
@@ -370,7 +272,7 @@ def run(argv: list[str]) -> int:
         _copy_history(launch.fork_from, conversation)
     bypass = args.dangerously_skip_permissions or args.permission_mode == "bypassPermissions"
     if scenario is None or scenario.init:
-        skills, plugins = _skills(cwd, args.plugin_dir)
+        skills, plugins = skills_found(cwd, args.plugin_dir)
         conversation.init(
             tools=[tool for tool in BUILTIN_TOOLS if tool not in launch.deny],
             mcp_servers=list(launch.mcp_servers),
