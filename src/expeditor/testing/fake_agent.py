@@ -6,11 +6,12 @@ it: an unknown option, a missing ``--verbose`` with stream-json, or ``--session-
 fails at once with Claude Code's message and exit status 1, and a caller's argv bug shows in tests.
 
 What the session then does comes from its scenario (``scenario.py``), found as ``scenario_source.py``
-says (the environment, a file per command, or the prompt), else a default reply ``Done: <prompt>``. A malformed scenario exits 2 with every problem named. SIGTERM exits 143
-(unless the scenario ignores it), SIGINT 130. When ``EXPEDITOR_FAKE_LOG`` is set, each launch, spawned
-child, signal and exit is appended there as one JSON line: the invocation log tests assert from. The
-``system/init`` event lists the skills the real CLI would find: ``<cwd>/.claude/skills`` and, namespaced
-by plugin, those of each ``--plugin-dir``.
+says (the environment, a file per command, or the prompt), else a default reply ``Done: <prompt>``.
+A malformed scenario exits 2 with every problem named. SIGTERM exits 143 (unless the scenario
+ignores it), SIGINT 130. When ``EXPEDITOR_FAKE_LOG`` is set, each launch, spawned child, signal
+and exit is appended there as one JSON line: the invocation log tests assert from. The
+``system/init`` event lists the skills the real CLI would find: ``<cwd>/.claude/skills`` and,
+namespaced by plugin, those of each ``--plugin-dir``.
 
 Run it as ``expeditor-fake-agent`` or ``python -m expeditor.testing.fake_agent``.
 """
