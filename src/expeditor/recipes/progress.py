@@ -22,6 +22,7 @@ from expeditor.executor.transcript import usage_from_transcript
 from expeditor.server.supervisor import Supervisor
 from expeditor.state import StepExecution, StepStatus
 from expeditor.usage import SessionUsage
+from expeditor.usage.humanize import format_duration as humanized_duration
 
 __all__ = [
     "LinesProgress",
@@ -54,14 +55,8 @@ def tokens_of(usage: SessionUsage | None) -> int:
 
 
 def format_duration(seconds: float) -> str:
-    seconds = max(seconds, 0.0)
-    if seconds < 60:
-        return f"{seconds:.1f}s"
-    minutes, secs = divmod(int(seconds), 60)
-    if minutes < 60:
-        return f"{minutes}m {secs:02d}s"
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours}h {minutes:02d}m"
+    """The report's durations (``15m 40s``, ``3h 20m``), with tenths below a minute: steps are often quick."""
+    return f"{max(seconds, 0.0):.1f}s" if seconds < 60 else humanized_duration(seconds)
 
 
 def _duration(execution: StepExecution) -> float:
