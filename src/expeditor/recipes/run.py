@@ -93,7 +93,8 @@ def run_recipe(settings: Settings, request: RecipeRun, out: TextIO | None = None
     """Run the job to its end; returns the exit code (0 success or already done, 1 failure, 130 stopped)."""
     target = out or sys.stdout
     recipe, inputs = _load(settings, request)
-    cwd = ClaudeCodeExecutor(settings).checked_cwd(request.cwd or settings.allowed_roots[0])
+    executor = ClaudeCodeExecutor(settings)
+    cwd = executor.checked_cwd(request.cwd or settings.allowed_roots[0])
     campaign = request.campaign_id or default_campaign(recipe.name, inputs, cwd)
     job_name = request.job_name or recipe.name
     validate_identifier(campaign, what="campaign")
@@ -110,7 +111,7 @@ def run_recipe(settings: Settings, request: RecipeRun, out: TextIO | None = None
     store = SqliteCampaignStore(settings.state_path)
     try:
         job = PipelineJob(recipe, inputs, campaign, job_name, cwd, run_id)
-        return anyio.run(_run_job, settings, store, job, request, target)
+        return anyio.run(_run_job, Supervisor(settings, executor, store=store), job, request, target)
     except BaseExceptionGroup as group:
         # The job runs inside a task group (beside its signal listener), which wraps what it raises;
         # one error is reported as itself, so a refused claim reads as a message, not a traceback.
@@ -122,16 +123,16 @@ def run_recipe(settings: Settings, request: RecipeRun, out: TextIO | None = None
         store.close()
 
 
-async def _run_job(settings: Settings, store: CampaignStore, job: PipelineJob, request: RecipeRun, out: TextIO) -> int:
-    executor = ClaudeCodeExecutor(settings)
-    supervisor = Supervisor(settings, executor, store=store)
+async def _run_job(supervisor: Supervisor, job: PipelineJob, request: RecipeRun, out: TextIO) -> int:
+    settings, store = supervisor.settings, supervisor.store
+    assert store is not None
     code = EXIT_CANCELLED
     async with anyio.create_task_group() as group:
         # Listening from the first moment to the last record: a signal stops the running step, and a
         # second one (Claude Code sends SIGTERM 100 ms after SIGINT) cannot cut the bookkeeping short.
         group.start_soon(_stop_on_signals, supervisor)
         # A runner killed with SIGKILL left its step's registry entry, run record and marker behind.
-        await reap_leftovers(settings, executor.registry, store)
+        await reap_leftovers(settings, supervisor.executor.registry, store)
         code = await _claim_and_run(settings, store, supervisor, job, request, out)
         group.cancel_scope.cancel()
     if supervisor.closing is not None:
