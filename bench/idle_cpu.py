@@ -16,13 +16,14 @@ import anyio
 import psutil
 
 from bench._common import bench_settings, scenario_request, temp_root
-from expeditor.executor import ClaudeCodeExecutor, RunControl
+from expeditor.executor import RunControl
+from expeditor.runs import build_executor
 
 
 async def measure(sessions: int, window: float) -> float:
     with temp_root() as root_name:
         root = Path(root_name)
-        executor = ClaudeCodeExecutor(bench_settings(root))
+        executor = build_executor(bench_settings(root))
         controls = [RunControl() for _ in range(sessions)]
         me = psutil.Process()
         usage = 0.0

@@ -14,6 +14,7 @@ import anyio
 
 from bench._common import bench_settings, describe, scenario_request, temp_root
 from expeditor.executor import ClaudeCodeExecutor, RunControl, RunResult
+from expeditor.runs import build_executor
 
 
 async def kill_once(executor: ClaudeCodeExecutor, root: Path, ignore_sigterm: bool, log: Path, index: int) -> float:
@@ -51,7 +52,7 @@ async def kill_once(executor: ClaudeCodeExecutor, root: Path, ignore_sigterm: bo
 async def main(runs: int, grace: float) -> None:
     with temp_root() as root_name:
         root = Path(root_name)
-        executor = ClaudeCodeExecutor(bench_settings(root, kill_grace=grace))
+        executor = build_executor(bench_settings(root, kill_grace=grace))
         log = root / "agents.log"
         log.touch()
         obeying = [await kill_once(executor, root, False, log, index) for index in range(runs)]

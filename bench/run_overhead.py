@@ -16,7 +16,7 @@ from pathlib import Path
 import anyio
 
 from bench._common import FAKE_AGENT, bench_settings, describe, scenario_request, temp_root
-from expeditor.executor import ClaudeCodeExecutor
+from expeditor.runs import build_executor
 
 SCENARIO = {"steps": [{"assistant": "done"}, {"result": {}}]}
 
@@ -45,7 +45,7 @@ async def main(runs: int) -> None:
     with temp_root() as root_name:
         root = Path(root_name)
         settings = bench_settings(root)
-        executor = ClaudeCodeExecutor(settings)
+        executor = build_executor(settings)
         env = {
             **os.environ,
             "EXPEDITOR_FAKE_SCENARIO": json.dumps(SCENARIO),

@@ -14,13 +14,14 @@ from pathlib import Path
 import anyio
 
 from bench._common import bench_settings, describe, scenario_request, temp_root
-from expeditor.executor import ClaudeCodeExecutor, Signal, Termination
+from expeditor.executor import Signal, Termination
+from expeditor.runs import build_executor
 
 
 async def main(runs: int, threshold: float, poll: float) -> None:
     with temp_root() as root_name:
         root = Path(root_name)
-        executor = ClaudeCodeExecutor(bench_settings(root, stale_threshold=threshold, poll_interval=poll))
+        executor = build_executor(bench_settings(root, stale_threshold=threshold, poll_interval=poll))
         latencies: list[float] = []
         for _ in range(runs):
             request = scenario_request(root, {"steps": [{"assistant": "thinking"}, {"hang": True}]})

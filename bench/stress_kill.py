@@ -23,6 +23,7 @@ import psutil
 from expeditor.config import Settings, load_settings
 from expeditor.executor import ClaudeCodeExecutor, RunControl, RunRequest
 from expeditor.monitor import execution_marker
+from expeditor.runs import build_executor
 
 FAKE_AGENT = "python -m expeditor.testing.fake_agent"
 
@@ -76,7 +77,7 @@ async def stress(sessions: int, concurrency: int, seed: int) -> dict[str, int]:
             kill_grace=0.3,
             children_interval=0.5,
         )
-        executor = ClaudeCodeExecutor(settings)
+        executor = build_executor(settings)
         log = root / "agents.log"
         slots = anyio.Semaphore(concurrency)
 

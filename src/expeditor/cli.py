@@ -13,7 +13,7 @@ from pydantic import ValidationError
 
 from expeditor.config import Settings, load_settings
 from expeditor.errors import ExpeditorError, InvalidInput
-from expeditor.executor import ClaudeCodeExecutor, RunRequest, RunResult
+from expeditor.executor import RunRequest, RunResult
 from expeditor.logs import configure_logging
 
 __all__ = ["main"]
@@ -47,6 +47,8 @@ def _print_result(result: RunResult, *, as_json: bool) -> None:
 
 
 def _run_skill(args: argparse.Namespace) -> int:
+    from expeditor.runs import CallerContext, open_runtime
+
     settings = _settings(args)
     configure_logging(settings.logs_dir)
     request = RunRequest(
@@ -58,10 +60,11 @@ def _run_skill(args: argparse.Namespace) -> int:
         resume_session_id=args.resume,
         add_dirs=tuple(Path(d) for d in args.add_dir),
     )
-    executor = ClaudeCodeExecutor(settings)
 
     async def run() -> RunResult:
-        return await executor.run(request, marker_dir=settings.markers_path, caller_session_id=None)
+        async with open_runtime(settings) as runtime:
+            # A person at a terminal is no managed session: nobody's watchers need a marker for them.
+            return await runtime.supervisor.run(request, CallerContext(None, None))
 
     result = anyio.run(run)
     _print_result(result, as_json=args.json)
@@ -115,35 +118,27 @@ def _dispatch(args: argparse.Namespace) -> int:
     import os
 
     from expeditor.dispatch import DispatchOutcome, DispatchService
-    from expeditor.executor import ClaudeCodeExecutor
-    from expeditor.recipes import RecipeLibrary
-    from expeditor.server.caller import CallerContext
-    from expeditor.server.supervisor import Supervisor
-    from expeditor.state import DispatchStatus, SqliteCampaignStore
+    from expeditor.runs import CallerContext, open_runtime
+    from expeditor.state import DispatchStatus
 
     settings = _settings(args)
     configure_logging(settings.logs_dir)
     inputs = _parse_inputs(args.input)
-    store = SqliteCampaignStore(settings.state_path)
 
     async def run() -> DispatchOutcome:
-        supervisor = Supervisor(settings, ClaudeCodeExecutor(settings), store=store)
-        service = DispatchService(settings, store, supervisor, RecipeLibrary.from_settings(settings))
-        return await service.dispatch(
-            args.campaign,
-            args.name,
-            args.recipe,
-            inputs,
-            caller=CallerContext.from_env(os.environ),
-            force=args.force,
-            cwd=Path(args.cwd) if args.cwd else None,
-            stale_threshold=args.stale_threshold,
-        )
+        async with open_runtime(settings) as runtime:
+            return await DispatchService(runtime).dispatch(
+                args.campaign,
+                args.name,
+                args.recipe,
+                inputs,
+                caller=CallerContext.from_env(os.environ),
+                force=args.force,
+                cwd=Path(args.cwd) if args.cwd else None,
+                stale_threshold=args.stale_threshold,
+            )
 
-    try:
-        outcome = anyio.run(run)
-    finally:
-        store.close()
+    outcome = anyio.run(run)
     if args.json:
         sys.stdout.write(outcome.model_dump_json(indent=2) + "\n")
     else:
@@ -155,7 +150,7 @@ def _dispatch(args: argparse.Namespace) -> int:
 
 
 def _report(args: argparse.Namespace) -> int:
-    from expeditor.usage.commands import report_command
+    from expeditor.reports import report_command
 
     fmt = args.format or ("table" if sys.stdout.isatty() else "md")
     return report_command(_settings(args), args.campaign, job_name=args.job, fmt=fmt, out=sys.stdout)

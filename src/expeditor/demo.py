@@ -23,15 +23,12 @@ from rich.console import Console
 
 from expeditor.config import Settings, load_settings
 from expeditor.dispatch import DispatchOutcome, DispatchService
-from expeditor.executor import ClaudeCodeExecutor, Termination
-from expeditor.recipes import RecipeLibrary
+from expeditor.executor import Termination
+from expeditor.monitor import parse_marker_name
 from expeditor.recipes.progress import format_duration, tokens_of
-from expeditor.server.caller import CallerContext
-from expeditor.server.supervisor import Supervisor
-from expeditor.state import CampaignStore, RunRecord, SqliteCampaignStore, StepExecution, StepStatus
-from expeditor.usage.aggregate import campaign_report
-from expeditor.usage.render import render_markdown, render_table
-from expeditor.usage.report import UsageReport
+from expeditor.reports import UsageReport, campaign_report, render_markdown, render_table
+from expeditor.runs import CallerContext, Runtime, open_runtime
+from expeditor.state import CampaignStore, RunRecord, StepExecution, StepStatus
 
 __all__ = ["run_demo"]
 
@@ -110,9 +107,9 @@ async def _dispatch(service: DispatchService, root: Path) -> DispatchOutcome:
     return await service.dispatch(CAMPAIGN, JOB, RECIPE, {}, caller=CallerContext(None, None), cwd=root / "toy-project")
 
 
-async def _campaign(settings: Settings, store: CampaignStore, root: Path, console: Console) -> list[Outcome]:
-    supervisor = Supervisor(settings, ClaudeCodeExecutor(settings), store=store)
-    service = DispatchService(settings, store, supervisor, RecipeLibrary.from_settings(settings))
+async def _campaign(runtime: Runtime, root: Path, console: Console) -> tuple[list[Outcome], UsageReport]:
+    store = runtime.store
+    service = DispatchService(runtime)
     console.print(f"Dispatching {CAMPAIGN}/{JOB} (recipe {RECIPE!r}, a pipeline of 5 steps) on the fake agent:")
     first: DispatchOutcome | None = None
     async with anyio.create_task_group() as group:
@@ -131,7 +128,7 @@ async def _campaign(settings: Settings, store: CampaignStore, root: Path, consol
     console.print(f"  {repeat.message} ({repeat_ms:.1f} ms)\n")
 
     runs = {run.label: run for run in store.list_runs(CAMPAIGN, job_name=JOB)}
-    return [
+    outcomes = [
         _blocked_outcome(runs.get("build")),
         _stuck_outcome(runs.get("probe")),
         Outcome(
@@ -144,6 +141,7 @@ async def _campaign(settings: Settings, store: CampaignStore, root: Path, consol
             f"{repeat.dispatch_id[:8]}, {len(store.list_runs()) - launched_before} sessions started",
         ),
     ]
+    return outcomes, campaign_report(store, CAMPAIGN)
 
 
 def _blocked_outcome(build: RunRecord | None) -> Outcome:
@@ -151,13 +149,18 @@ def _blocked_outcome(build: RunRecord | None) -> Outcome:
     if build is None or build.evidence is None:
         return Outcome(title, False, "the build step has no finished run on record")
     vouched = build.evidence.suppressed_s
-    labels = ", ".join(s.marker.split("-in-progress-")[0] for s in build.evidence.suppressed_by) or "no"
+    labels = ", ".join(_marker_label(s.marker) for s in build.evidence.suppressed_by) or "no"
     return Outcome(
         title,
         build.termination is Termination.COMPLETED and vouched > 0,
         f"build: {build.termination.value if build.termination else 'running'}; silent 4s against a 1.5s "
         f"threshold, vouched for {vouched:.1f}s by its {labels} marker",
     )
+
+
+def _marker_label(name: str) -> str:
+    parsed = parse_marker_name(name)
+    return parsed[0] if parsed is not None else name
 
 
 def _stuck_outcome(probe: RunRecord | None) -> Outcome:
@@ -192,6 +195,13 @@ def _alive(pid: int) -> bool:
         return False
 
 
+async def _demo_campaign(
+    settings: Settings, env: dict[str, str], root: Path, console: Console
+) -> tuple[list[Outcome], UsageReport]:
+    async with open_runtime(settings, env=env, closing_reason="the demo is stopping") as runtime:
+        return await _campaign(runtime, root, console)
+
+
 def run_demo(console: Console | None = None, *, markdown_out: Path | None = None) -> int:
     """Run the demo; 0 only when every outcome happened as claimed."""
     console = console or Console()
@@ -200,18 +210,9 @@ def run_demo(console: Console | None = None, *, markdown_out: Path | None = None
         settings = demo_settings(root)
         _project(root)
         console.rule("expeditor demo: the bundled demo campaign on the fake agent (no API key, no network)")
-        previous = os.environ.get("EXPEDITOR_FAKE_SCENARIO_DIR")
-        os.environ["EXPEDITOR_FAKE_SCENARIO_DIR"] = str(scenario_dir())
-        store = SqliteCampaignStore(settings.state_path)
-        try:
-            outcomes = anyio.run(_campaign, settings, store, root, console)
-            report = campaign_report(store, CAMPAIGN)
-        finally:
-            store.close()
-            if previous is None:
-                os.environ.pop("EXPEDITOR_FAKE_SCENARIO_DIR", None)
-            else:
-                os.environ["EXPEDITOR_FAKE_SCENARIO_DIR"] = previous
+        # The fake agent finds each /demo-* command's scenario here; only the demo's sessions see it.
+        env = {**os.environ, "EXPEDITOR_FAKE_SCENARIO_DIR": str(scenario_dir())}
+        outcomes, report = anyio.run(_demo_campaign, settings, env, root, console)
         outcomes.append(_report_outcome(report))
         render_table(report, console)
         if markdown_out is not None:

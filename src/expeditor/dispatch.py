@@ -12,10 +12,8 @@ Lookups fail open; the claim does not: a launch nobody recorded would be repeate
 
 from __future__ import annotations
 
-import functools
 import logging
 import sys
-import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -23,24 +21,21 @@ from typing import Any
 import anyio
 from pydantic import BaseModel, Field
 
+from expeditor.claude_paths import transcript_path
 from expeditor.config import Settings
 from expeditor.errors import ExpeditorError, InvalidInput
 from expeditor.executor import RunControl, RunRequest, RunResult, SessionKind, Termination
-from expeditor.executor.transcript import transcript_path
 from expeditor.ids import new_session_id, validate_identifier
-from expeditor.monitor import execution_marker
 from expeditor.recipes import Orchestrator, Recipe, RecipeError, RecipeLibrary, orchestrator_prompt
-from expeditor.recipes.resume import steps_to_forget
-from expeditor.server.caller import CallerContext
-from expeditor.server.child_config import settings_environment
-from expeditor.server.supervisor import RunContext, Supervisor
-from expeditor.state import CampaignStore, ClaimAction, DispatchRecord, DispatchStatus, Owner, RunStatus, inputs_hash
+from expeditor.runs import CallerContext, ClaimedJob, JobEnd, RunContext, Runtime, settings_environment
+from expeditor.state import ClaimAction, DispatchRecord, DispatchStatus, RunStatus, inputs_hash
 from expeditor.usage import SessionUsage
-from expeditor.usage.aggregate import campaign_runs, job_usage
 
-__all__ = ["DispatchOutcome", "DispatchService"]
+__all__ = ["DISPATCH_MARKER_LABEL", "DispatchOutcome", "DispatchService"]
 
 logger = logging.getLogger(__name__)
+
+DISPATCH_MARKER_LABEL = "dispatch"
 
 
 class DispatchOutcome(BaseModel):
@@ -80,14 +75,12 @@ class DispatchOutcome(BaseModel):
 
 
 class DispatchService:
-    """Dispatches jobs through the supervisor, recording every step in the campaign store."""
+    """Dispatches jobs through the runtime's job lifecycle and supervisor; recipes say what each job runs."""
 
-    def __init__(self, settings: Settings, store: CampaignStore, supervisor: Supervisor, library: RecipeLibrary):
-        self.settings = settings
-        self.store = store
-        self.supervisor = supervisor
-        self.library = library
-        self._slots = anyio.Semaphore(settings.max_concurrent_dispatches)
+    def __init__(self, runtime: Runtime, library: RecipeLibrary | None = None) -> None:
+        self.runtime = runtime
+        self.settings: Settings = runtime.settings
+        self.library = library or RecipeLibrary.from_settings(runtime.settings)
 
     async def dispatch(
         self,
@@ -100,26 +93,26 @@ class DispatchService:
         force: bool = False,
         cwd: Path | None = None,
         stale_threshold: float | None = None,
+        control: RunControl | None = None,
     ) -> DispatchOutcome:
+        """Run the job once. ``control`` is the launched run's handle for whoever reports its progress."""
         validate_identifier(campaign, what="campaign")
         validate_identifier(name, what="job name")
-        done = await anyio.to_thread.run_sync(self.store.find_completed_dispatch, campaign, name)
+        jobs = self.runtime.jobs
+        done = await jobs.completed(campaign, name)
         if done is not None and not force:
             return self._short_circuit(done, self._resolved_for_comparison(recipe, inputs))
         loaded, resolved, work_dir = self._prepare(recipe, inputs, cwd)
-        previous = await anyio.to_thread.run_sync(self.store.get, campaign, name)
-        claim = await anyio.to_thread.run_sync(
-            functools.partial(
-                self.store.claim,
-                campaign,
-                name,
-                recipe=recipe,
-                inputs=resolved,
-                caller_session_id=caller.session_id,
-                owner=Owner.current(),
-                force=force,
-            )
+        claimed = await jobs.claim(
+            campaign,
+            name,
+            recipe=recipe,
+            inputs=resolved,
+            caller_session_id=caller.session_id,
+            force=force,
+            replays_steps=loaded.orchestrator is Orchestrator.PIPELINE,
         )
+        claim = claimed.claim
         if claim.action is ClaimAction.SHORT_CIRCUIT:
             return self._short_circuit(claim.record, resolved)
         if claim.action is ClaimAction.ALREADY_RUNNING:
@@ -129,14 +122,7 @@ class DispatchService:
                 already_running=True,
                 inputs_changed=claim.inputs_changed,
             )
-        forget = steps_to_forget(previous, resolved, forced=force)
-        if loaded.orchestrator is Orchestrator.PIPELINE and forget is not None:
-            cleared = await anyio.to_thread.run_sync(self.store.clear_steps, campaign, name)
-            logger.info("%s/%s: forgot %d recorded step executions: %s", campaign, name, cleared, forget)
-        async with self._slots:
-            return await self._launch(
-                claim.record, claim.prior_session_id, loaded, resolved, work_dir, caller, stale_threshold
-            )
+        return await self._launch(claimed, loaded, resolved, work_dir, caller, stale_threshold, control or RunControl())
 
     def _short_circuit(self, record: DispatchRecord, inputs: Mapping[str, str]) -> DispatchOutcome:
         changed = record.inputs_hash != inputs_hash(dict(inputs))
@@ -164,20 +150,22 @@ class DispatchService:
         except RecipeError as exc:
             raise InvalidInput(str(exc)) from exc
         # Checked before the claim: a job must not be recorded as launched into a directory it may not use.
-        work_dir = self.supervisor.executor.checked_cwd(cwd or self.settings.allowed_roots[0])
+        work_dir = self.runtime.executor.checked_cwd(cwd or self.settings.allowed_roots[0])
         return recipe, resolved, work_dir
 
     async def _launch(
         self,
-        record: DispatchRecord,
-        prior_session_id: str | None,
+        claimed: ClaimedJob,
         recipe: Recipe,
         inputs: dict[str, str],
         work_dir: Path,
         caller: CallerContext,
         stale_threshold: float | None,
+        control: RunControl,
     ) -> DispatchOutcome:
-        attempt = record.attempts
+        record = claimed.record
+        campaign, name, attempt = record.campaign_id, record.name, claimed.claim.attempt
+        prior_session_id = claimed.claim.prior_session_id
         if recipe.orchestrator is Orchestrator.PIPELINE:
             # The pipeline runner resumes from its step records, so every attempt is a fresh process.
             resume = False
@@ -190,14 +178,6 @@ class DispatchService:
             )
             session_id = prior_session_id if resume and prior_session_id else new_session_id()
             request = self._orchestrator_request(recipe, inputs, work_dir, session_id, resume, stale_threshold)
-        campaign, name = record.campaign_id, record.name
-        await anyio.to_thread.run_sync(
-            functools.partial(
-                self.store.mark_running, campaign, name, attempt=attempt, dispatched_session_id=session_id
-            )
-        )
-        deadline = time.time() + self.settings.dispatch_timeout + self.settings.kill_grace
-        control = RunControl()
         context = RunContext(
             campaign_id=campaign,
             job_name=name,
@@ -213,42 +193,33 @@ class DispatchService:
             attempt,
             " (resumed)" if resume else "",
         )
-        try:
-            async with execution_marker(
-                self.settings.markers_path,
-                "dispatch",
-                caller.session_id,
-                expires_at=deadline,
-                heartbeat_interval=self.settings.marker_heartbeat_interval,
-            ):
-                result = await self.supervisor.run(request, caller, control=control, context=context)
-        except ExpeditorError as exc:
-            # Refused before it started (a prompt the CLI cannot take): a failure that says why.
-            with anyio.CancelScope(shield=True):
-                await anyio.to_thread.run_sync(
-                    functools.partial(self.store.mark_failed, campaign, name, attempt=attempt, error=str(exc))
-                )
-            raise
-        except BaseException:
-            with anyio.CancelScope(shield=True):
-                reason = control.result.reason if control.result else "the dispatch call was cancelled"
-                await anyio.to_thread.run_sync(
-                    functools.partial(self.store.mark_cancelled, campaign, name, attempt=attempt, reason=reason)
-                )
-            raise
-        # Shielded: a server stopping right now must not leave the job recorded "running".
-        final: DispatchRecord | None = None
-        with anyio.CancelScope(shield=True):
-            final = await anyio.to_thread.run_sync(functools.partial(self._record_end, campaign, name, attempt, result))
-        assert final is not None
-        verb = {DispatchStatus.SUCCESS: "succeeded", DispatchStatus.CANCELLED: "was cancelled"}.get(
+        supervisor = self.runtime.supervisor
+        result: RunResult | None = None
+
+        async def attempt_body() -> JobEnd:
+            nonlocal result
+            result = await supervisor.run(
+                request, caller, marker=DISPATCH_MARKER_LABEL, control=control, context=context
+            )
+            return await anyio.to_thread.run_sync(self._job_end, campaign, name, result)
+
+        def stopped(exc: BaseException) -> JobEnd:
+            if isinstance(exc, ExpeditorError):
+                # Refused before it started (a prompt the CLI cannot take): a failure that says why.
+                return JobEnd(RunStatus.FAILURE, str(exc))
+            reason = control.result.reason if control.result else "the dispatch call was cancelled"
+            return JobEnd(RunStatus.CANCELLED, reason)
+
+        final = await self.runtime.jobs.launch(claimed, session_id, attempt_body, stopped=stopped)
+        assert result is not None
+        verdict = {DispatchStatus.SUCCESS: "succeeded", DispatchStatus.CANCELLED: "was cancelled"}.get(
             final.status, "failed"
         )
         why = result.reason
         if recipe.orchestrator is Orchestrator.PIPELINE and result.termination is Termination.COMPLETED:
             # The runner's own verdict ("pipeline failure: step 'test' failed ...") says more than its exit.
             why = (result.result_text.strip().splitlines() or [why])[0]
-        return DispatchOutcome.of(final, f"{campaign}/{name} {verb}: {why}", resumed=resume, result=result)
+        return DispatchOutcome.of(final, f"{campaign}/{name} {verdict}: {why}", resumed=resume, result=result)
 
     def _orchestrator_request(
         self,
@@ -306,21 +277,12 @@ class DispatchService:
             env=settings_environment(self.settings),
         )
 
-    def _record_end(self, campaign: str, name: str, attempt: int, result: RunResult) -> DispatchRecord:
+    def _job_end(self, campaign: str, name: str, result: RunResult) -> JobEnd:
         status = RunStatus.from_termination(result.termination, is_error=result.is_error)
         summary = result.result_text[-4000:] or None
-        # What the job cost: its orchestrator (or pipeline steps) and every skill they ran, all attempts.
-        usage = job_usage(campaign_runs(self.store, campaign, name))
+        outputs: dict[str, str] = {}
         if status is RunStatus.SUCCESS:
             # A pipeline's outputs are its steps' captures, the latest value of each name winning.
-            outputs: dict[str, str] = {}
-            for execution in self.store.list_steps(campaign, name):
+            for execution in self.runtime.store.list_steps(campaign, name):
                 outputs.update(execution.captures)
-            return self.store.mark_succeeded(
-                campaign, name, attempt=attempt, summary=summary, outputs=outputs, usage=usage
-            )
-        if status is RunStatus.CANCELLED:
-            return self.store.mark_cancelled(campaign, name, attempt=attempt, reason=result.reason, usage=usage)
-        return self.store.mark_failed(
-            campaign, name, attempt=attempt, error=result.reason, summary=summary, usage=usage
-        )
+        return JobEnd(status, result.reason, summary=summary, outputs=outputs)

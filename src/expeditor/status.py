@@ -19,7 +19,7 @@ from expeditor.config import Settings
 from expeditor.executor.models import Signal
 from expeditor.executor.registry import SessionEntry, SessionRegistry
 from expeditor.monitor import find_active_marker
-from expeditor.state import DispatchRecord, SqliteCampaignStore, StepExecution, StepStatus
+from expeditor.state import DispatchRecord, StepExecution, StepStatus, open_store
 
 __all__ = ["SessionInfo", "dispatch_table", "live_sessions", "session_table", "show_status", "steps_table"]
 
@@ -155,7 +155,7 @@ def steps_table(campaign: str, name: str, executions: Sequence[StepExecution]) -
 
 def show_status(settings: Settings, *, campaign: str | None, watch: bool, interval: float) -> int:
     """Print the live sessions (and the campaign's jobs and pipeline steps); with ``watch``, until Ctrl-C."""
-    store = SqliteCampaignStore(settings.state_path) if campaign else None
+    store = open_store(settings) if campaign else None
 
     def render() -> Group:
         parts: list[RenderableType] = [session_table(live_sessions(settings))]

@@ -7,9 +7,10 @@ from pathlib import Path
 
 import pytest
 
+from expeditor.claude_paths import transcript_path
 from expeditor.config import Settings
-from expeditor.executor import ClaudeCodeExecutor, RunRequest, RunResult, Termination
-from expeditor.executor.transcript import transcript_path
+from expeditor.executor import RunRequest, RunResult, Termination
+from expeditor.runs import build_executor
 from expeditor.usage import UsageSource
 from tests.support.scripted_messages_api import Reply, ScriptedMessagesAPI, Text, ToolUse, Usage
 
@@ -63,7 +64,7 @@ async def test_a_one_turn_session_of_the_real_cli_is_a_completed_run_with_the_ap
     usage = Usage(11, 7, 1000, 200)
     scripted_api.add(Reply.text("Plan written.", usage))
     session_id = str(uuid.uuid4())
-    executor = ClaudeCodeExecutor(settings, base_env=claude_env)
+    executor = build_executor(settings, env=claude_env)
 
     result = await executor.run(
         RunRequest(prompt="/make-plan 42", cwd=workdir, session_id=session_id),
@@ -95,7 +96,7 @@ async def test_a_tool_using_session_of_the_real_cli_sums_both_replies(
         Reply.text("It printed hi.", second),
     )
     session_id = str(uuid.uuid4())
-    executor = ClaudeCodeExecutor(settings, base_env=claude_env)
+    executor = build_executor(settings, env=claude_env)
 
     result = await executor.run(
         RunRequest(prompt="say hi", cwd=workdir, session_id=session_id, allowed_tools=("Bash",)),

@@ -8,13 +8,13 @@ from pathlib import Path
 import pytest
 
 from expeditor.config import Settings
-from expeditor.executor import ClaudeCodeExecutor
 from expeditor.recipes import parse_recipe
 from expeditor.recipes.pipeline import PipelineJob, PipelineRunner
-from expeditor.server.supervisor import Supervisor
+from expeditor.reports.aggregate import campaign_report
+from expeditor.reports.render import render_markdown
+from expeditor.runs import build_executor
+from expeditor.runs.supervisor import Supervisor
 from expeditor.state import SqliteCampaignStore, StepStatus
-from expeditor.usage.aggregate import campaign_report
-from expeditor.usage.render import render_markdown
 from tests.support.scripted_messages_api import Reply, ScriptedMessagesAPI, Usage
 
 pytestmark = [pytest.mark.anyio, pytest.mark.real_claude]
@@ -49,7 +49,7 @@ async def test_a_pipeline_of_real_sessions_passes_captures_and_reports_their_usa
     recipe = parse_recipe(RECIPE, source="two-steps.yaml")
     store = SqliteCampaignStore(settings.state_path)
     try:
-        supervisor = Supervisor(settings, ClaudeCodeExecutor(settings, base_env=claude_env), store=store)
+        supervisor = Supervisor(settings, build_executor(settings, env=claude_env), store=store)
         job = PipelineJob(recipe, recipe.resolve_inputs({}), "c", "j", tmp_path, str(uuid.uuid4()))
         outcome = await PipelineRunner(settings, store, supervisor, job).run()
         assert outcome.status == "success", outcome.reason

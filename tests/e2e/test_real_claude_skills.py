@@ -6,9 +6,10 @@ from pathlib import Path
 
 import pytest
 
+from expeditor.bundled import bundled_skills_dir
 from expeditor.config import Settings
-from expeditor.executor import ClaudeCodeExecutor, RunRequest
-from expeditor.recipes import bundled_skills_dir
+from expeditor.executor import RunRequest
+from expeditor.runs import build_executor
 from tests.support.scripted_messages_api import Reply, ScriptedMessagesAPI
 
 pytestmark = [pytest.mark.anyio, pytest.mark.real_claude]
@@ -33,7 +34,7 @@ async def test_a_namespaced_bundled_skill_reaches_the_model_with_its_arguments(
     settings: Settings, scripted_api: ScriptedMessagesAPI, claude_env: dict[str, str], workdir: Path
 ) -> None:
     scripted_api.add(Reply.text("plan_file=notes/plan.md"))
-    executor = ClaudeCodeExecutor(settings, base_env=claude_env)
+    executor = build_executor(settings, env=claude_env)
 
     result = await executor.run(
         RunRequest(prompt=f"/expeditor:make-plan {ARGUMENTS}", cwd=workdir),

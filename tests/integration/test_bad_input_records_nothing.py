@@ -11,11 +11,12 @@ from mcp import Client
 from mcp.types import TextContent
 
 from expeditor.errors import InvalidInput
-from expeditor.executor import ClaudeCodeExecutor, RunRequest
+from expeditor.executor import RunRequest
 from expeditor.recipes.run import RecipeRun, run_recipe
+from expeditor.runs import build_executor
+from expeditor.runs.caller import CallerContext
+from expeditor.runs.supervisor import Supervisor
 from expeditor.server.app import build_server
-from expeditor.server.caller import CallerContext
-from expeditor.server.supervisor import Supervisor
 from expeditor.state import SqliteCampaignStore
 from tests.support.fake import fake_settings
 
@@ -26,7 +27,7 @@ async def test_a_run_outside_the_allowed_roots_is_refused_before_it_is_recorded(
     settings = fake_settings(tmp_path)
     store = SqliteCampaignStore(settings.state_path)
     try:
-        supervisor = Supervisor(settings, ClaudeCodeExecutor(settings), store=store)
+        supervisor = Supervisor(settings, build_executor(settings), store=store)
         with pytest.raises(InvalidInput, match="outside the allowed roots"):
             await supervisor.run(RunRequest(prompt="/x", cwd=Path("/")), CallerContext(None, None))
         assert store.list_runs() == []

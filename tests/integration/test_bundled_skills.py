@@ -10,8 +10,9 @@ from typing import Any
 import anyio
 import pytest
 
+from expeditor.bundled import bundled_plugin_dir, bundled_skills_dir
 from expeditor.executor import ClaudeCodeExecutor, RunRequest
-from expeditor.recipes import bundled_plugin_dir, bundled_skills_dir
+from expeditor.runs import build_executor
 from expeditor.testing import read_invocation_log
 from tests.support.fake import fake_settings
 
@@ -35,7 +36,7 @@ async def init_event(executor: ClaudeCodeExecutor, request: RunRequest) -> dict[
 
 async def test_every_session_the_executor_runs_is_given_the_bundled_plugin(tmp_path: Path) -> None:
     log = tmp_path / "agent.log"
-    executor = ClaudeCodeExecutor(fake_settings(tmp_path))
+    executor = build_executor(fake_settings(tmp_path))
     request = RunRequest(
         prompt="/expeditor:make-plan notes add a flag", cwd=tmp_path, env={"EXPEDITOR_FAKE_LOG": str(log)}
     )
@@ -51,7 +52,7 @@ async def test_every_session_the_executor_runs_is_given_the_bundled_plugin(tmp_p
 
 
 async def test_the_session_lists_the_bundled_skills_in_the_expeditor_namespace(tmp_path: Path) -> None:
-    init = await init_event(ClaudeCodeExecutor(fake_settings(tmp_path)), RunRequest(prompt="hi", cwd=tmp_path))
+    init = await init_event(build_executor(fake_settings(tmp_path)), RunRequest(prompt="hi", cwd=tmp_path))
 
     shipped = sorted(path.parent.name for path in bundled_skills_dir().glob("*/SKILL.md"))
     assert init["skills"] == [f"expeditor:{name}" for name in shipped]
@@ -65,7 +66,7 @@ async def test_project_skills_keep_their_names_beside_the_namespaced_bundled_one
     write_skill(other / "skills", "lint")
     request = RunRequest(prompt="hi", cwd=tmp_path, extra_args=("--plugin-dir", str(other)))
 
-    init = await init_event(ClaudeCodeExecutor(fake_settings(tmp_path)), request)
+    init = await init_event(build_executor(fake_settings(tmp_path)), request)
 
     assert init["skills"][0] == "make-plan"
     assert "expeditor:make-plan" in init["skills"]
@@ -74,7 +75,7 @@ async def test_project_skills_keep_their_names_beside_the_namespaced_bundled_one
 
 
 async def test_with_bundled_skills_off_the_session_finds_none_of_them(tmp_path: Path) -> None:
-    executor = ClaudeCodeExecutor(fake_settings(tmp_path, bundled_skills=False))
+    executor = build_executor(fake_settings(tmp_path, bundled_skills=False))
     spec, _ = executor.prepare(RunRequest(prompt="hi", cwd=tmp_path), marker_dir=None, caller_session_id=None)
     assert "--plugin-dir" not in spec.argv
 

@@ -13,6 +13,7 @@ import pytest
 from rich.console import Console
 
 from expeditor.demo import run_demo
+from expeditor.runs import build_executor
 from tests.support.fake import FAKE_AGENT_COMMAND
 
 
@@ -132,12 +133,12 @@ def test_dispatch_refuses_an_input_that_is_not_key_value(tmp_path: Path) -> None
 async def test_status_shows_what_a_live_session_waits_on_and_why_it_is_alive(tmp_path: Path) -> None:
     import anyio
 
-    from expeditor.executor import ClaudeCodeExecutor, RunControl
+    from expeditor.executor import RunControl
     from expeditor.monitor import execution_marker
     from tests.support.fake import fake_settings, scenario_request
 
     settings = fake_settings(tmp_path)
-    executor = ClaudeCodeExecutor(settings)
+    executor = build_executor(settings)
     control = RunControl()
     request = scenario_request(tmp_path, {"steps": [{"assistant": "calling a tool"}, {"hang": True}]})
     outputs: list[str] = []

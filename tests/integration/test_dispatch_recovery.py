@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from mcp import Client
 
-from expeditor.executor.transcript import transcript_path
+from expeditor.claude_paths import transcript_path
 from expeditor.server.app import build_server
 from expeditor.state import DispatchStatus, RunStatus, SqliteCampaignStore
 from expeditor.testing import read_invocation_log

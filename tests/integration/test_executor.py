@@ -10,13 +10,13 @@ import psutil
 import pytest
 
 from expeditor.executor import (
-    ClaudeCodeExecutor,
     RunControl,
     RunResult,
     SessionKind,
     SessionRegistry,
     Termination,
 )
+from expeditor.runs import build_executor
 from expeditor.testing import read_invocation_log
 from expeditor.usage import UsageSource
 from tests.support.fake import fake_settings, scenario_request
@@ -39,7 +39,7 @@ def assert_all_gone(pids: list[int]) -> None:
 
 
 async def test_a_session_that_reports_and_exits_is_completed(tmp_path: Path) -> None:
-    executor = ClaudeCodeExecutor(fake_settings(tmp_path))
+    executor = build_executor(fake_settings(tmp_path))
     request = scenario_request(tmp_path, {"steps": [REPLY, {"result": {}}]}, session_id=SESSION_ID, model="sonnet")
     result = await executor.run(request, marker_dir=None, caller_session_id="caller-9")
     assert result.success
@@ -58,8 +58,8 @@ async def test_a_session_that_reports_and_exits_is_completed(tmp_path: Path) -> 
 
 async def test_the_child_learns_its_id_its_caller_and_the_marker_dir(tmp_path: Path) -> None:
     log = tmp_path / "agent.log"
-    executor = ClaudeCodeExecutor(
-        fake_settings(tmp_path), base_env={"PATH": "/usr/bin:/bin", "CLAUDE_CODE_SESSION_ID": "parent-cc"}
+    executor = build_executor(
+        fake_settings(tmp_path), env={"PATH": "/usr/bin:/bin", "CLAUDE_CODE_SESSION_ID": "parent-cc"}
     )
     request = scenario_request(
         tmp_path,
@@ -79,7 +79,7 @@ async def test_the_child_learns_its_id_its_caller_and_the_marker_dir(tmp_path: P
 
 
 async def test_a_result_followed_by_a_process_that_never_exits_is_still_a_success(tmp_path: Path) -> None:
-    executor = ClaudeCodeExecutor(fake_settings(tmp_path, result_exit_grace=0.2))
+    executor = build_executor(fake_settings(tmp_path, result_exit_grace=0.2))
     request = scenario_request(tmp_path, {"steps": [REPLY, {"result": {}}, {"hang": True}]})
     result = await executor.run(request, marker_dir=None, caller_session_id=None)
     assert result.success
@@ -90,7 +90,7 @@ async def test_a_result_followed_by_a_process_that_never_exits_is_still_a_succes
 
 
 async def test_an_exit_without_a_result_is_crashed_with_the_stderr_tail(tmp_path: Path) -> None:
-    executor = ClaudeCodeExecutor(fake_settings(tmp_path))
+    executor = build_executor(fake_settings(tmp_path))
     request = scenario_request(tmp_path, {"steps": [REPLY, {"stderr": "API Error: 529 overloaded"}, {"exit": 1}]})
     result = await executor.run(request, marker_dir=None, caller_session_id=None)
     assert not result.success
@@ -105,7 +105,7 @@ async def test_an_exit_without_a_result_is_crashed_with_the_stderr_tail(tmp_path
 
 
 async def test_an_error_result_is_completed_but_not_a_success(tmp_path: Path) -> None:
-    executor = ClaudeCodeExecutor(fake_settings(tmp_path))
+    executor = build_executor(fake_settings(tmp_path))
     request = scenario_request(
         tmp_path, {"steps": [REPLY, {"result": {"is_error": True, "text": "Credit balance too low"}}]}
     )
@@ -117,7 +117,7 @@ async def test_an_error_result_is_completed_but_not_a_success(tmp_path: Path) ->
 
 
 async def test_a_missing_binary_is_launch_failed_naming_the_command(tmp_path: Path) -> None:
-    executor = ClaudeCodeExecutor(fake_settings(tmp_path, claude_command="/nonexistent/claude-code --x"))
+    executor = build_executor(fake_settings(tmp_path, claude_command="/nonexistent/claude-code --x"))
     result = await executor.run(scenario_request(tmp_path, {}), marker_dir=None, caller_session_id=None)
     assert result.termination is Termination.LAUNCH_FAILED
     assert not result.success
@@ -125,7 +125,7 @@ async def test_a_missing_binary_is_launch_failed_naming_the_command(tmp_path: Pa
 
 
 async def test_the_wall_clock_limit_gives_timeout(tmp_path: Path) -> None:
-    executor = ClaudeCodeExecutor(fake_settings(tmp_path))
+    executor = build_executor(fake_settings(tmp_path))
     request = scenario_request(tmp_path, {"steps": [{"tick": {"interval": 0.05, "duration": 30}}]}, timeout=0.5)
     result = await executor.run(request, marker_dir=None, caller_session_id=None)
     assert result.termination is Termination.TIMEOUT
@@ -135,7 +135,7 @@ async def test_the_wall_clock_limit_gives_timeout(tmp_path: Path) -> None:
 
 
 async def test_caller_cancellation_kills_the_tree_and_records_cancelled(tmp_path: Path) -> None:
-    executor = ClaudeCodeExecutor(fake_settings(tmp_path))
+    executor = build_executor(fake_settings(tmp_path))
     control = RunControl()
     request = scenario_request(tmp_path, {"steps": [{"spawn": {"sleep": 60}}, {"hang": True}]})
     async with anyio.create_task_group() as group:
@@ -152,7 +152,7 @@ async def test_caller_cancellation_kills_the_tree_and_records_cancelled(tmp_path
 
 
 async def test_run_control_cancel_returns_a_cancelled_result(tmp_path: Path) -> None:
-    executor = ClaudeCodeExecutor(fake_settings(tmp_path))
+    executor = build_executor(fake_settings(tmp_path))
     control = RunControl()
     request = scenario_request(tmp_path, {"steps": [{"hang": True}]})
     result: RunResult | None = None
@@ -171,7 +171,7 @@ async def test_run_control_cancel_returns_a_cancelled_result(tmp_path: Path) -> 
 
 
 async def test_a_session_that_ignores_sigterm_is_killed_after_the_grace(tmp_path: Path) -> None:
-    executor = ClaudeCodeExecutor(fake_settings(tmp_path, kill_grace=0.3))
+    executor = build_executor(fake_settings(tmp_path, kill_grace=0.3))
     request = scenario_request(tmp_path, {"ignore_sigterm": True, "steps": [{"hang": True}]}, timeout=0.3)
     result = await executor.run(request, marker_dir=None, caller_session_id=None)
     assert result.termination is Termination.TIMEOUT
@@ -185,7 +185,7 @@ async def test_a_session_that_ignores_sigterm_is_killed_after_the_grace(tmp_path
 async def test_nothing_of_the_tree_survives_a_killed_run(tmp_path: Path, shape: str) -> None:
     log = tmp_path / "agent.log"
     spawn = {"sleep": 60, "count": 2, shape: True} if shape != "plain" else {"sleep": 60, "count": 2}
-    executor = ClaudeCodeExecutor(fake_settings(tmp_path, kill_grace=0.2))
+    executor = build_executor(fake_settings(tmp_path, kill_grace=0.2))
     request = scenario_request(
         tmp_path,
         {"steps": [{"spawn": spawn}, {"hang": True}]},
@@ -205,7 +205,7 @@ async def test_nothing_of_the_tree_survives_a_killed_run(tmp_path: Path, shape: 
 async def test_a_completed_session_leaves_nothing_behind(tmp_path: Path, shape: str) -> None:
     log = tmp_path / "agent.log"
     spawn = {"sleep": 60, shape: True, "close_stdio": True} if shape != "plain" else {"sleep": 60, "close_stdio": True}
-    executor = ClaudeCodeExecutor(fake_settings(tmp_path))
+    executor = build_executor(fake_settings(tmp_path))
     request = scenario_request(
         tmp_path, {"steps": [{"spawn": spawn}, REPLY, {"result": {}}]}, env={"EXPEDITOR_FAKE_LOG": str(log)}
     )
@@ -218,7 +218,7 @@ async def test_a_completed_session_leaves_nothing_behind(tmp_path: Path, shape: 
 
 async def test_the_registry_holds_the_live_session_and_forgets_it_at_exit(tmp_path: Path) -> None:
     settings = fake_settings(tmp_path)
-    executor = ClaudeCodeExecutor(settings)
+    executor = build_executor(settings)
     registry = SessionRegistry(settings.sessions_dir)
     control = RunControl()
     request = scenario_request(tmp_path, {"steps": [{"hang": True}]}, session_id=SESSION_ID)
@@ -242,7 +242,7 @@ async def test_the_registry_holds_the_live_session_and_forgets_it_at_exit(tmp_pa
 
 
 async def test_a_denied_tool_call_is_reported_in_the_result(tmp_path: Path) -> None:
-    executor = ClaudeCodeExecutor(fake_settings(tmp_path))
+    executor = build_executor(fake_settings(tmp_path))
     mcp_config = {"mcpServers": {"expeditor": {"command": "true", "args": []}}}
     steps = [{"call_tool": {"server": "expeditor", "tool": "run_skill"}}, REPLY, {"result": {}}]
     request = scenario_request(tmp_path, {"steps": steps}, mcp_config=mcp_config)
@@ -253,7 +253,7 @@ async def test_a_denied_tool_call_is_reported_in_the_result(tmp_path: Path) -> N
 
 async def test_a_cancel_after_the_result_event_still_counts_the_work_as_done(tmp_path: Path) -> None:
     # Cancelled while it lingers after reporting (the exit grace): its work must not be paid for again.
-    executor = ClaudeCodeExecutor(fake_settings(tmp_path, result_exit_grace=5))
+    executor = build_executor(fake_settings(tmp_path, result_exit_grace=5))
     request = scenario_request(tmp_path, {"init": False, "steps": [{"result": "all done"}, {"sleep": 30}]})
     control = RunControl()
 

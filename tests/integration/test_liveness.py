@@ -12,7 +12,8 @@ from typing import Any
 
 import pytest
 
-from expeditor.executor import ClaudeCodeExecutor, RunResult, Termination
+from expeditor.executor import RunResult, Termination
+from expeditor.runs import build_executor
 from expeditor.testing import read_invocation_log
 from tests.support.fake import fake_settings, scenario_request
 
@@ -33,7 +34,7 @@ EXPECTED_VERDICT = {"transcript": Termination.STALE, "stdout": Termination.IDLE_
 async def run(
     tmp_path: Path, steps: list[dict[str, Any]], *, session_id: str | None = None, **settings: Any
 ) -> RunResult:
-    executor = ClaudeCodeExecutor(fake_settings(tmp_path, **settings))
+    executor = build_executor(fake_settings(tmp_path, **settings))
     request = scenario_request(tmp_path, {"steps": steps}, session_id=session_id)
     return await executor.run(request, marker_dir=tmp_path / "markers", caller_session_id="the-caller")
 
@@ -131,7 +132,7 @@ async def test_with_markers_disabled_the_marker_keeps_nobody_alive(tmp_path: Pat
 async def test_a_growing_transcript_keeps_a_stdout_silent_session_alive(tmp_path: Path, directory: str) -> None:
     work = tmp_path / directory
     work.mkdir()
-    executor = ClaudeCodeExecutor(fake_settings(tmp_path, stale_threshold=THRESHOLD, idle_timeout=THRESHOLD))
+    executor = build_executor(fake_settings(tmp_path, stale_threshold=THRESHOLD, idle_timeout=THRESHOLD))
     ticking = {"tick": {"interval": 0.05, "duration": HOLD, "to": "transcript"}}
     request = scenario_request(work, {"steps": [{"assistant": "working"}, ticking, *DONE]})
     result = await executor.run(request, marker_dir=None, caller_session_id=None)
@@ -170,7 +171,7 @@ async def test_a_stalled_session_is_killed_within_threshold_plus_one_poll(tmp_pa
 
 async def test_a_session_killed_as_stale_leaves_no_double_forked_daemon(tmp_path: Path) -> None:
     log = tmp_path / "agent.log"
-    executor = ClaudeCodeExecutor(fake_settings(tmp_path, stale_threshold=THRESHOLD))
+    executor = build_executor(fake_settings(tmp_path, stale_threshold=THRESHOLD))
     steps = [
         {"spawn": {"sleep": 60, "double_fork": True, "close_stdio": True}},
         {"assistant": "waiting"},

@@ -12,7 +12,7 @@ import anyio
 import pytest
 
 from expeditor.config import Settings
-from expeditor.executor import ClaudeCodeExecutor, RunControl, RunRequest, Termination
+from expeditor.executor import RunControl, RunRequest, Termination
 from expeditor.ids import new_session_id
 from expeditor.monitor import parse_marker_name
 from expeditor.recipes import parse_recipe
@@ -23,9 +23,9 @@ from expeditor.recipes.pipeline import (
     PipelineRunner,
 )
 from expeditor.recipes.progress import SupervisorView
-from expeditor.recipes.resume import steps_to_forget
-from expeditor.server.caller import CallerContext
-from expeditor.server.supervisor import Supervisor
+from expeditor.runs import build_executor, steps_to_forget
+from expeditor.runs.caller import CallerContext
+from expeditor.runs.supervisor import Supervisor
 from expeditor.state import ClaimAction, Owner, RunStatus, SqliteCampaignStore, StepStatus
 from expeditor.testing import launched_prompts, read_invocation_log
 from tests.support.fake import fake_settings
@@ -49,7 +49,7 @@ async def run_pipeline(
 ) -> tuple[PipelineOutcome, SqliteCampaignStore]:
     recipe = parse_recipe(recipe_text(body), source="t.yaml")
     store = SqliteCampaignStore(settings.state_path)
-    supervisor = Supervisor(settings, ClaudeCodeExecutor(settings), store=store)
+    supervisor = Supervisor(settings, build_executor(settings), store=store)
     job = PipelineJob(recipe, recipe.resolve_inputs(inputs or {}), "c", "j", cwd, run_id or new_session_id())
     return await PipelineRunner(settings, store, supervisor, job).run(), store
 
@@ -324,7 +324,7 @@ async def test_steps_recorded_under_other_inputs_are_not_replayed(tmp_path: Path
 
 async def test_the_live_view_reads_a_running_step_s_tokens_from_its_transcript(tmp_path: Path) -> None:
     settings = fake_settings(tmp_path)
-    supervisor = Supervisor(settings, ClaudeCodeExecutor(settings))
+    supervisor = Supervisor(settings, build_executor(settings))
     view = SupervisorView(supervisor)
     reply = {"assistant": {"content": "working", "usage": {"input": 10, "output": 20, "cache_read": 300}}}
     request = RunRequest(prompt=f"/step {scenario(reply, {'hang': True})}", cwd=tmp_path, session_id=new_session_id())

@@ -20,10 +20,11 @@ import pytest
 from mcp import Client, StdioServerParameters
 
 from expeditor.config import load_settings
-from expeditor.executor import ClaudeCodeExecutor, RunRequest, Termination
-from expeditor.server import supervisor as supervisor_module
+from expeditor.executor import RunRequest, Termination
+from expeditor.runs import Supervisor, build_executor
+from expeditor.runs import records as records_module
+from expeditor.runs.caller import CallerContext
 from expeditor.server.app import build_server
-from expeditor.server.caller import CallerContext
 from expeditor.state import RunStatus, SqliteCampaignStore
 from expeditor.testing import read_invocation_log
 from tests.support.fake import fake_settings
@@ -183,12 +184,12 @@ async def test_a_shutdown_does_not_wait_for_a_slow_first_git_snapshot_nor_start_
     def slow_snapshot(cwd: Path, cache: Path) -> None:
         time.sleep(3)  # a cold cache in a large repository
 
-    monkeypatch.setattr(supervisor_module, "worktree_state", slow_snapshot)
+    monkeypatch.setattr(records_module, "worktree_state", slow_snapshot)
     monkeypatch.setenv("EXPEDITOR_FAKE_LOG", str(tmp_path / "agent.log"))
     settings = fake_settings(tmp_path)
     store = SqliteCampaignStore(settings.state_path)
     try:
-        supervisor = supervisor_module.Supervisor(settings, ClaudeCodeExecutor(settings), store=store)
+        supervisor = Supervisor(settings, build_executor(settings), store=store)
         results = []
 
         async def run() -> None:

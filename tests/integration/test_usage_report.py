@@ -12,13 +12,14 @@ import pytest
 from mcp import Client
 from mcp.types import TextContent
 
-from expeditor.executor import ClaudeCodeExecutor, SessionKind
+from expeditor.executor import SessionKind
+from expeditor.reports.aggregate import campaign_report
+from expeditor.reports.render import render_markdown
+from expeditor.runs import build_executor
+from expeditor.runs.caller import CallerContext
+from expeditor.runs.supervisor import RunContext, Supervisor
 from expeditor.server.app import build_server
-from expeditor.server.caller import CallerContext
-from expeditor.server.supervisor import RunContext, Supervisor
 from expeditor.state import SqliteCampaignStore
-from expeditor.usage.aggregate import campaign_report
-from expeditor.usage.render import render_markdown
 from tests.support.fake import fake_settings, scenario_request
 
 pytestmark = pytest.mark.anyio
@@ -39,7 +40,7 @@ async def test_a_crash_and_its_retry_make_one_step_with_two_sessions_the_crash_p
     monkeypatch.delenv("ANTHROPIC_BASE_URL", raising=False)
     settings = fake_settings(tmp_path)
     store = SqliteCampaignStore(settings.state_path)
-    supervisor = Supervisor(settings, ClaudeCodeExecutor(settings), store=store)
+    supervisor = Supervisor(settings, build_executor(settings), store=store)
     caller = CallerContext(session_id=None, kind=None)
     work = tmp_path / "work"  # not a git repository: lines changed are 0, measured without failing
     work.mkdir()

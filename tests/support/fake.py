@@ -9,6 +9,7 @@ from typing import Any
 
 from expeditor.config import Settings, load_settings
 from expeditor.executor import ClaudeCodeExecutor, RunRequest
+from expeditor.runs import build_executor
 
 FAKE_AGENT_COMMAND = f"{sys.executable} -m expeditor.testing.fake_agent"
 
@@ -44,4 +45,4 @@ def scenario_request(cwd: Path, scenario: dict[str, Any], **fields: Any) -> RunR
 
 
 def fake_executor(settings: Settings) -> ClaudeCodeExecutor:
-    return ClaudeCodeExecutor(settings)
+    return build_executor(settings)

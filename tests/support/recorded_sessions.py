@@ -6,9 +6,10 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from expeditor.executor.stream import LineSplitter, StreamState, decode_event
-from expeditor.executor.transcript import usage_from_transcript
+from expeditor.executor.stream import StreamState
 from expeditor.usage.models import SessionUsage
+from expeditor.usage.stream_json import LineSplitter, decode_event
+from expeditor.usage.transcript import usage_from_transcript
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "usage"
 

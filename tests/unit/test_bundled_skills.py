@@ -10,9 +10,10 @@ import pytest
 import yaml
 
 import expeditor
+from expeditor.bundled import bundled_plugin_dir, bundled_skills_dir
 from expeditor.config import Settings, load_settings
 from expeditor.executor import RunRequest, build_command
-from expeditor.recipes import RecipeLibrary, bundled_plugin_dir, bundled_skills_dir
+from expeditor.recipes import RecipeLibrary
 
 # A bundled recipe names its skill by the plugin's namespace, which no user or project skill can shadow.
 NAMESPACED_COMMAND = re.compile(r"/expeditor:([a-z0-9-]+)(?: |$)")

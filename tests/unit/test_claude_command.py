@@ -9,7 +9,8 @@ import pytest
 
 from expeditor.config import Settings, load_settings
 from expeditor.errors import InvalidIdentifier, InvalidInput
-from expeditor.executor import ClaudeCodeExecutor, RunRequest, SessionKind, build_command, child_environment
+from expeditor.executor import RunRequest, SessionKind, build_command, child_environment
+from expeditor.runs import build_executor
 
 SID = "6f1d2c3b-4a59-4e7f-8a1b-2c3d4e5f6a7b"
 
@@ -95,26 +96,26 @@ def test_a_session_without_caller_carries_no_inherited_parent_id(settings: Setti
 
 
 def test_a_cwd_outside_the_allowed_roots_is_refused(settings: Settings) -> None:
-    executor = ClaudeCodeExecutor(settings, base_env={})
+    executor = build_executor(settings, env={})
     with pytest.raises(InvalidInput, match="outside the allowed roots"):
         executor.prepare(RunRequest(prompt="x", cwd=Path("/")), marker_dir=None, caller_session_id=None)
 
 
 def test_a_missing_cwd_is_refused(settings: Settings, tmp_path: Path) -> None:
-    executor = ClaudeCodeExecutor(settings, base_env={})
+    executor = build_executor(settings, env={})
     with pytest.raises(InvalidInput, match="does not exist"):
         executor.prepare(RunRequest(prompt="x", cwd=tmp_path / "nope"), marker_dir=None, caller_session_id=None)
 
 
 def test_a_prompt_that_looks_like_a_flag_is_refused(settings: Settings, tmp_path: Path) -> None:
-    executor = ClaudeCodeExecutor(settings, base_env={})
+    executor = build_executor(settings, env={})
     with pytest.raises(InvalidInput, match="starts with '-'"):
         executor.prepare(RunRequest(prompt="--help", cwd=tmp_path), marker_dir=None, caller_session_id=None)
 
 
 @pytest.mark.parametrize("bad", ["../x", "a/b", "a b", "", "abc-in-progress-x"])
 def test_session_ids_that_cannot_be_file_names_are_refused(settings: Settings, tmp_path: Path, bad: str) -> None:
-    executor = ClaudeCodeExecutor(settings, base_env={})
+    executor = build_executor(settings, env={})
     with pytest.raises((InvalidIdentifier, ValueError)):
         executor.prepare(RunRequest(prompt="x", cwd=tmp_path), marker_dir=None, caller_session_id=bad)
 
@@ -122,7 +123,7 @@ def test_session_ids_that_cannot_be_file_names_are_refused(settings: Settings, t
 def test_the_transcript_path_is_known_before_launch(settings: Settings, tmp_path: Path) -> None:
     work = tmp_path / "my work.v2_x"
     work.mkdir()
-    executor = ClaudeCodeExecutor(settings, base_env={})
+    executor = build_executor(settings, env={})
     spec, policy = executor.prepare(
         RunRequest(prompt="x", cwd=work, session_id=SID, stale_threshold=5),
         marker_dir=None,
@@ -134,7 +135,7 @@ def test_the_transcript_path_is_known_before_launch(settings: Settings, tmp_path
 
 
 def test_a_session_id_that_is_not_a_uuid_is_refused(settings: Settings, tmp_path: Path) -> None:
-    executor = ClaudeCodeExecutor(settings, base_env={})
+    executor = build_executor(settings, env={})
     with pytest.raises(InvalidInput, match="not a UUID"):
         executor.prepare(
             RunRequest(prompt="x", cwd=tmp_path, session_id="abc"), marker_dir=None, caller_session_id=None

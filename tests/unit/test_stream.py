@@ -9,9 +9,11 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from expeditor.executor.stream import LineSplitter, StreamState, decode_event
-from expeditor.executor.transcript import transcript_path, usage_from_transcript
+from expeditor.claude_paths import transcript_path
+from expeditor.executor.stream import StreamState
 from expeditor.usage.models import UsageSource
+from expeditor.usage.stream_json import LineSplitter, decode_event
+from expeditor.usage.transcript import usage_from_transcript
 
 USAGE = {
     "input_tokens": 11,

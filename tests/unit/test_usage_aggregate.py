@@ -6,8 +6,8 @@ from pathlib import Path
 from typing import Any
 
 from expeditor.executor.models import SessionKind, Termination
+from expeditor.reports.aggregate import build_report, campaign_report, campaign_runs, job_usage
 from expeditor.state import Owner, RunRecord, RunStatus, SqliteCampaignStore
-from expeditor.usage.aggregate import build_report, campaign_report, campaign_runs, job_usage
 from expeditor.usage.models import SessionUsage, TokenUsage, UsageSource
 
 T0 = 1_767_225_600.0

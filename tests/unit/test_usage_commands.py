@@ -11,12 +11,12 @@ import pytest
 
 from expeditor.config import Settings, load_settings
 from expeditor.executor.models import SessionKind, Termination
+from expeditor.reports.aggregate import campaign_report
+from expeditor.reports.commands import report_command
+from expeditor.reports.render import render_markdown
+from expeditor.reports.report import UsageReport
 from expeditor.state import Owner, RunRecord, RunStatus, SqliteCampaignStore
-from expeditor.usage.aggregate import campaign_report
-from expeditor.usage.commands import report_command
 from expeditor.usage.models import SessionUsage, TokenUsage, UsageSource
-from expeditor.usage.render import render_markdown
-from expeditor.usage.report import UsageReport
 
 
 @pytest.fixture

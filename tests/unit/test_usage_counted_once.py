@@ -10,8 +10,8 @@ import json
 
 from tests.support.recorded_sessions import recorded_sessions
 
-from expeditor.executor.transcript import usage_from_transcript
 from expeditor.usage.models import TokenUsage, UsageSource
+from expeditor.usage.transcript import usage_from_transcript
 
 SESSIONS = recorded_sessions()
 

@@ -14,10 +14,10 @@ from rich.console import Console
 from tests.support.recorded_sessions import DATA, recorded_sessions
 
 from expeditor.executor.models import SessionKind, Termination
+from expeditor.reports.aggregate import build_report
+from expeditor.reports.render import render_json, render_markdown, render_table
+from expeditor.reports.report import UsageReport
 from expeditor.state import Owner, RunRecord, RunStatus
-from expeditor.usage.aggregate import build_report
-from expeditor.usage.render import render_json, render_markdown, render_table
-from expeditor.usage.report import UsageReport
 
 T0 = 1_767_225_600.0
 OWNER = Owner(pid=1, start_time=T0 - 60, host="builder")

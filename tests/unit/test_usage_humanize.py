@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from expeditor.usage.humanize import format_count, format_duration, format_ratio
+from expeditor.reports.humanize import format_count, format_duration, format_ratio
 
 
 @pytest.mark.parametrize(

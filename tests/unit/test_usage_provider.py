@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from expeditor.usage.provider import is_anthropic_base_url, is_anthropic_model, public_base_url
+from expeditor.reports.provider import is_anthropic_base_url, is_anthropic_model, public_base_url
 
 
 @pytest.mark.parametrize(

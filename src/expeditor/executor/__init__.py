@@ -1,6 +1,6 @@
 """Launching one headless session and reporting exactly how it ended."""
 
-from expeditor.executor.claude import ClaudeCodeExecutor, build_command, child_environment
+from expeditor.executor.claude import ClaudeCodeExecutor, WatcherFactory, build_command, checked_cwd, child_environment
 from expeditor.executor.models import (
     DecidedBy,
     KilledProcess,
@@ -13,10 +13,11 @@ from expeditor.executor.models import (
 )
 from expeditor.executor.protocol import HeadlessExecutor
 from expeditor.executor.registry import SessionEntry, SessionRegistry
-from expeditor.executor.runner import LaunchSpec, ManagedOutcome, RunControl, run_managed
+from expeditor.executor.runner import OWN_CHILDREN, LaunchSpec, ManagedOutcome, RunControl, run_managed
 from expeditor.executor.session import LiveSession, SignalClock, Verdict, Watcher
 
 __all__ = [
+    "OWN_CHILDREN",
     "ClaudeCodeExecutor",
     "DecidedBy",
     "HeadlessExecutor",
@@ -36,7 +37,9 @@ __all__ = [
     "Termination",
     "Verdict",
     "Watcher",
+    "WatcherFactory",
     "build_command",
+    "checked_cwd",
     "child_environment",
     "run_managed",
 ]

@@ -13,21 +13,23 @@ import uuid
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
+from expeditor.bundled import bundled_plugin_dir
+from expeditor.claude_paths import transcript_path
 from expeditor.config import RunPolicy, Settings
 from expeditor.errors import InvalidInput
 from expeditor.executor.models import RunRequest, RunResult, Suppression, Termination
 from expeditor.executor.registry import SessionRegistry
 from expeditor.executor.runner import LaunchSpec, ManagedOutcome, RunControl, run_managed
 from expeditor.executor.session import Watcher
-from expeditor.executor.transcript import transcript_path, usage_from_transcript
 from expeditor.ids import new_session_id, validate_identifier
+from expeditor.usage.transcript import usage_from_transcript
 
 __all__ = [
     "ClaudeCodeExecutor",
     "WatcherFactory",
     "build_command",
+    "checked_cwd",
     "child_environment",
-    "monitor_watchers",
     "to_run_result",
 ]
 
@@ -39,13 +41,6 @@ WatcherFactory = Callable[[LaunchSpec, RunPolicy], Sequence[Watcher]]
 _MAX_PROMPT_BYTES = 128 * 1024 - 1
 _STRIPPED_FROM_CHILD = ("CLAUDE_CODE_SESSION_ID",)
 _DEFAULT_CONFIG_DIR = Path.home() / ".claude"
-
-
-def _bundled_plugin_dir() -> Path:
-    # Imported here: the recipes package (its pipeline runner) builds on the executor.
-    from expeditor.recipes.loader import bundled_plugin_dir
-
-    return bundled_plugin_dir()
 
 
 def build_command(
@@ -67,7 +62,7 @@ def build_command(
         argv += ["--model", model]
     argv += ["--permission-mode", request.permission_mode or settings.permission_mode]
     if settings.bundled_skills:
-        argv += ["--plugin-dir", str(_bundled_plugin_dir())]
+        argv += ["--plugin-dir", str(bundled_plugin_dir())]
     for directory in request.add_dirs:
         argv += ["--add-dir", str(directory)]
     if mcp_config is not None:
@@ -106,6 +101,20 @@ def child_environment(
     return env
 
 
+def checked_cwd(settings: Settings, cwd: Path) -> Path:
+    """``cwd`` resolved, if it is an existing directory inside the allowed roots; else InvalidInput."""
+    resolved = cwd.expanduser().resolve()
+    if not resolved.is_dir():
+        raise InvalidInput(f"cwd {cwd} does not exist or is not a directory: expected an existing directory")
+    if not any(resolved == root or resolved.is_relative_to(root) for root in settings.allowed_roots):
+        roots = ", ".join(str(root) for root in settings.allowed_roots)
+        raise InvalidInput(
+            f"cwd {resolved} is outside the allowed roots ({roots}): "
+            "run inside one of them or add it to EXPEDITOR_ALLOWED_ROOTS"
+        )
+    return resolved
+
+
 class ClaudeCodeExecutor:
     """Runs one headless Claude Code session per call, supervised by the managed runner."""
 
@@ -114,26 +123,17 @@ class ClaudeCodeExecutor:
         settings: Settings,
         *,
         base_env: Mapping[str, str] | None = None,
+        watcher_factory: WatcherFactory,
         registry: SessionRegistry | None = None,
-        watcher_factory: WatcherFactory | None = None,
     ) -> None:
         self.settings = settings
         self.base_env = dict(os.environ if base_env is None else base_env)
         self.registry = registry if registry is not None else SessionRegistry(settings.sessions_dir)
-        self.watcher_factory = watcher_factory if watcher_factory is not None else monitor_watchers()
+        self.watcher_factory = watcher_factory
 
     def checked_cwd(self, cwd: Path) -> Path:
         """``cwd`` resolved, if it is an existing directory inside the allowed roots; else InvalidInput."""
-        resolved = cwd.expanduser().resolve()
-        if not resolved.is_dir():
-            raise InvalidInput(f"cwd {cwd} does not exist or is not a directory: expected an existing directory")
-        if not any(resolved == root or resolved.is_relative_to(root) for root in self.settings.allowed_roots):
-            roots = ", ".join(str(root) for root in self.settings.allowed_roots)
-            raise InvalidInput(
-                f"cwd {resolved} is outside the allowed roots ({roots}): "
-                "run inside one of them or add it to EXPEDITOR_ALLOWED_ROOTS"
-            )
-        return resolved
+        return checked_cwd(self.settings, cwd)
 
     def prepare(
         self, request: RunRequest, *, marker_dir: Path | None, caller_session_id: str | None
@@ -201,13 +201,19 @@ class ClaudeCodeExecutor:
     ) -> RunResult:
         """Run the session to its end. Cancelling this call kills the session's tree first."""
         spec, policy = self.prepare(request, marker_dir=marker_dir, caller_session_id=caller_session_id)
+        return await self.run_prepared(spec, policy, control=control)
+
+    async def run_prepared(
+        self, spec: LaunchSpec, policy: RunPolicy, *, control: RunControl | None = None
+    ) -> RunResult:
+        """Run a launch ``prepare`` built (and checked) to its end; cancelling this call kills its tree first."""
         watchers = self.watcher_factory(spec, policy)
         control = control or RunControl()
         logger.info(
             "session=%s starting kind=%s caller=%s cwd=%s",
             spec.session_id,
             spec.kind,
-            caller_session_id,
+            spec.caller_session_id,
             spec.cwd,
         )
         try:
@@ -228,19 +234,6 @@ class ClaudeCodeExecutor:
                 )
         assert control.result is not None
         return control.result
-
-
-def monitor_watchers() -> WatcherFactory:
-    """The standard watchers (transcript, stdout, child activity) sharing one process table."""
-    # Imported here: the monitor builds on executor.session, so a module-level import would cycle.
-    from expeditor.monitor import ProcessTable, default_watchers
-
-    table = ProcessTable()
-
-    def factory(spec: LaunchSpec, policy: RunPolicy) -> Sequence[Watcher]:
-        return default_watchers(policy, table, has_transcript=spec.transcript_path is not None)
-
-    return factory
 
 
 def to_run_result(spec: LaunchSpec, outcome: ManagedOutcome) -> RunResult:

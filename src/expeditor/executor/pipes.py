@@ -8,7 +8,8 @@ import anyio.abc
 from expeditor.executor.control import Decision
 from expeditor.executor.models import Signal
 from expeditor.executor.session import LiveSession
-from expeditor.executor.stream import LineSplitter, StreamState, decode_event
+from expeditor.executor.stream import StreamState
+from expeditor.usage.stream_json import LineSplitter, decode_event
 
 __all__ = ["SessionPipes"]
 

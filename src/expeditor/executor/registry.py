@@ -13,30 +13,13 @@ import os
 import tempfile
 from pathlib import Path
 
-import psutil
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from expeditor.executor.models import SessionKind, Signal
 from expeditor.ids import validate_identifier
+from expeditor.process_identity import process_alive
 
-__all__ = ["SessionEntry", "SessionRegistry", "process_alive", "process_start_time"]
-
-
-def process_start_time(pid: int) -> float | None:
-    """The start time psutil reports for ``pid``, or None when it is gone."""
-    try:
-        return psutil.Process(pid).create_time()
-    except psutil.Error:
-        return None
-
-
-def process_alive(pid: int, start_time: float) -> bool:
-    """True when ``pid`` is alive and is the same process that started at ``start_time``."""
-    try:
-        process = psutil.Process(pid)
-        return process.create_time() == start_time and process.status() != psutil.STATUS_ZOMBIE
-    except psutil.Error:
-        return False
+__all__ = ["SessionEntry", "SessionRegistry"]
 
 
 class SessionEntry(BaseModel):

@@ -27,10 +27,11 @@ from expeditor.executor.control import Decision, ManagedOutcome, RunControl
 from expeditor.executor.models import DecidedBy, KilledProcess, SessionKind, Termination
 from expeditor.executor.pipes import SessionPipes
 from expeditor.executor.process_tree import snapshot_targets, terminate
-from expeditor.executor.registry import SessionEntry, SessionRegistry, process_start_time
+from expeditor.executor.registry import SessionEntry, SessionRegistry
 from expeditor.executor.session import LiveSession, Verdict, Watcher
 from expeditor.executor.spawning import GUARD, OWN_CHILDREN, guarded, resolve_executable
 from expeditor.executor.stream import StreamState
+from expeditor.process_identity import process_start_time
 
 __all__ = ["OWN_CHILDREN", "LaunchSpec", "ManagedOutcome", "RunControl", "run_managed"]
 

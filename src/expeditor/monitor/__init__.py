@@ -10,7 +10,13 @@ from expeditor.monitor.markers import (
 )
 from expeditor.monitor.process_table import Activity, ProcessTable
 from expeditor.monitor.suppression import SuppressionDecision, SuppressionPolicy
-from expeditor.monitor.watchers import LIVENESS_SIGNALS, ChildrenWatcher, SilenceWatcher, default_watchers
+from expeditor.monitor.watchers import (
+    LIVENESS_SIGNALS,
+    ChildrenWatcher,
+    SilenceWatcher,
+    default_watchers,
+    standard_watchers,
+)
 
 __all__ = [
     "LIVENESS_SIGNALS",
@@ -25,6 +31,7 @@ __all__ = [
     "execution_marker",
     "find_active_marker",
     "parse_marker_name",
+    "standard_watchers",
     "touch_marker",
     "write_marker",
 ]

@@ -24,8 +24,8 @@ from pathlib import Path
 
 import anyio
 
-from expeditor.executor.registry import process_alive, process_start_time
 from expeditor.ids import RESERVED_INFIX, validate_identifier
+from expeditor.process_identity import process_alive, process_start_time
 
 __all__ = [
     "ActiveMarker",

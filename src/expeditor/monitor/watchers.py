@@ -20,12 +20,13 @@ from __future__ import annotations
 import anyio
 
 from expeditor.config import RunPolicy
+from expeditor.executor import LaunchSpec, WatcherFactory
 from expeditor.executor.models import DecidedBy, Signal, Termination
 from expeditor.executor.session import LiveSession, Verdict, Watcher
 from expeditor.monitor.process_table import ProcessTable
 from expeditor.monitor.suppression import SuppressionPolicy
 
-__all__ = ["LIVENESS_SIGNALS", "ChildrenWatcher", "SilenceWatcher", "default_watchers"]
+__all__ = ["LIVENESS_SIGNALS", "ChildrenWatcher", "SilenceWatcher", "default_watchers", "standard_watchers"]
 
 LIVENESS_SIGNALS = (Signal.TRANSCRIPT, Signal.STDOUT, Signal.CHILDREN)
 COMMAND_LIVENESS_SIGNALS = (Signal.STDOUT, Signal.STDERR, Signal.CHILDREN)
@@ -140,3 +141,14 @@ def default_watchers(policy: RunPolicy, table: ProcessTable, *, has_transcript: 
     elif policy.idle_timeout < policy.stale_threshold:
         watchers.append(StdoutWatcher())
     return watchers
+
+
+def standard_watchers() -> WatcherFactory:
+    """The watcher factory of one executor: every session it launches gets ``default_watchers``, and all
+    of them share one process table, so child activity costs one walk per interval however many run."""
+    table = ProcessTable()
+
+    def factory(spec: LaunchSpec, policy: RunPolicy) -> list[Watcher]:
+        return default_watchers(policy, table, has_transcript=spec.transcript_path is not None)
+
+    return factory

@@ -5,7 +5,7 @@ The CLI's ``expeditor recipe validate|list|show`` live in :mod:`expeditor.recipe
 
 from expeditor.recipes.captures import extract_captures
 from expeditor.recipes.conditions import Condition
-from expeditor.recipes.loader import RecipeEntry, RecipeLibrary, RecipeSource, bundled_plugin_dir, bundled_skills_dir
+from expeditor.recipes.loader import RecipeEntry, RecipeLibrary, RecipeSource
 from expeditor.recipes.placeholders import placeholder_names, substitute, substitute_argv
 from expeditor.recipes.problems import RecipeError, RecipeProblem
 from expeditor.recipes.prompt import RUN_SKILL_TOOL, orchestrator_prompt
@@ -42,8 +42,6 @@ __all__ = [
     "RecipeSource",
     "Step",
     "StepSettings",
-    "bundled_plugin_dir",
-    "bundled_skills_dir",
     "extract_captures",
     "load_recipe_file",
     "orchestrator_prompt",

@@ -18,10 +18,9 @@ from expeditor.recipes.problems import RecipeError, RecipeProblem
 from expeditor.recipes.schema import Recipe, validate_recipe_name
 from expeditor.recipes.validation import parse_recipe
 
-__all__ = ["RecipeEntry", "RecipeLibrary", "RecipeSource", "bundled_plugin_dir", "bundled_skills_dir"]
+__all__ = ["RecipeEntry", "RecipeLibrary", "RecipeSource"]
 
 _SUFFIX = ".yaml"
-_PLUGIN_MANIFEST = Path(".claude-plugin", "plugin.json")
 
 
 class RecipeSource(StrEnum):
@@ -45,24 +44,6 @@ class RecipeEntry:
 
 def _bundled_root() -> Traversable:
     return files("expeditor.recipes").joinpath("bundled")
-
-
-def bundled_plugin_dir() -> Path:
-    """The Claude Code plugin that ships with expeditor: ``.claude-plugin/plugin.json`` and ``skills/``.
-
-    Every launched session gets it with ``--plugin-dir`` (setting ``bundled_skills``), so its skills answer
-    to ``/expeditor:<name>``, which no user or project skill can shadow (docs/claude-code-cli-notes.md,
-    "Bundled skills"). A directory on disk, also when expeditor is installed from a wheel.
-    """
-    plugin = files("expeditor").joinpath("plugin")
-    if not isinstance(plugin, Path) or not plugin.joinpath(_PLUGIN_MANIFEST).is_file():
-        raise RecipeError(f"the bundled plugin is not a directory on disk ({plugin}); reinstall expeditor")
-    return plugin
-
-
-def bundled_skills_dir() -> Path:
-    """The directory holding ``<skill-name>/SKILL.md`` for the bundled recipes' steps (in the bundled plugin)."""
-    return bundled_plugin_dir() / "skills"
 
 
 @dataclass(frozen=True)

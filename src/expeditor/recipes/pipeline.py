@@ -28,15 +28,13 @@ from expeditor.config import Settings
 from expeditor.errors import ExpeditorError
 from expeditor.executor import RunRequest, RunResult, SessionKind, Termination
 from expeditor.ids import new_session_id
-from expeditor.monitor import execution_marker
 from expeditor.recipes.captures import extract_captures
 from expeditor.recipes.observer import GuardedObserver, PipelineObserver, SilentObserver
 from expeditor.recipes.placeholders import substitute, substitute_argv
 from expeditor.recipes.problems import RecipeError
 from expeditor.recipes.resume import plan_replay
 from expeditor.recipes.schema import DEFAULT_MAX_VISITS, FAIL, STOP, Outcome, Recipe
-from expeditor.server.caller import CallerContext
-from expeditor.server.supervisor import RunContext, Supervisor
+from expeditor.runs import CallerContext, RunContext, Supervisor
 from expeditor.state import CampaignStore, StepExecution, StepStatus
 from expeditor.usage import SessionUsage
 
@@ -194,18 +192,19 @@ class PipelineRunner:
         return await self._attempts(name, sequence, started, prompt, argv)
 
     async def _attempts(self, name: str, sequence: int, started: float, prompt: str, argv: list[str] | None) -> Outcome:
-        recipe, job, settings = self.job.recipe, self.job, self.settings
+        recipe, job = self.job.recipe, self.job
         step = recipe.steps[name]
-        effective = recipe.step_settings(name, settings)
+        effective = recipe.step_settings(name, self.settings)
         usage = SessionUsage()
         result: RunResult | None = None
         running: StepExecution | None = None
+        caller = CallerContext(session_id=job.run_id, kind=SessionKind.PIPELINE)
+        context = RunContext(campaign_id=job.campaign_id, job_name=job.job_name, step_sequence=sequence, label=name)
         for attempt in range(1, step.retries + 2):
             if self.supervisor.closing is not None:
                 reason = f"stopped before step {name!r} could start: {self.supervisor.closing}"
                 if running is not None:  # between two attempts
-                    update = {"status": StepStatus.CANCELLED, "finished_at": time.time(), "reason": reason}
-                    await self._record(running.model_copy(update={**update, "usage": usage}))
+                    await self._end(running, StepStatus.CANCELLED, reason, usage=usage, announce=False)
                 raise _Ended("cancelled", reason)
             session_id = new_session_id()
             running = self._execution(
@@ -224,50 +223,21 @@ class PipelineRunner:
                 idle_timeout=effective.stale_threshold,
                 timeout=effective.timeout,
             )
-            deadline = time.time() + effective.timeout + settings.kill_grace
-            caller = CallerContext(session_id=job.run_id, kind=SessionKind.PIPELINE)
-            context = RunContext(campaign_id=job.campaign_id, job_name=job.job_name, step_sequence=sequence, label=name)
             try:
-                async with execution_marker(
-                    settings.markers_path,
-                    STEP_MARKER_LABEL,
-                    job.run_id,
-                    expires_at=deadline,
-                    heartbeat_interval=settings.marker_heartbeat_interval,
-                ):
-                    result = await self.supervisor.run(request, caller, context=context)
+                result = await self.supervisor.run(request, caller, marker=STEP_MARKER_LABEL, context=context)
             except ExpeditorError as exc:
                 # Refused before it started (a prompt the CLI cannot take, a directory that went
                 # away): retrying cannot help, and the run goes on along the step's failure route.
-                refused = running.model_copy(
-                    update={"status": StepStatus.FAILURE, "finished_at": time.time(), "reason": str(exc)}
-                )
-                await self._record(refused)
-                self.observer.step_finished(refused, None)
+                await self._end(running, StepStatus.FAILURE, str(exc))
                 return "failure"
             except BaseException:
                 with anyio.CancelScope(shield=True):
-                    cancelled = running.model_copy(
-                        update={
-                            "status": StepStatus.CANCELLED,
-                            "finished_at": time.time(),
-                            "reason": "the pipeline was stopped while this step ran",
-                        }
-                    )
-                    await self._record(cancelled, quiet=True)
+                    reason = "the pipeline was stopped while this step ran"
+                    await self._end(running, StepStatus.CANCELLED, reason, announce=False, quiet=True)
                 raise
             usage = usage + result.usage
             if result.termination is Termination.CANCELLED:
-                ended = running.model_copy(
-                    update={
-                        "status": StepStatus.CANCELLED,
-                        "finished_at": time.time(),
-                        "reason": result.reason,
-                        "usage": usage,
-                    }
-                )
-                await self._record(ended)
-                self.observer.step_finished(ended, result)
+                await self._end(running, StepStatus.CANCELLED, result.reason, usage=usage, result=result)
                 raise _Ended("cancelled", f"step {name!r} was cancelled: {result.reason}")
             if result.success:
                 break
@@ -280,18 +250,31 @@ class PipelineRunner:
         status = StepStatus.SUCCESS if result.success else StepStatus.FAILURE
         captures = extract_captures(result.result_text, step.capture) if result.success else {}
         self._captures.update(captures)
-        finished = running.model_copy(
-            update={
-                "status": status,
-                "captures": captures,
-                "finished_at": time.time(),
-                "usage": usage,
-                "reason": result.reason,
-            }
-        )
-        await self._record(finished)
-        self.observer.step_finished(finished, result)
+        await self._end(running, status, result.reason, usage=usage, result=result, captures=captures)
         return "success" if result.success else "failure"
+
+    async def _end(
+        self,
+        running: StepExecution,
+        status: StepStatus,
+        reason: str,
+        *,
+        usage: SessionUsage | None = None,
+        result: RunResult | None = None,
+        captures: dict[str, str] | None = None,
+        announce: bool = True,
+        quiet: bool = False,
+    ) -> None:
+        """Record how a running step execution ended and, when ``announce``, tell the observer."""
+        update: dict[str, object] = {"status": status, "finished_at": time.time(), "reason": reason}
+        if usage is not None:
+            update["usage"] = usage
+        if captures is not None:
+            update["captures"] = captures
+        ended = running.model_copy(update=update)
+        await self._record(ended, quiet=quiet)
+        if announce:
+            self.observer.step_finished(ended, result)
 
     # --- records -----------------------------------------------------------------------
 

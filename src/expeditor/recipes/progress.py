@@ -18,11 +18,11 @@ from rich.text import Text
 
 from expeditor.executor import RunResult, Signal
 from expeditor.executor.session import LiveSession
-from expeditor.executor.transcript import usage_from_transcript
-from expeditor.server.supervisor import Supervisor
+from expeditor.reports.humanize import format_duration as humanized_duration
+from expeditor.runs.supervisor import Supervisor
 from expeditor.state import StepExecution, StepStatus
 from expeditor.usage import SessionUsage
-from expeditor.usage.humanize import format_duration as humanized_duration
+from expeditor.usage.transcript import usage_from_transcript
 
 __all__ = [
     "LinesProgress",

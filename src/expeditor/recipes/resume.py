@@ -1,22 +1,22 @@
-"""Which recorded step executions a pipeline's next launch replays, and when it starts over instead.
+"""Which recorded step executions a pipeline's next launch replays.
 
 DESIGN, "Settled points: Pipeline steps": a rerun replays the recorded executions that ended for
 good (successes, skips, and failures the run routed on from), restoring their captures and visit
 counts, and resumes at the first one that did not (still running when its runner died,
-cancelled, or the failure that ended the run). A forced rerun, or one with other inputs, replays
-nothing.
+cancelled, or the failure that ended the run). When a job starts over
+instead (forced, or other inputs) is the job lifecycle's call: ``expeditor.runs.jobs.steps_to_forget``.
 """
 
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from expeditor.recipes.schema import FAIL, STOP, Outcome, Recipe
-from expeditor.state import DispatchRecord, DispatchStatus, StepExecution, StepStatus, inputs_hash
+from expeditor.state import StepExecution, StepStatus
 
-__all__ = ["Replay", "plan_replay", "steps_to_forget"]
+__all__ = ["Replay", "plan_replay"]
 
 _OUTCOME_OF: dict[StepStatus, Outcome] = {
     StepStatus.SUCCESS: "success",
@@ -55,18 +55,3 @@ def plan_replay(recipe: Recipe, recorded: Sequence[StepExecution]) -> Replay:
         replay.executions.append(execution)
         replay.next_step = recipe.route(current, outcome)
     return replay
-
-
-def steps_to_forget(previous: DispatchRecord | None, inputs: Mapping[str, str], *, forced: bool) -> str | None:
-    """Why a job's recorded step executions must not be replayed by its next launch; None to replay them.
-
-    A forced rerun (or a relaunch of a job that succeeded) starts over; steps recorded under other
-    inputs did other work, and their captures would lie to the steps after them.
-    """
-    if previous is None:
-        return None
-    if forced or previous.status is DispatchStatus.SUCCESS:
-        return "a forced rerun starts the job over"
-    if previous.inputs_hash != inputs_hash(dict(inputs)):
-        return "the job's inputs changed since its steps were recorded, so it starts over"
-    return None

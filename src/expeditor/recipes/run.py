@@ -14,7 +14,6 @@ run resumes at that step.
 
 from __future__ import annotations
 
-import functools
 import logging
 import os
 import signal
@@ -30,7 +29,7 @@ from rich.console import Console
 
 from expeditor.config import Settings
 from expeditor.errors import InvalidInput
-from expeditor.executor import ClaudeCodeExecutor
+from expeditor.executor import checked_cwd
 from expeditor.ids import new_session_id, validate_identifier
 from expeditor.logs import configure_logging
 from expeditor.recipes.loader import RecipeLibrary
@@ -45,13 +44,10 @@ from expeditor.recipes.progress import (
     summary_table,
     summary_text,
 )
-from expeditor.recipes.resume import steps_to_forget
 from expeditor.recipes.schema import Recipe
-from expeditor.server.reaper import reap_leftovers
-from expeditor.server.supervisor import Supervisor
-from expeditor.state import CampaignStore, ClaimAction, Owner, SqliteCampaignStore, inputs_hash
-from expeditor.usage.aggregate import campaign_report, campaign_runs, job_usage
-from expeditor.usage.render import render_markdown, render_table
+from expeditor.reports import campaign_report, render_markdown, render_table
+from expeditor.runs import JobEnd, Runtime, Supervisor, open_runtime
+from expeditor.state import CampaignStore, ClaimAction, RunStatus, inputs_hash
 
 __all__ = ["EXIT_CANCELLED", "RecipeRun", "default_campaign", "run_recipe"]
 
@@ -60,6 +56,7 @@ logger = logging.getLogger(__name__)
 EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_CANCELLED = 130
+_EXIT_CODES = {"success": EXIT_OK, "failure": EXIT_FAILED, "cancelled": EXIT_CANCELLED}
 
 
 def default_campaign(recipe: str, inputs: Mapping[str, str], cwd: Path) -> str:
@@ -93,8 +90,7 @@ def run_recipe(settings: Settings, request: RecipeRun, out: TextIO | None = None
     """Run the job to its end; returns the exit code (0 success or already done, 1 failure, 130 stopped)."""
     target = out or sys.stdout
     recipe, inputs = _load(settings, request)
-    executor = ClaudeCodeExecutor(settings)
-    cwd = executor.checked_cwd(request.cwd or settings.allowed_roots[0])
+    cwd = checked_cwd(settings, request.cwd or settings.allowed_roots[0])
     campaign = request.campaign_id or default_campaign(recipe.name, inputs, cwd)
     job_name = request.job_name or recipe.name
     validate_identifier(campaign, what="campaign")
@@ -108,10 +104,9 @@ def run_recipe(settings: Settings, request: RecipeRun, out: TextIO | None = None
     notes = sys.stderr if request.stream_json else target
     if request.campaign_id is None:
         notes.write(f"campaign {campaign} (rerun the same command to resume it)\n")
-    store = SqliteCampaignStore(settings.state_path)
+    job = PipelineJob(recipe, inputs, campaign, job_name, cwd, run_id)
     try:
-        job = PipelineJob(recipe, inputs, campaign, job_name, cwd, run_id)
-        return anyio.run(_run_job, Supervisor(settings, executor, store=store), job, request, target)
+        return anyio.run(_run_job, settings, job, request, target)
     except BaseExceptionGroup as group:
         # The job runs inside a task group (beside its signal listener), which wraps what it raises;
         # one error is reported as itself, so a refused claim reads as a message, not a traceback.
@@ -119,93 +114,74 @@ def run_recipe(settings: Settings, request: RecipeRun, out: TextIO | None = None
         if len(errors) == 1 and not isinstance(errors[0], BaseExceptionGroup):
             raise errors[0] from None
         raise
-    finally:
-        store.close()
 
 
-async def _run_job(supervisor: Supervisor, job: PipelineJob, request: RecipeRun, out: TextIO) -> int:
-    settings, store = supervisor.settings, supervisor.store
-    assert store is not None
+async def _run_job(settings: Settings, job: PipelineJob, request: RecipeRun, out: TextIO) -> int:
     code = EXIT_CANCELLED
-    async with anyio.create_task_group() as group:
-        # Listening from the first moment to the last record: a signal stops the running step, and a
-        # second one (Claude Code sends SIGTERM 100 ms after SIGINT) cannot cut the bookkeeping short.
-        group.start_soon(_stop_on_signals, supervisor)
-        # A runner killed with SIGKILL left its step's registry entry, run record and marker behind.
-        await reap_leftovers(settings, supervisor.executor.registry, store)
-        code = await _claim_and_run(settings, store, supervisor, job, request, out)
-        group.cancel_scope.cancel()
-    if supervisor.closing is not None:
-        # Stopped by a signal and fully recorded: a second signal in the last milliseconds
-        # (Claude Code sends SIGTERM 100 ms after SIGINT) must not turn exit 130 into 143.
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    # Opening the runtime reaps what a runner killed with SIGKILL left: its step's registry entry,
+    # run record and marker.
+    async with open_runtime(settings, closing_reason="the pipeline runner is stopping") as runtime:
+        supervisor = runtime.supervisor
+        async with anyio.create_task_group() as group:
+            # Listening until the last record: a signal stops the running step, and a second one
+            # (Claude Code sends SIGTERM 100 ms after SIGINT) cannot cut the bookkeeping short.
+            group.start_soon(_stop_on_signals, supervisor)
+            code = await _claim_and_run(runtime, job, request, out)
+            group.cancel_scope.cancel()
+        if supervisor.closing is not None:
+            # Stopped by a signal and fully recorded: a second signal in the last milliseconds
+            # (Claude Code sends SIGTERM 100 ms after SIGINT) must not turn exit 130 into 143.
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)
     return code
 
 
-async def _claim_and_run(
-    settings: Settings, store: CampaignStore, supervisor: Supervisor, job: PipelineJob, request: RecipeRun, out: TextIO
-) -> int:
-    attempt: int | None = None
-    if not request.dispatched:
-        previous = await anyio.to_thread.run_sync(store.get, job.campaign_id, job.job_name)
-        claim = await anyio.to_thread.run_sync(
-            functools.partial(
-                store.claim,
-                job.campaign_id,
-                job.job_name,
-                recipe=job.recipe.name,
-                inputs=job.inputs,
-                caller_session_id=None,
-                owner=Owner.current(),
-                force=request.force,
-            )
+async def _claim_and_run(runtime: Runtime, job: PipelineJob, request: RecipeRun, out: TextIO) -> int:
+    if request.dispatched:
+        # The dispatcher holds the claim and records the job's end; this process only runs the steps.
+        outcome = await _run_with_progress(runtime, job, request, out)
+        return _EXIT_CODES[outcome.status]
+    claimed = await runtime.jobs.claim(
+        job.campaign_id,
+        job.job_name,
+        recipe=job.recipe.name,
+        inputs=job.inputs,
+        caller_session_id=None,
+        force=request.force,
+        replays_steps=True,
+    )
+    claim = claimed.claim
+    if claim.action is ClaimAction.SHORT_CIRCUIT:
+        out.write(
+            f"{job.campaign_id}/{job.job_name} already succeeded (attempt {claim.record.attempts}); "
+            "nothing was run. Use --force to run it again.\n"
         )
-        if claim.action is ClaimAction.SHORT_CIRCUIT:
-            out.write(
-                f"{job.campaign_id}/{job.job_name} already succeeded (attempt {claim.record.attempts}); "
-                "nothing was run. Use --force to run it again.\n"
-            )
-            return EXIT_OK
-        if claim.action is ClaimAction.ALREADY_RUNNING:
-            out.write(f"{job.campaign_id}/{job.job_name} is already running: {claim.reason}\n")
-            return EXIT_FAILED
-        attempt = claim.attempt
-        forget = steps_to_forget(previous, job.inputs, forced=request.force)
-        if forget is not None:
-            cleared = await anyio.to_thread.run_sync(store.clear_steps, job.campaign_id, job.job_name)
-            if cleared:
-                out.write(f"{cleared} recorded step executions are not replayed: {forget}\n")
-        await anyio.to_thread.run_sync(
-            functools.partial(
-                store.mark_running, job.campaign_id, job.job_name, attempt=attempt, dispatched_session_id=job.run_id
-            )
-        )
-    try:
-        outcome = await _run_with_progress(settings, store, supervisor, job, request, out)
-    except BaseException as exc:
+        return EXIT_OK
+    if claim.action is ClaimAction.ALREADY_RUNNING:
+        out.write(f"{job.campaign_id}/{job.job_name} is already running: {claim.reason}\n")
+        return EXIT_FAILED
+    if claimed.forgotten_steps:
+        out.write(f"{claimed.forgotten_steps} recorded step executions are not replayed: {claimed.forgotten_because}\n")
+    outcome: PipelineOutcome | None = None
+
+    async def attempt_body() -> JobEnd:
+        nonlocal outcome
+        outcome = await _run_with_progress(runtime, job, request, out)
+        status = {"success": RunStatus.SUCCESS, "failure": RunStatus.FAILURE, "cancelled": RunStatus.CANCELLED}
+        summary = summary_text(outcome.executions, outcome.replayed) if outcome.success else None
+        return JobEnd(status[outcome.status], outcome.reason, summary=summary, outputs=outcome.captures)
+
+    def stopped(exc: BaseException) -> JobEnd:
         # The runner itself failed (its output closed, a bug): the job must not stay "running".
-        if attempt is not None:
-            with anyio.CancelScope(shield=True):
-                reason = f"the pipeline runner stopped: {exc!r}"
-                await anyio.to_thread.run_sync(
-                    functools.partial(store.mark_failed, job.campaign_id, job.job_name, attempt=attempt, error=reason)
-                )
-        raise
-    if attempt is not None:
-        with anyio.CancelScope(shield=True):
-            await anyio.to_thread.run_sync(_record_job_end, store, job, attempt, outcome)
-    return {"success": EXIT_OK, "failure": EXIT_FAILED, "cancelled": EXIT_CANCELLED}[outcome.status]
+        return JobEnd(RunStatus.FAILURE, f"the pipeline runner stopped: {exc!r}")
+
+    await runtime.jobs.launch(claimed, job.run_id, attempt_body, stopped=stopped)
+    assert outcome is not None
+    return _EXIT_CODES[outcome.status]
 
 
-async def _run_with_progress(
-    settings: Settings,
-    store: CampaignStore,
-    supervisor: Supervisor,
-    job: PipelineJob,
-    request: RecipeRun,
-    out: TextIO,
-) -> PipelineOutcome:
+async def _run_with_progress(runtime: Runtime, job: PipelineJob, request: RecipeRun, out: TextIO) -> PipelineOutcome:
+    settings, store, supervisor = runtime.settings, runtime.store, runtime.supervisor
     started = time.time()
     stream = StreamJsonProgress(out, job.run_id) if request.stream_json else None
     if stream is not None:
@@ -277,15 +253,3 @@ async def _stop_on_signals(supervisor: Supervisor) -> None:
             name = signal.Signals(received).name
             # The runner sees its step end as cancelled, records it, and ends the walk.
             await supervisor.shut_down(f"the pipeline runner received {name}")
-
-
-def _record_job_end(store: CampaignStore, job: PipelineJob, attempt: int, outcome: PipelineOutcome) -> None:
-    campaign, name = job.campaign_id, job.job_name
-    usage = job_usage(campaign_runs(store, campaign, name))
-    if outcome.status == "success":
-        summary = summary_text(outcome.executions, outcome.replayed)
-        store.mark_succeeded(campaign, name, attempt=attempt, summary=summary, outputs=outcome.captures, usage=usage)
-    elif outcome.status == "cancelled":
-        store.mark_cancelled(campaign, name, attempt=attempt, reason=outcome.reason, usage=usage)
-    else:
-        store.mark_failed(campaign, name, attempt=attempt, error=outcome.reason, usage=usage)

@@ -1,24 +1,9 @@
-"""The MCP server: run_skill, dispatch and their companions, over stdio or streamable HTTP."""
+"""The MCP transport: run_skill, dispatch and their companions, over stdio or streamable HTTP.
 
-from __future__ import annotations
+The service behind the tools (launching, supervising and recording runs) is :mod:`expeditor.runs`.
+"""
 
-from typing import TYPE_CHECKING, Any
+from expeditor.server.app import StateHolder, build_server
+from expeditor.server.serve import serve
 
-if TYPE_CHECKING:
-    from expeditor.server.app import StateHolder, build_server
-    from expeditor.server.caller import CallerContext
-
-__all__ = ["CallerContext", "StateHolder", "build_server"]
-
-
-def __getattr__(name: str) -> Any:
-    # Lazy: the dispatch service (which the app imports) builds on server.caller and server.supervisor.
-    if name in ("StateHolder", "build_server"):
-        from expeditor.server import app
-
-        return getattr(app, name)
-    if name == "CallerContext":
-        from expeditor.server.caller import CallerContext
-
-        return CallerContext
-    raise AttributeError(f"module 'expeditor.server' has no attribute {name!r}")
+__all__ = ["StateHolder", "build_server", "serve"]

@@ -8,23 +8,17 @@ import os
 from collections.abc import AsyncGenerator, Mapping
 from typing import Any
 
-import anyio
 from mcp.server.mcpserver import MCPServer
 
 from expeditor import __version__
 from expeditor.config import Settings
 from expeditor.dispatch import DispatchService
-from expeditor.executor import ClaudeCodeExecutor
-from expeditor.recipes import RecipeLibrary
-from expeditor.server.caller import CallerContext
+from expeditor.runs import CallerContext, open_runtime
 from expeditor.server.dispatch_tools import register_dispatch_tools
-from expeditor.server.reaper import reap_leftovers
 from expeditor.server.recipe_tools import register_recipe_tools
 from expeditor.server.report_tools import register_report_tools
 from expeditor.server.state import ServerState
-from expeditor.server.supervisor import Supervisor
 from expeditor.server.tools import register_tools
-from expeditor.state import SqliteCampaignStore
 
 __all__ = ["StateHolder", "build_server"]
 
@@ -59,33 +53,26 @@ def build_server(
 
     @contextlib.asynccontextmanager
     async def lifespan(_server: MCPServer[ServerState]) -> AsyncGenerator[ServerState]:
-        executor = ClaudeCodeExecutor(settings, base_env=environment)
-        store = SqliteCampaignStore(settings.state_path)
-        await reap_leftovers(settings, executor.registry, store)
-        supervisor = Supervisor(settings, executor, http_url=http_url, store=store)
-        state = ServerState(
-            settings=settings,
-            supervisor=supervisor,
-            stdio_caller=CallerContext.from_env(environment),
-            store=store,
-            dispatcher=DispatchService(settings, store, supervisor, RecipeLibrary.from_settings(settings)),
-        )
-        logger.info(
-            "server pid=%d home=%s caller=%s kind=%s",
-            os.getpid(),
-            settings.home,
-            state.stdio_caller.session_id,
-            state.stdio_caller.kind,
-        )
-        holder.state = state
-        try:
-            yield state
-        finally:
-            holder.state = None
-            supervisor.cancel_all("the expeditor server is shutting down", grace=settings.shutdown_grace)
-            with anyio.CancelScope(shield=True), anyio.move_on_after(settings.shutdown_grace + 2):
-                await supervisor.wait_until_idle()
-            store.close()
+        async with open_runtime(
+            settings, env=environment, http_url=http_url, closing_reason="the expeditor server is shutting down"
+        ) as runtime:
+            state = ServerState(
+                runtime=runtime,
+                dispatcher=DispatchService(runtime),
+                stdio_caller=CallerContext.from_env(environment),
+            )
+            logger.info(
+                "server pid=%d home=%s caller=%s kind=%s",
+                os.getpid(),
+                settings.home,
+                state.stdio_caller.session_id,
+                state.stdio_caller.kind,
+            )
+            holder.state = state
+            try:
+                yield state
+            finally:
+                holder.state = None
 
     server: MCPServer[Any] = MCPServer("expeditor", version=__version__, instructions=INSTRUCTIONS, lifespan=lifespan)
     register_tools(server)

@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import Any
 
 import anyio
 from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
-from pydantic import ValidationError
 
 from expeditor.dispatch import DispatchOutcome
-from expeditor.errors import InvalidInput, StoreUnavailable
+from expeditor.executor import RunControl
+from expeditor.server.boundary import tool_errors
 from expeditor.server.progress import reporting_progress
 from expeditor.server.state import ServerState
 from expeditor.state import DispatchRecord, DispatchStatus
@@ -43,23 +42,17 @@ def register_dispatch_tools(server: MCPServer[Any]) -> None:
         you wait for this call.
         """
         state = ServerState.of(ctx)
-        caller = state.caller(ctx)
-        try:
+        with tool_errors("dispatch"):
+            caller = state.caller(ctx)
             caller.require("dispatch")
-            service = state.dispatcher
-            started = time.time()
+            # This call's own run: its progress is what this call reports, whoever else dispatches meanwhile.
+            control = RunControl()
 
             async def report(elapsed: float, message: str) -> None:
                 await ctx.report_progress(elapsed, None, f"{campaign}/{name}: {message}")
 
-            def live_control() -> Any:
-                for live in state.supervisor.live.values():
-                    if live.started_at >= started and live.caller_session_id == caller.session_id:
-                        return live.control
-                return None
-
-            async with reporting_progress(report, state.settings.progress_interval, live_control):
-                return await service.dispatch(
+            async with reporting_progress(report, state.settings.progress_interval, control):
+                return await state.dispatcher.dispatch(
                     campaign,
                     name,
                     recipe,
@@ -68,17 +61,15 @@ def register_dispatch_tools(server: MCPServer[Any]) -> None:
                     force=force,
                     cwd=Path(cwd) if cwd else None,
                     stale_threshold=stale_threshold,
+                    control=control,
                 )
-        except (InvalidInput, ValidationError) as exc:
-            raise ToolError(str(exc)) from exc
-        except StoreUnavailable as exc:
-            raise ToolError(f"{exc} (retry the dispatch: nothing was launched)") from exc
 
     @server.tool()
     async def get_dispatch(campaign: str, name: str, ctx: Context) -> DispatchRecord:
         """The record of one job of a campaign: its status, attempts, session id, result summary and usage."""
         state = ServerState.of(ctx)
-        record = await anyio.to_thread.run_sync(state.store.get, campaign, name)
+        with tool_errors("get_dispatch"):
+            record = await anyio.to_thread.run_sync(state.store.get, campaign, name)
         if record is None:
             raise ToolError(f"no job {name!r} in campaign {campaign!r}: list_dispatches shows the recorded jobs")
         return record
@@ -90,4 +81,5 @@ def register_dispatch_tools(server: MCPServer[Any]) -> None:
         """Every job recorded in a campaign, optionally only those in one status (pending, running, success,
         failure, interrupted, cancelled)."""
         state = ServerState.of(ctx)
-        return await anyio.to_thread.run_sync(lambda: state.store.list(campaign, status=status))
+        with tool_errors("list_dispatches"):
+            return await anyio.to_thread.run_sync(lambda: state.store.list(campaign, status=status))

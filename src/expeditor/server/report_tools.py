@@ -9,10 +9,8 @@ from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
 from pydantic import BaseModel, Field
 
+from expeditor.reports import UsageReport, campaign_report, render_json, render_markdown
 from expeditor.server.state import ServerState
-from expeditor.usage.aggregate import campaign_report
-from expeditor.usage.render import render_json, render_markdown
-from expeditor.usage.report import UsageReport
 
 __all__ = ["TokenReport", "register_report_tools"]
 

@@ -24,9 +24,9 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from expeditor.config import Settings
-from expeditor.executor.runner import OWN_CHILDREN
+from expeditor.executor import OWN_CHILDREN
+from expeditor.runs import become_subreaper, reap_adopted
 from expeditor.server.app import StateHolder, build_server
-from expeditor.server.subreaper import become_subreaper, reap_adopted
 
 __all__ = ["serve", "shut_down_on_signals"]
 

@@ -1,4 +1,4 @@
-"""What the server's lifespan owns: settings, the supervisor (and through it the executor)."""
+"""What the server's lifespan owns: the runtime (settings, store, executor, supervisor, jobs) and the dispatcher."""
 
 from __future__ import annotations
 
@@ -10,8 +10,7 @@ from mcp.server.mcpserver import Context
 
 from expeditor.config import Settings
 from expeditor.dispatch import DispatchService
-from expeditor.server.caller import CallerContext
-from expeditor.server.supervisor import Supervisor
+from expeditor.runs import CallerContext, Runtime, Supervisor
 from expeditor.state import CampaignStore
 
 __all__ = ["ServerState"]
@@ -19,11 +18,21 @@ __all__ = ["ServerState"]
 
 @dataclass
 class ServerState:
-    settings: Settings
-    supervisor: Supervisor
-    stdio_caller: CallerContext
-    store: CampaignStore
+    runtime: Runtime
     dispatcher: DispatchService
+    stdio_caller: CallerContext
+
+    @property
+    def settings(self) -> Settings:
+        return self.runtime.settings
+
+    @property
+    def supervisor(self) -> Supervisor:
+        return self.runtime.supervisor
+
+    @property
+    def store(self) -> CampaignStore:
+        return self.runtime.store
 
     @classmethod
     def of(cls, ctx: Context[Any]) -> ServerState:

@@ -3,38 +3,29 @@
 from __future__ import annotations
 
 import logging
-import time
 from pathlib import Path
 from typing import Any
 
 from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel
 
-from expeditor.errors import InvalidInput
 from expeditor.executor import RunControl, RunRequest, RunResult
-from expeditor.monitor import execution_marker
+from expeditor.server.boundary import tool_errors
 from expeditor.server.progress import reporting_progress
 from expeditor.server.state import ServerState
 from expeditor.status import SessionInfo, live_sessions
 
-__all__ = ["CancelOutcome", "register_tools"]
+__all__ = ["RUN_SKILL_MARKER_LABEL", "CancelOutcome", "register_tools"]
 
 logger = logging.getLogger(__name__)
+
+RUN_SKILL_MARKER_LABEL = "run-skill"
 
 
 class CancelOutcome(BaseModel):
     cancelled: bool
     message: str
-
-
-def _tool_error(exc: Exception) -> ToolError:
-    if isinstance(exc, ValidationError):
-        problems = "; ".join(
-            f"{'.'.join(str(part) for part in error['loc']) or 'input'}: {error['msg']}" for error in exc.errors()
-        )
-        return ToolError(f"invalid arguments: {problems}")
-    return ToolError(str(exc))
 
 
 def register_tools(server: MCPServer[Any]) -> None:
@@ -61,8 +52,8 @@ def register_tools(server: MCPServer[Any]) -> None:
         opus, haiku or a full model id. You are not judged stuck while you wait for this call.
         """
         state = ServerState.of(ctx)
-        caller = state.caller(ctx)
-        try:
+        with tool_errors("run_skill"):
+            caller = state.caller(ctx)
             caller.require("run_skill")
             request = RunRequest(
                 prompt=skill_command,
@@ -73,30 +64,13 @@ def register_tools(server: MCPServer[Any]) -> None:
                 add_dirs=tuple(Path(d) for d in add_dirs or ()),
                 resume_session_id=resume_session_id,
             )
-            state.supervisor.executor.prepare(
-                request, marker_dir=state.settings.markers_path, caller_session_id=caller.session_id
-            )
-        except (InvalidInput, ValidationError) as exc:
-            raise _tool_error(exc) from exc
-        settings = state.settings
-        # The marker is trusted until the call's own deadline (plus the kill grace), never longer.
-        deadline = time.time() + (timeout or settings.timeout) + settings.kill_grace
-        control = RunControl()
+            control = RunControl()
 
-        async def report(elapsed: float, message: str) -> None:
-            await ctx.report_progress(elapsed, None, message)
+            async def report(elapsed: float, message: str) -> None:
+                await ctx.report_progress(elapsed, None, message)
 
-        async with (
-            execution_marker(
-                settings.markers_path,
-                "run-skill",
-                caller.session_id,
-                expires_at=deadline,
-                heartbeat_interval=settings.marker_heartbeat_interval,
-            ),
-            reporting_progress(report, settings.progress_interval, lambda: control),
-        ):
-            return await state.supervisor.run(request, caller, control=control)
+            async with reporting_progress(report, state.settings.progress_interval, control):
+                return await state.supervisor.run(request, caller, marker=RUN_SKILL_MARKER_LABEL, control=control)
 
     @server.tool()
     async def list_sessions(ctx: Context) -> list[SessionInfo]:

@@ -15,6 +15,7 @@ from expeditor.state.models import (
     check_transition,
     inputs_hash,
 )
+from expeditor.state.opening import open_store
 from expeditor.state.sqlite import SqliteCampaignStore
 from expeditor.state.store import CampaignStore
 
@@ -34,4 +35,5 @@ __all__ = [
     "StepStatus",
     "check_transition",
     "inputs_hash",
+    "open_store",
 ]

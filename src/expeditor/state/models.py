@@ -21,7 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from expeditor.errors import IllegalTransition, InvalidInput
 from expeditor.executor.models import DecidedBy, KilledProcess, RunResult, SessionKind, Suppression, Termination
-from expeditor.executor.registry import process_start_time
+from expeditor.process_identity import process_start_time
 from expeditor.usage.models import SessionUsage
 
 __all__ = [

@@ -24,7 +24,7 @@ from typing import Any, TypeVar
 
 from expeditor.errors import ClaimRefused, IllegalTransition, StaleAttempt, StoreUnavailable
 from expeditor.executor.models import Termination
-from expeditor.executor.registry import process_alive
+from expeditor.process_identity import process_alive
 from expeditor.state.claims import ClaimRequest, claim_in
 from expeditor.state.connections import SqliteFile
 from expeditor.state.models import (

@@ -14,8 +14,8 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from expeditor.usage.humanize import format_count, format_duration, format_ratio
-from expeditor.usage.report import NON_ANTHROPIC_MARK, PARTIAL_MARK, EfficiencyRow, UsageReport
+from expeditor.reports.humanize import format_count, format_duration, format_ratio
+from expeditor.reports.report import NON_ANTHROPIC_MARK, PARTIAL_MARK, EfficiencyRow, UsageReport
 
 __all__ = ["render_json", "render_markdown", "render_table"]
 

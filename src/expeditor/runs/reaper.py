@@ -18,9 +18,9 @@ from expeditor.errors import ExpeditorError
 from expeditor.executor.process_tree import snapshot_targets, terminate
 from expeditor.executor.registry import SessionRegistry
 from expeditor.monitor.markers import remove_orphaned_markers
+from expeditor.reports.aggregate import figures_so_far
 from expeditor.state import CampaignStore, RunStatus
 from expeditor.usage import SessionUsage
-from expeditor.usage.aggregate import figures_so_far
 
 __all__ = ["reap_leftovers"]
 

@@ -1,4 +1,4 @@
-"""Claude Code's transcript file: where it lives, and the usage it records.
+"""The usage a Claude Code transcript records (where it lives: ``expeditor.claude_paths``).
 
 The transcript writes one ``assistant`` line per content block, repeating the message id with
 the message's final usage, so deduplicating by ``message.id`` gives true figures for a session
@@ -10,11 +10,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from expeditor.claude_paths import transcript_path
-from expeditor.executor.stream import LineSplitter, context_size, decode_event
 from expeditor.usage.models import SessionUsage, TokenUsage, UsageSource
+from expeditor.usage.stream_json import LineSplitter, context_size, decode_event
 
-__all__ = ["transcript_path", "usage_from_transcript"]
+__all__ = ["usage_from_transcript"]
 
 _CHUNK = 1 << 20
 # The model Claude Code names on replies it makes up itself (an API error, an aborted request):

@@ -13,7 +13,7 @@ from typing import Any
 
 from expeditor.config import Settings
 from expeditor.executor.models import SessionKind
-from expeditor.server.caller import CALLER_HEADER
+from expeditor.runs.caller import CALLER_HEADER
 
 __all__ = ["SERVER_NAME", "allowed_tools", "child_mcp_config", "settings_environment"]
 

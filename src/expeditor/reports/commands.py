@@ -8,9 +8,9 @@ from typing import Literal, TextIO
 from rich.console import Console
 
 from expeditor.config import Settings
-from expeditor.state import SqliteCampaignStore
-from expeditor.usage.aggregate import campaign_report
-from expeditor.usage.render import render_json, render_markdown, render_table
+from expeditor.reports.aggregate import campaign_report
+from expeditor.reports.render import render_json, render_markdown, render_table
+from expeditor.state import open_store
 
 __all__ = ["ReportFormat", "report_command"]
 
@@ -25,7 +25,7 @@ def report_command(
     settings: Settings, campaign_id: str, *, job_name: str | None, fmt: ReportFormat, out: TextIO
 ) -> int:
     """Write the report of ``campaign_id`` (or of its job ``job_name``) to ``out``; 1 when no run is recorded."""
-    store = SqliteCampaignStore(settings.state_path)
+    store = open_store(settings)
     try:
         report = campaign_report(store, campaign_id, job_name)
     finally:

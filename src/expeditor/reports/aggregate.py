@@ -18,11 +18,8 @@ from enum import Enum
 from pathlib import Path
 
 from expeditor.executor.models import SessionKind
-from expeditor.executor.transcript import usage_from_transcript
-from expeditor.state import CampaignStore, RunRecord, RunStatus
-from expeditor.usage.models import SessionUsage, TokenUsage, UsageSource
-from expeditor.usage.provider import is_anthropic_base_url, is_anthropic_model, public_base_url
-from expeditor.usage.report import (
+from expeditor.reports.provider import is_anthropic_base_url, is_anthropic_model, public_base_url
+from expeditor.reports.report import (
     NON_ANTHROPIC_MARK,
     PARTIAL_MARK,
     EfficiencyRow,
@@ -32,6 +29,9 @@ from expeditor.usage.report import (
     TotalRow,
     UsageReport,
 )
+from expeditor.state import CampaignStore, RunRecord, RunStatus
+from expeditor.usage.models import SessionUsage, TokenUsage, UsageSource
+from expeditor.usage.transcript import usage_from_transcript
 
 __all__ = ["build_report", "campaign_report", "campaign_runs", "figures_so_far", "job_usage"]
 

@@ -1,0 +1,41 @@
+"""The run service: how every entry point launches, supervises and records runs and jobs.
+
+The server, the dispatcher, the pipeline runner, the CLI and the demo all build it the same way
+(``open_runtime``), launch every supervised run through the ``Supervisor`` and take every job
+through the ``JobLifecycle``.
+"""
+
+from expeditor.runs.caller import CALLER_HEADER, CallerContext
+from expeditor.runs.child_config import SERVER_NAME, allowed_tools, child_mcp_config, settings_environment
+from expeditor.runs.handle import RunHandle, describe_activity
+from expeditor.runs.jobs import ClaimedJob, JobEnd, JobLifecycle, record_job_end, steps_to_forget
+from expeditor.runs.reaper import reap_leftovers
+from expeditor.runs.records import RunContext, run_label
+from expeditor.runs.runtime import Runtime, build_executor, open_runtime
+from expeditor.runs.subreaper import become_subreaper, reap_adopted
+from expeditor.runs.supervisor import Supervisor
+
+__all__ = [
+    "CALLER_HEADER",
+    "SERVER_NAME",
+    "CallerContext",
+    "ClaimedJob",
+    "JobEnd",
+    "JobLifecycle",
+    "RunContext",
+    "RunHandle",
+    "Runtime",
+    "Supervisor",
+    "allowed_tools",
+    "become_subreaper",
+    "build_executor",
+    "child_mcp_config",
+    "describe_activity",
+    "open_runtime",
+    "reap_adopted",
+    "reap_leftovers",
+    "record_job_end",
+    "run_label",
+    "settings_environment",
+    "steps_to_forget",
+]
