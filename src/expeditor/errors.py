@@ -2,8 +2,12 @@
 
     ExpeditorError
     ├── InvalidInput          the caller asked for something malformed or forbidden: fix the request
-    │   └── InvalidIdentifier a session id or label that cannot become a file name
-    ├── LaunchFailed          the agent command could not be started: fix the installation or config
+    │   ├── InvalidIdentifier a session id or label that cannot become a file name
+    │   └── RecipeError       a recipe is malformed, unknown, or cannot run with the values given
+    │                         (defined beside the recipes, ``expeditor.recipes.problems``: it carries their problems)
+    ├── LaunchFailed          expeditor's own installation cannot launch a session (its bundled plugin is
+    │                         missing): reinstall. An agent command that cannot start is no error but a run
+    │                         that ends as ``launch_failed``, with the reason in its result
     ├── StoreUnavailable      the campaign store could not be read or written: retry later
     │   └── ClaimRefused      a dispatch's claim could not be written, so nothing was launched: retry the dispatch
     ├── IllegalTransition     a record cannot move from its status to the one asked: re-read it, do not retry as is
@@ -42,7 +46,7 @@ class InvalidIdentifier(InvalidInput):
 
 
 class LaunchFailed(ExpeditorError):
-    """The agent command could not be started."""
+    """expeditor's installation cannot launch a session: the message says what is missing."""
 
 
 class StoreUnavailable(ExpeditorError):

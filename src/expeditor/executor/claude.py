@@ -17,7 +17,7 @@ from expeditor.bundled import bundled_plugin_dir
 from expeditor.claude_paths import transcript_path
 from expeditor.config import RunPolicy, Settings
 from expeditor.errors import InvalidInput
-from expeditor.executor.models import RunRequest, RunResult, Suppression, Termination
+from expeditor.executor.models import RunRequest, RunResult, Suppression, Termination, usable_path
 from expeditor.executor.registry import SessionRegistry
 from expeditor.executor.runner import LaunchSpec, ManagedOutcome, RunControl, run_managed
 from expeditor.executor.session import Watcher
@@ -103,7 +103,10 @@ def child_environment(
 
 def checked_cwd(settings: Settings, cwd: Path) -> Path:
     """``cwd`` resolved, if it is an existing directory inside the allowed roots; else InvalidInput."""
-    resolved = cwd.expanduser().resolve()
+    try:
+        resolved = usable_path(cwd, what="cwd").expanduser().resolve()
+    except ValueError as exc:
+        raise InvalidInput(str(exc)) from None
     if not resolved.is_dir():
         raise InvalidInput(f"cwd {cwd} does not exist or is not a directory: expected an existing directory")
     if not any(resolved == root or resolved.is_relative_to(root) for root in settings.allowed_roots):

@@ -22,6 +22,7 @@ __all__ = [
     "Signal",
     "Suppression",
     "Termination",
+    "usable_path",
 ]
 
 
@@ -136,6 +137,23 @@ class RunRequest(BaseModel):
             return None if value is None else validate_identifier(value)
         except InvalidInput as exc:
             raise ValueError(str(exc)) from None
+
+    @field_validator("cwd")
+    @classmethod
+    def _usable_path(cls, value: Path) -> Path:
+        return usable_path(value, what="cwd")
+
+    @field_validator("add_dirs")
+    @classmethod
+    def _usable_paths(cls, value: tuple[Path, ...]) -> tuple[Path, ...]:
+        return tuple(usable_path(path, what="add_dirs entry") for path in value)
+
+
+def usable_path(path: Path, *, what: str) -> Path:
+    """``path`` unless the operating system could never open it (a NUL byte); ValueError says which field."""
+    if "\0" in str(path):
+        raise ValueError(f"{what} {str(path)!r} contains a NUL byte: expected a path the file system can hold")
+    return path
 
 
 class RunResult(BaseModel):

@@ -172,12 +172,15 @@ class Supervisor:
                     await self._records.not_started(handle.session_id, exc)
             raise
         finally:
-            del self.live[handle.session_id]
-            self._changed.set()
-            self._changed = anyio.Event()
-            if control.result is not None:
-                with anyio.CancelScope(shield=True):
-                    await self._records.finished(control.result, request, before)
+            try:
+                if control.result is not None:
+                    with anyio.CancelScope(shield=True):
+                        await self._records.finished(control.result, request, before)
+            finally:
+                # Only once it is on record: whoever waits for this process to be idle may close the store next.
+                del self.live[handle.session_id]
+                self._changed.set()
+                self._changed = anyio.Event()
         return result
 
     async def wait_until_idle(self) -> None:
