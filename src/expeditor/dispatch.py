@@ -8,6 +8,10 @@ In this order (DESIGN, "Settled points: Dispatch"):
 3. launch, within ``max_concurrent_dispatches``, under a ``dispatch`` marker for the caller that
    expires at the dispatch deadline; the run's end is written to the record (fenced by attempt).
 Lookups fail open; the claim does not: a launch nobody recorded would be repeated.
+
+The claim, the concurrency limit and the recorded end are the job lifecycle's
+(``expeditor.runs.jobs``), shared with ``expeditor recipe run``; this module decides what a
+recipe's job runs (an agent orchestrator, or the pipeline runner) and what the caller is told.
 """
 
 from __future__ import annotations
