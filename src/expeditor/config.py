@@ -34,22 +34,53 @@ def validate_model(model: str) -> str:
     )
 
 
+# The timings one run obeys: Settings holds them with their defaults, RunPolicy as resolved for one
+# call. Each is declared once, here, so a bound or a description cannot differ between the two.
+_StaleThreshold = Annotated[
+    float, Field(gt=0, le=86400, description="Transcript silence after which a session is stale, seconds.")
+]
+_IdleTimeout = Annotated[
+    float, Field(gt=0, le=86400, description="Stdout silence after which a session is an idle stall, seconds.")
+]
+_PollInterval = Annotated[float, Field(gt=0, le=60, description="Transcript poll interval, seconds.")]
+_ChildrenInterval = Annotated[float, Field(gt=0, le=300, description="Child-activity sample interval, seconds.")]
+_ChildrenCpuFloor = Annotated[
+    float, Field(ge=0, le=64, description="Cores of CPU, averaged over the interval, that count as activity.")
+]
+_MarkerFreshness = Annotated[
+    float, Field(gt=0, le=86400, description="A marker not touched for this long is ignored, seconds.")
+]
+_MaxSuppressionSeconds = Annotated[
+    float, Field(gt=0, le=30 * 86400, description="Longest continuous suppression by a marker without expiry.")
+]
+_MarkersEnabled = Annotated[
+    bool, Field(description="Whether execution markers may suppress a verdict; false only to prove what they do.")
+]
+_KillGrace = Annotated[float, Field(ge=0, le=600, description="SIGTERM to SIGKILL grace, seconds.")]
+_ResultExitGrace = Annotated[
+    float, Field(ge=0, le=600, description="How long a session may take to exit after its result event.")
+]
+# The longest call expeditor allows bounds dispatch_timeout, and a run's timeout: a run_skill's, a dispatch's
+# or the call's own.
+_LONGEST_CALL = 30 * 86400
+
+
 class RunPolicy(BaseModel):
     """The timings that govern one managed run, resolved from settings and per-call overrides."""
 
     model_config = ConfigDict(frozen=True)
 
-    timeout: float = Field(gt=0, description="Wall-clock limit of the run, seconds.")
-    stale_threshold: float = Field(gt=0, description="Transcript silence that makes the run stale, seconds.")
-    idle_timeout: float = Field(gt=0, description="Stdout silence that makes the run an idle stall, seconds.")
-    poll_interval: float = Field(gt=0, description="How often the transcript is checked, seconds.")
-    children_interval: float = Field(gt=0, description="How often child processes are sampled, seconds.")
-    children_cpu_floor: float = Field(ge=0, description="CPU (cores) above which child activity counts.")
-    marker_freshness: float = Field(gt=0, description="A marker older than this (mtime) is ignored, seconds.")
-    max_suppression_seconds: float = Field(gt=0, description="Bound on suppression by markers without expiry.")
-    markers_enabled: bool = Field(description="Whether execution markers may suppress a stale verdict.")
-    kill_grace: float = Field(ge=0, description="Time between SIGTERM and SIGKILL, seconds.")
-    result_exit_grace: float = Field(ge=0, description="Time a process may take to exit after its result.")
+    timeout: float = Field(gt=0, le=_LONGEST_CALL, description="Wall-clock limit of the run, seconds.")
+    stale_threshold: _StaleThreshold
+    idle_timeout: _IdleTimeout
+    poll_interval: _PollInterval
+    children_interval: _ChildrenInterval
+    children_cpu_floor: _ChildrenCpuFloor
+    marker_freshness: _MarkerFreshness
+    max_suppression_seconds: _MaxSuppressionSeconds
+    markers_enabled: _MarkersEnabled
+    kill_grace: _KillGrace
+    result_exit_grace: _ResultExitGrace
 
 
 class _YamlFileSource(PydanticBaseSettingsSource):
@@ -114,39 +145,21 @@ class Settings(BaseSettings):
         ),
     )
     timeout: float = Field(default=7200, gt=0, le=7 * 86400, description="Wall-clock limit of a run_skill.")
-    stale_threshold: float = Field(
-        default=1200, gt=0, le=86400, description="Transcript silence after which a session is stale."
+    # A field typed _Name is a RunPolicy field too: its bound and description are declared once, above.
+    stale_threshold: _StaleThreshold = 1200
+    idle_timeout: _IdleTimeout | None = Field(
+        default=None, description="Unset, it follows the stale threshold in effect."
     )
-    idle_timeout: float | None = Field(
-        default=None,
-        gt=0,
-        le=86400,
-        description="Stdout silence after which a session is an idle stall (default: the stale threshold).",
-    )
-    poll_interval: float = Field(default=0.5, gt=0, le=60, description="Transcript poll interval, seconds.")
-    children_interval: float = Field(default=5, gt=0, le=300, description="Child-activity sample interval.")
-    children_cpu_floor: float = Field(
-        default=0.05,
-        ge=0,
-        le=64,
-        description="Cores of CPU, averaged over the interval, that count as activity.",
-    )
+    poll_interval: _PollInterval = 0.5
+    children_interval: _ChildrenInterval = 5
+    children_cpu_floor: _ChildrenCpuFloor = 0.05
     marker_heartbeat_interval: float = Field(
         default=10, gt=0, le=3600, description="How often a held execution marker is touched, seconds."
     )
-    marker_freshness: float = Field(
-        default=30, gt=0, le=86400, description="A marker not touched for this long is ignored, seconds."
-    )
-    max_suppression_seconds: float = Field(
-        default=7800,
-        gt=0,
-        le=30 * 86400,
-        description="Longest continuous suppression by a marker without expiry.",
-    )
-    kill_grace: float = Field(default=3, ge=0, le=600, description="SIGTERM to SIGKILL grace, seconds.")
-    result_exit_grace: float = Field(
-        default=2, ge=0, le=600, description="How long a session may take to exit after its result event."
-    )
+    marker_freshness: _MarkerFreshness = 30
+    max_suppression_seconds: _MaxSuppressionSeconds = 7800
+    kill_grace: _KillGrace = 3
+    result_exit_grace: _ResultExitGrace = 2
     shutdown_grace: float = Field(
         default=0.05, ge=0, le=60, description="SIGTERM to SIGKILL grace when the server itself shuts down."
     )
@@ -154,10 +167,10 @@ class Settings(BaseSettings):
         default=30, gt=0, le=600, description="Progress notifications during a long tool call, seconds."
     )
     dispatch_timeout: float = Field(
-        default=14400, gt=0, le=30 * 86400, description="Wall-clock limit of a dispatched job."
+        default=14400, gt=0, le=_LONGEST_CALL, description="Wall-clock limit of a dispatched job."
     )
     max_concurrent_dispatches: int = Field(default=4, ge=1, le=1024, description="Dispatches run at once.")
-    markers_enabled: bool = Field(default=True, description="False only to prove in tests what markers do.")
+    markers_enabled: _MarkersEnabled = True
     measure_loc: bool = Field(
         default=True, description="Measure lines changed per run with git, for the token efficiency report."
     )

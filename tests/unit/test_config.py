@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from expeditor.config import load_settings, validate_model
+from expeditor.config import RunPolicy, load_settings, validate_model
 from expeditor.errors import InvalidInput
 
 
@@ -51,6 +51,60 @@ def test_the_idle_timeout_follows_the_stale_threshold_in_effect(tmp_path: Path) 
     assert settings.run_policy(stale_threshold=2400).idle_timeout == 2400
     assert settings.run_policy(stale_threshold=2400, idle_timeout=30).idle_timeout == 30
     assert load_settings(home=tmp_path, stale_threshold=90).run_policy().idle_timeout == 90
+
+
+_OUT_OF_BOUNDS = [
+    ("stale_threshold", 0),
+    ("stale_threshold", 86401),
+    ("idle_timeout", 86401),
+    ("poll_interval", 61),
+    ("children_interval", 0),
+    ("children_cpu_floor", -0.1),
+    ("marker_freshness", 86401),
+    ("max_suppression_seconds", 30 * 86400 + 1),
+    ("kill_grace", 601),
+    ("result_exit_grace", -1),
+]
+
+
+def test_the_bound_checks_below_cover_every_bounded_run_policy_field_but_timeout() -> None:
+    assert {name for name, _ in _OUT_OF_BOUNDS} == set(RunPolicy.model_fields) - {"timeout", "markers_enabled"}
+
+
+@pytest.mark.parametrize(("field", "value"), _OUT_OF_BOUNDS)
+def test_a_run_policy_keeps_the_bounds_of_its_setting(tmp_path: Path, field: str, value: float) -> None:
+    with pytest.raises(ValidationError, match=field):
+        load_settings(home=tmp_path, **{field: value})
+    valid = load_settings(home=tmp_path).run_policy().model_dump()
+    with pytest.raises(ValidationError, match=field):
+        RunPolicy.model_validate({**valid, field: value})
+
+
+def test_per_call_overrides_are_held_to_the_same_bounds(tmp_path: Path) -> None:
+    settings = load_settings(home=tmp_path)
+    with pytest.raises(ValidationError, match="stale_threshold"):
+        settings.run_policy(stale_threshold=86401)
+    with pytest.raises(ValidationError, match="idle_timeout"):
+        settings.run_policy(idle_timeout=0)
+
+
+def test_a_run_policy_fits_the_longest_dispatch_timeout(tmp_path: Path) -> None:
+    settings = load_settings(home=tmp_path, dispatch_timeout=30 * 86400)
+    assert settings.run_policy(timeout=settings.dispatch_timeout).timeout == 30 * 86400
+    with pytest.raises(ValidationError, match="timeout"):
+        settings.run_policy(timeout=30 * 86400 + 1)
+
+
+def test_run_timings_are_flat_environment_variables(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("EXPEDITOR_STALE_THRESHOLD", "5")
+    monkeypatch.setenv("EXPEDITOR_KILL_GRACE", "1")
+    monkeypatch.setenv("EXPEDITOR_MARKERS_ENABLED", "false")
+    policy = load_settings(home=tmp_path).run_policy()
+    assert (policy.stale_threshold, policy.idle_timeout, policy.kill_grace) == (5, 5, 1)
+    assert not policy.markers_enabled
+    monkeypatch.setenv("EXPEDITOR_STALE_THRESHOLD", "86401")
+    with pytest.raises(ValidationError, match="stale_threshold"):
+        load_settings(home=tmp_path)
 
 
 def test_the_claude_command_is_split_like_a_shell(tmp_path: Path) -> None:

@@ -4,6 +4,8 @@ When a server tears ten sessions down at once, each session's kill needs the sam
 whose parent, and which processes carry which session's ``EXPEDITOR_SESSION_ID``. Walking /proc
 once and reusing it for ``max_age`` costs one walk instead of ten; a reused walk is equivalent to
 having looked a few milliseconds earlier, which the confirmation sweep (always fresh) covers.
+The snapshot owns what is derived from the walk (the parent-to-children map, the walk below a pid,
+the session tags), each built once on first use and shared by every reader of that snapshot.
 On Linux it reads /proc directly; elsewhere it asks psutil.
 """
 
@@ -11,7 +13,9 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from functools import cached_property
 
 import psutil
 
@@ -34,11 +38,35 @@ class ProcRow:
 
 @dataclass
 class ProcSnapshot:
-    """Every process at one instant, and (read on first use) the session tag of each of ours."""
+    """Every process at one instant; its parent links, rows by pid and session tags are built on first use."""
 
     taken: float
     rows: list[ProcRow]
     _tags: dict[str, list[int]] | None = field(default=None)
+
+    @cached_property
+    def by_pid(self) -> Mapping[int, ProcRow]:
+        """Each process's row, by pid."""
+        return {row.pid: row for row in self.rows}
+
+    @cached_property
+    def children(self) -> Mapping[int, list[int]]:
+        """Pids of each process's children, by parent pid."""
+        children: dict[int, list[int]] = {}
+        for row in self.rows:
+            children.setdefault(row.ppid, []).append(row.pid)
+        return children
+
+    def descendants(self, pid: int) -> set[int]:
+        """Every pid below ``pid`` in the parent links, ``pid`` itself excluded."""
+        found: set[int] = set()
+        pending = list(self.children.get(pid, ()))
+        while pending:
+            below = pending.pop()
+            if below != pid and below not in found:
+                found.add(below)
+                pending.extend(self.children.get(below, ()))
+        return found
 
     def tagged(self, session_tag: str) -> list[int]:
         """Pids of this user's processes whose environment carries ``session_tag``."""

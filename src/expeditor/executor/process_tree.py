@@ -24,9 +24,7 @@ from expeditor.executor.proc_snapshot import SESSION_TAG_VARIABLE, ProcSnapshot,
 __all__ = [
     "SESSION_TAG_VARIABLE",
     "TreeTarget",
-    "descendants",
     "group_member_pids",
-    "process_rows",
     "snapshot_targets",
     "tagged_processes",
     "terminate",
@@ -82,35 +80,15 @@ def tagged_processes(
     and only processes started after the session (``created_after``, epoch seconds) can carry it.
     """
     snapshot = snapshot or take_snapshot(fresh=True)
-    starts = {row.pid: row.start_time for row in snapshot.rows}
     found: list[psutil.Process] = []
     for pid in snapshot.tagged(session_tag):
-        if starts.get(pid, 0.0) < created_after:
+        row = snapshot.by_pid.get(pid)
+        if (row.start_time if row is not None else 0.0) < created_after:
             continue
         try:
             found.append(psutil.Process(pid))
         except psutil.Error:
             continue
-    return found
-
-
-def process_rows() -> list[tuple[int, int, float]]:
-    """(pid, ppid, CPU seconds) of every process: one fresh walk of the process table."""
-    return [(row.pid, row.ppid, row.cpu_seconds) for row in take_snapshot(fresh=True).rows]
-
-
-def descendants(snapshot: ProcSnapshot, root_pid: int) -> set[int]:
-    """Every pid below ``root_pid`` in the parent links of ``snapshot``."""
-    children: dict[int, list[int]] = {}
-    for row in snapshot.rows:
-        children.setdefault(row.ppid, []).append(row.pid)
-    found: set[int] = set()
-    pending = list(children.get(root_pid, ()))
-    while pending:
-        pid = pending.pop()
-        if pid not in found:
-            found.add(pid)
-            pending.extend(children.get(pid, ()))
     return found
 
 
@@ -140,7 +118,7 @@ def snapshot_targets(
         root_present = False
     if root_present:
         found[root.pid] = root
-        for pid in descendants(snapshot, root.pid):
+        for pid in snapshot.descendants(root.pid):
             with contextlib.suppress(psutil.Error):
                 found.setdefault(pid, psutil.Process(pid))
     if pgid > 1:

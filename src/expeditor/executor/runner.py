@@ -151,7 +151,6 @@ async def run_managed(
     try:
         session = LiveSession(
             session_id=spec.session_id,
-            caller_session_id=spec.caller_session_id,
             kind=spec.kind,
             process=psutil.Process(process.pid),
             pgid=process.pid,

@@ -66,7 +66,6 @@ class LiveSession:
     """One running session: identity, timings and the evidence gathered so far."""
 
     session_id: str
-    caller_session_id: str | None
     kind: SessionKind
     process: psutil.Process
     pgid: int

@@ -15,7 +15,7 @@ import os
 import sys
 from collections.abc import Collection
 
-from expeditor.executor.process_tree import process_rows
+from expeditor.executor.proc_snapshot import take_snapshot
 
 __all__ = ["become_subreaper", "reap_adopted"]
 
@@ -46,10 +46,9 @@ def _zombie(pid: int) -> bool:
 
 def reap_adopted(spawned: Collection[int]) -> list[int]:
     """Collect every exited child of ours that the event loop did not spawn; returns their pids."""
-    me = os.getpid()
     reaped: list[int] = []
-    for pid, ppid, _ in process_rows():
-        if ppid != me or pid in spawned or not _zombie(pid):
+    for pid in take_snapshot(fresh=True).children.get(os.getpid(), ()):
+        if pid in spawned or not _zombie(pid):
             continue
         with contextlib.suppress(ChildProcessError):
             if os.waitpid(pid, os.WNOHANG)[0] == pid:
