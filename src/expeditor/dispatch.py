@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import anyio
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, ValidationError
 
 from expeditor.claude_paths import transcript_path
 from expeditor.config import Settings
@@ -106,7 +106,7 @@ class DispatchService:
         done = await jobs.completed(campaign, name)
         if done is not None and not force:
             return self._short_circuit(done, self._resolved_for_comparison(recipe, inputs))
-        loaded, resolved, work_dir = self._prepare(recipe, inputs, cwd)
+        loaded, resolved, work_dir = self._prepare(recipe, inputs, cwd, stale_threshold)
         claimed = await jobs.claim(
             campaign,
             name,
@@ -146,14 +146,20 @@ class DispatchService:
             return inputs
 
     def _prepare(
-        self, recipe_name: str, inputs: Mapping[str, str], cwd: Path | None
+        self, recipe_name: str, inputs: Mapping[str, str], cwd: Path | None, stale_threshold: float | None
     ) -> tuple[Recipe, dict[str, str], Path]:
+        """Everything a launch needs that can be refused, refused before the claim: a job must not be
+        recorded as claimed for a launch that cannot happen."""
         try:
             recipe = self.library.load(recipe_name)
             resolved = recipe.resolve_inputs(inputs)
         except RecipeError as exc:
             raise InvalidInput(str(exc)) from exc
-        # Checked before the claim: a job must not be recorded as launched into a directory it may not use.
+        try:
+            self.settings.run_policy(timeout=self.settings.dispatch_timeout, stale_threshold=stale_threshold)
+        except ValidationError as exc:
+            problem = exc.errors()[0]
+            raise InvalidInput(f"stale_threshold {stale_threshold}: {problem['msg']}") from None
         work_dir = self.runtime.executor.checked_cwd(cwd or self.settings.allowed_roots[0])
         return recipe, resolved, work_dir
 
@@ -211,6 +217,8 @@ class DispatchService:
             if isinstance(exc, ExpeditorError):
                 # Refused before it started (a prompt the CLI cannot take): a failure that says why.
                 return JobEnd(RunStatus.FAILURE, str(exc))
+            if isinstance(exc, Exception):
+                return JobEnd(RunStatus.FAILURE, f"expeditor failed while running the job: {exc!r}")
             reason = control.result.reason if control.result else "the dispatch call was cancelled"
             return JobEnd(RunStatus.CANCELLED, reason)
 

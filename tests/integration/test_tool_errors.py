@@ -72,3 +72,16 @@ async def test_a_nul_byte_in_cwd_is_refused_in_one_line(tmp_path: Path, tool: st
     assert "contains a NUL byte" in text_of(result)
     assert "\n" not in text_of(result).strip()
     assert launched(tmp_path) == []
+
+
+async def test_a_dispatch_whose_threshold_is_out_of_bounds_is_refused_before_its_claim(tmp_path: Path) -> None:
+    settings = fake_settings(tmp_path)
+    arguments = {"campaign": "c", "name": "j", "recipe": "diagnose", "inputs": {"problem": "p"}, "cwd": str(tmp_path)}
+    async with Client(build_server(settings, env=env(tmp_path))) as client:
+        result = await client.call_tool("dispatch", {**arguments, "stale_threshold": 10 * 86400})
+        recorded = await client.call_tool("list_dispatches", {"campaign": "c"})
+    assert result.is_error
+    assert "stale_threshold 864000" in text_of(result)
+    assert "less than or equal to 86400" in text_of(result)
+    assert recorded.structured_content == {"result": []}
+    assert launched(tmp_path) == []
