@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import anyio
 import psutil
@@ -14,6 +16,8 @@ import pytest
 
 from expeditor.errors import InvalidIdentifier
 from expeditor.monitor import execution_marker, find_active_marker, parse_marker_name, write_marker
+from expeditor.monitor.markers import read_marker, remove_orphaned_markers
+from expeditor.process_identity import process_start_time
 
 pytestmark = pytest.mark.anyio
 
@@ -79,11 +83,112 @@ def test_a_marker_whose_owner_died_is_ignored(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    "content", [b"", b"{", b"[]", b'{"pid": "x"}', b'{"pid": 1, "pid_start_time": 0, "started_at": 0}']
+    "content",
+    [b"", b"{", b"[]", b'{"pid": "x"}', b'{"pid": 1, "pid_start_time": 0, "started_at": 0}', b"[" * 100_000],
 )
 def test_unreadable_or_foreign_marker_files_are_ignored(tmp_path: Path, content: bytes) -> None:
     (tmp_path / f"run-skill-in-progress-abc-{HEX}.marker").write_bytes(content)
     assert find_active_marker(tmp_path, "abc", freshness=30) is None
+
+
+def dead_process() -> tuple[int, float]:
+    """The pid and start time of a process that has exited and been reaped."""
+    child = subprocess.Popen([sys.executable, "-c", "import sys; sys.stdin.read()"], stdin=subprocess.PIPE)
+    started = psutil.Process(child.pid).create_time()
+    assert child.stdin is not None
+    child.stdin.close()
+    child.wait()
+    return child.pid, started
+
+
+def write_body(marker_dir: Path, changes: dict[str, Any]) -> Path:
+    """A marker of session ``abc`` (owned by this process) whose body has ``changes`` applied, under a good name."""
+    body: dict[str, Any] = {
+        "label": "run-skill",
+        "session_id": "abc",
+        "pid": os.getpid(),
+        "pid_start_time": process_start_time(os.getpid()),
+        "started_at": time.time(),
+        "expires_at": None,
+    }
+    body.update(changes)
+    path = marker_dir / f"run-skill-in-progress-abc-{HEX}.marker"
+    path.write_text(json.dumps(body), encoding="utf-8")
+    return path
+
+
+def test_read_marker_types_every_field_of_a_written_marker(tmp_path: Path) -> None:
+    before = time.time()
+    path = write_marker(tmp_path, "run-skill", "abc-def", expires_at=before + 60)
+    marker = read_marker(path)
+    assert marker is not None
+    assert (marker.path, marker.name, marker.label, marker.session_id) == (path, path.name, "run-skill", "abc-def")
+    assert (marker.owner_pid, marker.owner_start_time) == (os.getpid(), psutil.Process().create_time())
+    assert before <= marker.started_at <= time.time()
+    assert marker.expires_at == before + 60
+    assert marker.mtime == path.stat().st_mtime
+    assert marker.owner_alive()
+
+
+def test_read_marker_refuses_names_that_are_not_markers(tmp_path: Path) -> None:
+    path = write_marker(tmp_path, "run-skill", "abc")
+    renamed = path.rename(tmp_path / ".tmp-abc")
+    assert read_marker(renamed) is None
+    assert read_marker(tmp_path / f"run-skill-in-progress-abc-{HEX}.marker") is None
+
+
+def test_a_marker_without_a_string_label_still_vouches_with_an_empty_label(tmp_path: Path) -> None:
+    write_body(tmp_path, {"label": 7})
+    marker = find_active_marker(tmp_path, "abc", freshness=30)
+    assert marker is not None
+    assert marker.label == ""
+
+
+MALFORMED_BODIES = [
+    pytest.param({"pid": True}, id="pid-bool"),
+    pytest.param({"pid": str(os.getpid())}, id="pid-string"),
+    pytest.param({"pid": -1}, id="pid-negative"),
+    pytest.param({"pid": 0}, id="pid-zero"),
+    pytest.param({"pid": float(os.getpid())}, id="pid-float"),
+    pytest.param({"pid_start_time": None}, id="start-time-null"),
+    pytest.param({"pid_start_time": True}, id="start-time-bool"),
+    pytest.param({"started_at": "now"}, id="started-at-string"),
+    pytest.param({"started_at": False}, id="started-at-bool"),
+    pytest.param({"expires_at": "later"}, id="expires-at-string"),
+    pytest.param({"expires_at": True}, id="expires-at-bool"),
+    pytest.param({"expires_at": 10**400}, id="expires-at-beyond-float"),
+    pytest.param({"session_id": "abc-def"}, id="session-id-not-the-name-s"),
+    pytest.param({"session_id": None}, id="session-id-missing"),
+]
+
+
+@pytest.mark.parametrize("changes", MALFORMED_BODIES)
+def test_a_malformed_body_does_not_vouch(tmp_path: Path, changes: dict[str, Any]) -> None:
+    path = write_body(tmp_path, changes)
+    assert read_marker(path) is None
+    assert find_active_marker(tmp_path, "abc", freshness=30) is None
+    assert find_active_marker(tmp_path, "abc-def", freshness=30) is None
+
+
+@pytest.mark.parametrize("changes", MALFORMED_BODIES)
+def test_a_malformed_body_is_left_alone_by_the_orphan_sweep(tmp_path: Path, changes: dict[str, Any]) -> None:
+    pid, started = dead_process()
+    path = write_body(tmp_path, {"pid": pid, "pid_start_time": started} | changes)
+    assert remove_orphaned_markers(tmp_path) == []
+    assert path.exists()
+
+
+def test_the_orphan_sweep_removes_only_markers_whose_owner_died(tmp_path: Path) -> None:
+    orphan = write_marker(tmp_path, "run-skill", "abc", owner=dead_process())
+    held = write_marker(tmp_path, "run-skill", "def")
+    foreign = tmp_path / "notes.txt"
+    foreign.write_text("not a marker", encoding="utf-8")
+    assert remove_orphaned_markers(tmp_path) == [orphan.name]
+    assert sorted(tmp_path.iterdir()) == sorted([held, foreign])
+
+
+def test_the_orphan_sweep_of_a_missing_directory_removes_nothing(tmp_path: Path) -> None:
+    assert remove_orphaned_markers(tmp_path / "nope") == []
 
 
 def test_a_missing_marker_directory_means_no_marker(tmp_path: Path) -> None:

@@ -4,6 +4,7 @@ Name: ``{label}-in-progress-{session_id}-{32 hex}.marker`` in a shared directory
 session ids may contain ``-`` but never ``in-progress``, so every name splits exactly one way,
 and a lookup for session ``abc`` never matches a marker of session ``abc-def``.
 
+Every reader goes through ``read_marker``, which turns a file into a typed ``MarkerFile`` or None.
 A marker is active while all of these hold: its name parses and names the session, its mtime
 is within ``freshness`` (the holder touches it every heartbeat), its owner process is alive
 with the start time recorded in it, and its ``expires_at`` (when set) has not passed.
@@ -21,6 +22,7 @@ import uuid
 from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import cast
 
 import anyio
 
@@ -29,9 +31,11 @@ from expeditor.process_identity import process_alive, process_start_time
 
 __all__ = [
     "ActiveMarker",
+    "MarkerFile",
     "execution_marker",
     "find_active_marker",
     "parse_marker_name",
+    "read_marker",
     "remove_orphaned_markers",
     "touch_marker",
     "write_marker",
@@ -44,19 +48,41 @@ _IDENTIFIER = re.compile(r"[A-Za-z0-9_-]+")
 
 
 @dataclass(frozen=True)
-class ActiveMarker:
-    """A marker that currently vouches for a session."""
+class MarkerFile:
+    """One marker file as ``read_marker`` found it: its name parsed, its body typed.
+
+    Whether it vouches is asked with ``vouches`` at a given moment: the file itself does not change
+    when its owner dies or its time runs out.
+    """
 
     path: Path
     label: str
     session_id: str
     owner_pid: int
+    owner_start_time: float
     started_at: float
     expires_at: float | None
+    mtime: float
 
     @property
     def name(self) -> str:
         return self.path.name
+
+    def owner_alive(self) -> bool:
+        """True while the process that wrote the marker (same pid, same start time) runs."""
+        return process_alive(self.owner_pid, self.owner_start_time)
+
+    def vouches(self, *, freshness: float, now: float) -> bool:
+        """Touched within ``freshness`` of ``now`` (epoch seconds), not past ``expires_at``, owner alive."""
+        if now - self.mtime > freshness:
+            return False
+        if self.expires_at is not None and now > self.expires_at:
+            return False
+        return self.owner_alive()
+
+
+ActiveMarker = MarkerFile
+"""A marker file that vouched for its session when ``find_active_marker`` read it."""
 
 
 def parse_marker_name(name: str) -> tuple[str, str] | None:
@@ -118,40 +144,62 @@ def touch_marker(path: Path) -> bool:
     return True
 
 
-def _read_active(path: Path, session_id: str, freshness: float, now: float) -> ActiveMarker | None:
+def read_marker(path: Path) -> MarkerFile | None:
+    """The marker file at ``path``, or None when it is not a readable, well-formed marker.
+
+    None for a name that does not parse, a file that is gone or cannot be read, and a body that is
+    not a marker's (half-written, foreign): not a JSON object, its ``session_id`` not the one in its
+    name, its ``pid`` not a positive integer, ``pid_start_time`` or ``started_at`` not a number,
+    ``expires_at`` neither a number nor null. Booleans are not numbers here. A ``label`` that is not
+    a string reads as "".
+    """
+    parsed = parse_marker_name(path.name)
+    if parsed is None:
+        return None
     try:
         mtime = path.stat().st_mtime
-        if now - mtime > freshness:
-            return None
-        body = json.loads(path.read_bytes())
-    except (OSError, ValueError):
+        loaded: object = json.loads(path.read_bytes())
+    except (OSError, ValueError, RecursionError):
         return None
-    if not isinstance(body, dict):
+    if not isinstance(loaded, dict):
         return None
-    pid, start, started = body.get("pid"), body.get("pid_start_time"), body.get("started_at")  # pyright: ignore[reportUnknownVariableType, reportUnknownMemberType]
-    expires_at = body.get("expires_at")  # pyright: ignore[reportUnknownVariableType, reportUnknownMemberType]
-    if not isinstance(pid, int) or not isinstance(start, int | float) or not isinstance(started, int | float):
+    body = cast("dict[str, object]", loaded)
+    pid, label = body.get("pid"), body.get("label")
+    owner_start_time, started_at = _number(body.get("pid_start_time")), _number(body.get("started_at"))
+    raw_expiry = body.get("expires_at")
+    expires_at = None if raw_expiry is None else _number(raw_expiry)
+    if body.get("session_id") != parsed[1] or not isinstance(pid, int) or isinstance(pid, bool) or pid <= 0:
         return None
-    if expires_at is not None and (not isinstance(expires_at, int | float) or now > expires_at):
+    if owner_start_time is None or started_at is None or (raw_expiry is not None and expires_at is None):
         return None
-    if body.get("session_id") != session_id or not process_alive(pid, float(start)):  # pyright: ignore[reportUnknownMemberType]
-        return None
-    label = body.get("label")  # pyright: ignore[reportUnknownVariableType, reportUnknownMemberType]
-    return ActiveMarker(
+    return MarkerFile(
         path=path,
         label=label if isinstance(label, str) else "",
-        session_id=session_id,
+        session_id=parsed[1],
         owner_pid=pid,
-        started_at=float(started),
-        expires_at=None if expires_at is None else float(expires_at),
+        owner_start_time=owner_start_time,
+        started_at=started_at,
+        expires_at=expires_at,
+        mtime=mtime,
     )
+
+
+def _number(value: object) -> float | None:
+    """A JSON number as a float; None for anything else, including booleans and integers too large for a float."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    try:
+        return float(value)
+    except OverflowError:
+        return None
 
 
 def remove_orphaned_markers(marker_dir: Path) -> list[str]:
     """Delete the markers whose owner process is gone (a holder killed with SIGKILL); returns their names.
 
     Such a marker never vouches again (its owner is checked on every read), but it would sit in the
-    directory and in ``status`` forever. Files that are not markers, or cannot be read, are left alone.
+    directory and in ``status`` forever. Files ``read_marker`` refuses (not markers, unreadable, malformed)
+    are left alone.
     """
     removed: list[str] = []
     try:
@@ -159,14 +207,8 @@ def remove_orphaned_markers(marker_dir: Path) -> list[str]:
     except OSError:
         return removed
     for entry in entries:
-        if parse_marker_name(entry.name) is None:
-            continue
-        try:
-            body = json.loads(Path(entry.path).read_bytes())
-        except (OSError, ValueError):
-            continue
-        pid, start = (body.get("pid"), body.get("pid_start_time")) if isinstance(body, dict) else (None, None)  # pyright: ignore[reportUnknownMemberType, reportUnknownVariableType]
-        if not isinstance(pid, int) or not isinstance(start, int | float) or process_alive(pid, float(start)):
+        marker = read_marker(Path(entry.path))
+        if marker is None or marker.owner_alive():
             continue
         with contextlib.suppress(FileNotFoundError):
             os.unlink(entry.path)
@@ -191,11 +233,8 @@ def find_active_marker(
     for entry in entries:
         if needle not in entry.name:
             continue
-        parsed = parse_marker_name(entry.name)
-        if parsed is None or parsed[1] != session_id:
-            continue
-        marker = _read_active(Path(entry.path), session_id, freshness, now)
-        if marker is None:
+        marker = read_marker(Path(entry.path))
+        if marker is None or marker.session_id != session_id or not marker.vouches(freshness=freshness, now=now):
             continue
         if best is None or (best.expires_at is not None and (marker.expires_at or float("inf")) > best.expires_at):
             best = marker

@@ -4,6 +4,9 @@ While a session is silent past its threshold, an active marker for *that session
 suppresses the verdict: until the marker's ``expires_at`` when it has one, otherwise for at
 most ``max_suppression_seconds`` of continuous suppression of that silence. Then the verdict
 fires anyway, and says so.
+
+The policy and the silence watchers read the time through a ``Clock``: the system's clocks by
+default, one a test advances by hand otherwise, so every branch can be driven without sleeping.
 """
 
 from __future__ import annotations
@@ -16,7 +19,28 @@ import anyio
 from expeditor.executor.session import LiveSession
 from expeditor.monitor.markers import ActiveMarker, find_active_marker
 
-__all__ = ["SuppressionDecision", "SuppressionPolicy"]
+__all__ = ["SYSTEM_CLOCK", "Clock", "SuppressionDecision", "SuppressionPolicy"]
+
+
+class Clock:
+    """The time as the monitor reads it, and how it waits.
+
+    ``wall`` is epoch seconds, the time of marker mtimes and ``expires_at``; ``loop`` is event-loop
+    time, the time of the session's ``SignalClock``; ``sleep`` waits on the event loop. A test
+    subclasses it to move time by hand.
+    """
+
+    def wall(self) -> float:
+        return time.time()
+
+    def loop(self) -> float:
+        return anyio.current_time()
+
+    async def sleep(self, seconds: float) -> None:
+        await anyio.sleep(seconds)
+
+
+SYSTEM_CLOCK = Clock()
 
 
 @dataclass(frozen=True)
@@ -31,8 +55,9 @@ class SuppressionDecision:
 class SuppressionPolicy:
     """Tracks one silence of one session: when suppression began, and which markers held it."""
 
-    def __init__(self, session: LiveSession) -> None:
+    def __init__(self, session: LiveSession, *, clock: Clock = SYSTEM_CLOCK) -> None:
         self._session = session
+        self._clock = clock
         self._silence_started: float | None = None
         self._suppressing_since: float | None = None
         self._last_check: float | None = None
@@ -52,7 +77,7 @@ class SuppressionPolicy:
             self._silence_started = silence_started
         if not policy.markers_enabled or session.marker_dir is None:
             return SuppressionDecision(False, None, "")
-        now = time.time()
+        now = self._clock.wall()
         marker = find_active_marker(session.marker_dir, session.session_id, freshness=policy.marker_freshness, now=now)
         if marker is None:
             self._suppressing_since = None
@@ -72,7 +97,7 @@ class SuppressionPolicy:
                 )
         # Markers with expires_at are trusted until then; expired ones are never found active.
         self._account(marker, now)
-        self.vouched_at = anyio.current_time()
+        self.vouched_at = self._clock.loop()
         return SuppressionDecision(True, marker, f"suppressed by marker {marker.name}")
 
     def _account(self, marker: ActiveMarker, now: float) -> None:

@@ -12,7 +12,8 @@
 
 A silence counts from the last movement of *any* liveness signal, and a verdict waits while
 the suppression policy finds an active marker for the session (re-checked every ``poll_interval``).
-An idle session's watchers therefore wake once per threshold, not once per poll.
+An idle session's watchers therefore wake once per threshold, not once per poll. The silence
+watchers read the time and sleep through the suppression policy's ``Clock`` (the system's by default).
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from expeditor.executor import LaunchSpec, WatcherFactory
 from expeditor.executor.models import DecidedBy, Signal, Termination
 from expeditor.executor.session import LiveSession, Verdict, Watcher
 from expeditor.monitor.process_table import ProcessTable
-from expeditor.monitor.suppression import SuppressionPolicy
+from expeditor.monitor.suppression import SYSTEM_CLOCK, Clock, SuppressionPolicy
 
 __all__ = ["LIVENESS_SIGNALS", "ChildrenWatcher", "SilenceWatcher", "default_watchers", "standard_watchers"]
 
@@ -48,12 +49,15 @@ class SilenceWatcher:
         decided_by: DecidedBy,
         setting: str,
         signals: tuple[Signal, ...] = LIVENESS_SIGNALS,
+        *,
+        clock: Clock = SYSTEM_CLOCK,
     ) -> None:
         self.signal = signal
         self.termination = termination
         self.decided_by = decided_by
         self.setting = setting
         self.signals = signals
+        self.clock = clock
 
     def threshold(self, policy: RunPolicy) -> float:
         return policy.stale_threshold if self.signal is Signal.TRANSCRIPT else policy.idle_timeout
@@ -61,17 +65,17 @@ class SilenceWatcher:
     async def watch(self, session: LiveSession) -> Verdict:
         policy = session.policy
         threshold = self.threshold(policy)
-        suppression = SuppressionPolicy(session)
+        suppression = SuppressionPolicy(session, clock=self.clock)
         suppressing = False
         while True:
             session.observe_transcript()
-            now = anyio.current_time()
+            now = self.clock.loop()
             moved_at = session.clock.last_any(self.signals)
             # While a marker vouches, look again every poll; otherwise sleep until a verdict could be due.
             # Movement only pushes that moment later, so sleeping until then misses nothing.
             due = max(moved_at, suppression.vouched_at) + threshold
             if not suppressing and now < due:
-                await anyio.sleep(due - now)
+                await self.clock.sleep(due - now)
                 continue
             if suppressing and moved_at > suppression.vouched_at:
                 suppressing = False  # the session moved: this silence is over
@@ -79,7 +83,7 @@ class SilenceWatcher:
             decision = suppression.decide(moved_at)
             if decision.suppress:
                 suppressing = True
-                await anyio.sleep(policy.poll_interval)
+                await self.clock.sleep(policy.poll_interval)
                 continue
             if suppressing and not decision.note:
                 # The marker went away (its call returned): give the session a threshold to show it.
@@ -100,13 +104,19 @@ class SilenceWatcher:
 
 
 class TranscriptWatcher(SilenceWatcher):
-    def __init__(self) -> None:
-        super().__init__(Signal.TRANSCRIPT, Termination.STALE, DecidedBy.TRANSCRIPT, "stale_threshold")
+    def __init__(self, *, clock: Clock = SYSTEM_CLOCK) -> None:
+        super().__init__(Signal.TRANSCRIPT, Termination.STALE, DecidedBy.TRANSCRIPT, "stale_threshold", clock=clock)
 
 
 class StdoutWatcher(SilenceWatcher):
-    def __init__(self, signals: tuple[Signal, ...] = LIVENESS_SIGNALS, setting: str = "idle_timeout") -> None:
-        super().__init__(Signal.STDOUT, Termination.IDLE_STALL, DecidedBy.STDOUT, setting, signals)
+    def __init__(
+        self,
+        signals: tuple[Signal, ...] = LIVENESS_SIGNALS,
+        setting: str = "idle_timeout",
+        *,
+        clock: Clock = SYSTEM_CLOCK,
+    ) -> None:
+        super().__init__(Signal.STDOUT, Termination.IDLE_STALL, DecidedBy.STDOUT, setting, signals, clock=clock)
 
 
 class ChildrenWatcher:
