@@ -47,7 +47,7 @@ class RunHandle:
         kind: SessionKind,
         caller_session_id: str | None,
         control: RunControl,
-        body: Callable[[], Awaitable[RunResult]],
+        body: Callable[[RunHandle], Awaitable[RunResult]],
     ) -> None:
         self.session_id = session_id
         self.kind = kind
@@ -78,7 +78,7 @@ class RunHandle:
             raise RuntimeError(f"run {self.session_id} is already being driven")
         self._driven = True
         try:
-            self._result = await self._body()
+            self._result = await self._body(self)
             return self._result
         except BaseException as exc:
             self._error = exc

@@ -79,16 +79,12 @@ class Supervisor:
         """
         request = self._with_child_config(request)
         spec, policy = self.executor.prepare(request, marker_dir=self.marker_dir, caller_session_id=caller.session_id)
-        control = control or RunControl()
-        handle: RunHandle | None = None
 
-        async def body() -> RunResult:
-            assert handle is not None
+        async def body(handle: RunHandle) -> RunResult:
             async with self._caller_marker(marker, caller, policy):
                 return await self._supervise(handle, request, spec, policy, context or RunContext())
 
-        handle = RunHandle(spec.session_id, request.kind, caller.session_id, control, body)
-        return handle
+        return RunHandle(spec.session_id, request.kind, caller.session_id, control or RunControl(), body)
 
     async def run(
         self,
