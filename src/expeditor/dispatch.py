@@ -27,11 +27,20 @@ from pydantic import BaseModel, Field, ValidationError
 
 from expeditor.claude_paths import transcript_path
 from expeditor.config import Settings
-from expeditor.errors import ExpeditorError, InvalidInput
+from expeditor.errors import InvalidInput
 from expeditor.executor import RunControl, RunRequest, RunResult, SessionKind, Termination
 from expeditor.ids import new_session_id, validate_identifier
 from expeditor.recipes import Orchestrator, Recipe, RecipeError, RecipeLibrary, orchestrator_prompt
-from expeditor.runs import CallerContext, ClaimedJob, JobEnd, RunContext, Runtime, settings_environment
+from expeditor.runs import (
+    CallerContext,
+    ClaimedJob,
+    JobEnd,
+    MarkRunning,
+    RunContext,
+    Runtime,
+    ended_by,
+    settings_environment,
+)
 from expeditor.state import ClaimAction, DispatchRecord, DispatchStatus, RunStatus, inputs_hash
 from expeditor.usage import SessionUsage
 
@@ -176,59 +185,52 @@ class DispatchService:
         record = claimed.record
         campaign, name, attempt = record.campaign_id, record.name, claimed.claim.attempt
         prior_session_id = claimed.claim.prior_session_id
-        if recipe.orchestrator is Orchestrator.PIPELINE:
-            # The pipeline runner resumes from its step records, so every attempt is a fresh process.
-            resume = False
-            session_id = new_session_id()
-            request = self._pipeline_request(record, recipe, inputs, work_dir, session_id, stale_threshold)
-        else:
-            resume = (
-                prior_session_id is not None
-                and transcript_path(self.settings.claude_config_dir, work_dir, prior_session_id).exists()
-            )
-            session_id = prior_session_id if resume and prior_session_id else new_session_id()
-            request = self._orchestrator_request(recipe, inputs, work_dir, session_id, resume, stale_threshold)
+        pipeline = recipe.orchestrator is Orchestrator.PIPELINE
+        # The pipeline runner resumes from its step records, so every attempt of it is a fresh process.
+        resume = (
+            not pipeline
+            and prior_session_id is not None
+            and transcript_path(self.settings.claude_config_dir, work_dir, prior_session_id).exists()
+        )
         context = RunContext(
             campaign_id=campaign,
             job_name=name,
             dispatch_id=record.dispatch_id,
             attempt=attempt,
-            label="pipeline runner" if recipe.orchestrator is Orchestrator.PIPELINE else "orchestrator",
+            label="pipeline runner" if pipeline else "orchestrator",
         )
-        logger.info(
-            "session=%s dispatch %s/%s attempt %d%s",
-            session_id,
-            campaign,
-            name,
-            attempt,
-            " (resumed)" if resume else "",
-        )
-        supervisor = self.runtime.supervisor
-        result: RunResult | None = None
 
-        async def attempt_body() -> JobEnd:
-            nonlocal result
-            result = await supervisor.run(
+        async def attempt_body(mark_running: MarkRunning) -> JobEnd:
+            session_id = prior_session_id if resume and prior_session_id else new_session_id()
+            if pipeline:
+                request = self._pipeline_request(record, recipe, inputs, work_dir, session_id, stale_threshold)
+            else:
+                request = self._orchestrator_request(recipe, inputs, work_dir, session_id, resume, stale_threshold)
+            logger.info(
+                "session=%s dispatch %s/%s attempt %d%s", session_id, campaign, name, attempt, " (resumed)" * resume
+            )
+            await mark_running(session_id)
+            result = await self.runtime.supervisor.run(
                 request, caller, marker=DISPATCH_MARKER_LABEL, control=control, context=context
             )
-            return await anyio.to_thread.run_sync(self._job_end, campaign, name, result)
+            return _job_end(result)
 
         def stopped(exc: BaseException) -> JobEnd:
-            if isinstance(exc, ExpeditorError):
-                # Refused before it started (a prompt the CLI cannot take): a failure that says why.
-                return JobEnd(RunStatus.FAILURE, str(exc))
-            if isinstance(exc, Exception):
-                return JobEnd(RunStatus.FAILURE, f"expeditor failed while running the job: {exc!r}")
-            reason = control.result.reason if control.result else "the dispatch call was cancelled"
-            return JobEnd(RunStatus.CANCELLED, reason)
+            if control.result is not None:
+                # The session ended and said how: that verdict stands, whatever stopped this call afterwards.
+                return _job_end(control.result)
+            if isinstance(exc, anyio.get_cancelled_exc_class()):
+                return JobEnd(RunStatus.CANCELLED, "the dispatch call was cancelled")
+            return ended_by(exc)
 
-        final = await self.runtime.jobs.launch(claimed, session_id, attempt_body, stopped=stopped)
+        final = await self.runtime.jobs.launch(claimed, attempt_body, stopped=stopped)
+        result = control.result
         assert result is not None
         verdict = {DispatchStatus.SUCCESS: "succeeded", DispatchStatus.CANCELLED: "was cancelled"}.get(
             final.status, "failed"
         )
         why = result.reason
-        if recipe.orchestrator is Orchestrator.PIPELINE and result.termination is Termination.COMPLETED:
+        if pipeline and result.termination is Termination.COMPLETED:
             # The runner's own verdict ("pipeline failure: step 'test' failed ...") says more than its exit.
             why = (result.result_text.strip().splitlines() or [why])[0]
         return DispatchOutcome.of(final, f"{campaign}/{name} {verdict}: {why}", resumed=resume, result=result)
@@ -289,12 +291,8 @@ class DispatchService:
             env=settings_environment(self.settings),
         )
 
-    def _job_end(self, campaign: str, name: str, result: RunResult) -> JobEnd:
-        status = RunStatus.from_termination(result.termination, is_error=result.is_error)
-        summary = result.result_text[-4000:] or None
-        outputs: dict[str, str] = {}
-        if status is RunStatus.SUCCESS:
-            # A pipeline's outputs are its steps' captures, the latest value of each name winning.
-            for execution in self.runtime.store.list_steps(campaign, name):
-                outputs.update(execution.captures)
-        return JobEnd(status, result.reason, summary=summary, outputs=outputs)
+
+def _job_end(result: RunResult) -> JobEnd:
+    """The job's end as its run says: a pipeline's outputs are its recorded steps' captures (None reads them)."""
+    status = RunStatus.from_termination(result.termination, is_error=result.is_error)
+    return JobEnd(status, result.reason, summary=result.result_text[-4000:] or None)

@@ -9,6 +9,7 @@ from mcp.server.mcpserver.exceptions import ToolError
 from pydantic import BaseModel, ValidationError
 
 from expeditor.errors import ClaimRefused, IllegalTransition, InvalidInput, StaleAttempt, StoreUnavailable
+from expeditor.executor import RunRequest
 from expeditor.server.boundary import tool_errors
 
 
@@ -50,12 +51,19 @@ def test_an_error_wrapped_by_a_task_group_is_judged_by_what_it_wraps() -> None:
 
 
 def test_invalid_arguments_name_each_field() -> None:
-    class Arguments(BaseModel):
-        timeout: float
+    with pytest.raises(ValidationError) as invalid:
+        RunRequest.model_validate({"prompt": "/x", "cwd": "/tmp", "timeout": "soon"})
+    assert message_of(invalid.value).startswith("invalid arguments: timeout: ")
+
+
+def test_a_validation_error_of_any_other_model_is_a_bug_not_bad_input() -> None:
+    class Internal(BaseModel):
+        count: int
 
     with pytest.raises(ValidationError) as invalid:
-        Arguments.model_validate({"timeout": "soon"})
-    assert message_of(invalid.value).startswith("invalid arguments: timeout: ")
+        Internal.model_validate({"count": "many"})
+    with pytest.raises(ValidationError), tool_errors("dispatch"):
+        raise invalid.value
 
 
 def test_a_bug_is_left_to_the_sdk_with_its_traceback() -> None:

@@ -46,7 +46,7 @@ from expeditor.recipes.progress import (
 )
 from expeditor.recipes.schema import Recipe
 from expeditor.reports import campaign_report, render_markdown, render_table
-from expeditor.runs import JobEnd, Runtime, Supervisor, open_runtime
+from expeditor.runs import JobEnd, MarkRunning, Runtime, Supervisor, open_runtime
 from expeditor.state import CampaignStore, ClaimAction, RunStatus, inputs_hash
 
 __all__ = ["EXIT_CANCELLED", "RecipeRun", "default_campaign", "run_recipe"]
@@ -164,8 +164,9 @@ async def _claim_and_run(runtime: Runtime, job: PipelineJob, request: RecipeRun,
         out.write(f"{claimed.forgotten_steps} recorded step executions are not replayed: {claimed.forgotten_because}\n")
     outcome: PipelineOutcome | None = None
 
-    async def attempt_body() -> JobEnd:
+    async def attempt_body(mark_running: MarkRunning) -> JobEnd:
         nonlocal outcome
+        await mark_running(job.run_id)
         outcome = await _run_with_progress(runtime, job, request, out)
         status = {"success": RunStatus.SUCCESS, "failure": RunStatus.FAILURE, "cancelled": RunStatus.CANCELLED}
         summary = summary_text(outcome.executions, outcome.replayed) if outcome.success else None
@@ -175,7 +176,7 @@ async def _claim_and_run(runtime: Runtime, job: PipelineJob, request: RecipeRun,
         # The runner itself failed (its output closed, a bug): the job must not stay "running".
         return JobEnd(RunStatus.FAILURE, f"the pipeline runner stopped: {exc!r}")
 
-    await runtime.jobs.launch(claimed, job.run_id, attempt_body, stopped=stopped)
+    await runtime.jobs.launch(claimed, attempt_body, stopped=stopped)
     assert outcome is not None
     return _EXIT_CODES[outcome.status]
 

@@ -8,9 +8,18 @@ through the ``JobLifecycle``.
 from expeditor.runs.caller import CALLER_HEADER, CallerContext
 from expeditor.runs.child_config import SERVER_NAME, allowed_tools, child_mcp_config, settings_environment
 from expeditor.runs.handle import RunHandle, describe_activity
-from expeditor.runs.jobs import ClaimedJob, JobEnd, JobLifecycle, record_job_end, steps_to_forget
+from expeditor.runs.jobs import (
+    AttemptBody,
+    ClaimedJob,
+    JobEnd,
+    JobLifecycle,
+    MarkRunning,
+    ended_by,
+    record_job_end,
+    steps_to_forget,
+)
 from expeditor.runs.reaper import reap_leftovers
-from expeditor.runs.records import RunContext, run_label
+from expeditor.runs.records import RunContext
 from expeditor.runs.runtime import Runtime, build_executor, open_runtime
 from expeditor.runs.subreaper import become_subreaper, reap_adopted
 from expeditor.runs.supervisor import Supervisor
@@ -18,10 +27,12 @@ from expeditor.runs.supervisor import Supervisor
 __all__ = [
     "CALLER_HEADER",
     "SERVER_NAME",
+    "AttemptBody",
     "CallerContext",
     "ClaimedJob",
     "JobEnd",
     "JobLifecycle",
+    "MarkRunning",
     "RunContext",
     "RunHandle",
     "Runtime",
@@ -31,11 +42,11 @@ __all__ = [
     "build_executor",
     "child_mcp_config",
     "describe_activity",
+    "ended_by",
     "open_runtime",
     "reap_adopted",
     "reap_leftovers",
     "record_job_end",
-    "run_label",
     "settings_environment",
     "steps_to_forget",
 ]

@@ -90,8 +90,9 @@ class RunHandle:
         """Drive the run inside a long-lived task group: its errors stay on the handle for ``result``."""
         try:
             await self.run()
-        except ExpeditorError:
-            pass  # refused before it started: ``result`` raises it to whoever asks
+        except ExpeditorError as exc:
+            # Refused as it began (a second run of the same session): ``result`` raises it to whoever asks.
+            logger.info("session=%s was not run: %s", self.session_id, exc)
         except Exception:
             logger.exception("session=%s: the supervised run failed", self.session_id)
 

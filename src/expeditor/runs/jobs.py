@@ -14,10 +14,11 @@ from __future__ import annotations
 import functools
 import logging
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import anyio
 
+from expeditor.errors import ExpeditorError
 from expeditor.reports import campaign_runs, job_usage
 from expeditor.state import (
     CampaignStore,
@@ -30,19 +31,36 @@ from expeditor.state import (
     inputs_hash,
 )
 
-__all__ = ["ClaimedJob", "JobEnd", "JobLifecycle", "record_job_end", "steps_to_forget"]
+__all__ = [
+    "AttemptBody",
+    "ClaimedJob",
+    "JobEnd",
+    "JobLifecycle",
+    "MarkRunning",
+    "ended_by",
+    "record_job_end",
+    "steps_to_forget",
+]
 
 logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
 class JobEnd:
-    """How an attempt of a job ended, as its record will say."""
+    """How an attempt of a job ended, as its record will say.
+
+    ``outputs`` of a success: None takes the captures of the job's recorded steps (the latest value of
+    each name winning), read when the end is recorded.
+    """
 
     status: RunStatus
     reason: str
     summary: str | None = None
-    outputs: Mapping[str, str] = field(default_factory=dict[str, str])
+    outputs: Mapping[str, str] | None = None
+
+
+MarkRunning = Callable[[str], Awaitable[None]]
+AttemptBody = Callable[[MarkRunning], Awaitable[JobEnd]]
 
 
 @dataclass(frozen=True)
@@ -54,12 +72,17 @@ class ClaimedJob:
     forgotten_because: str | None = None
 
     @property
-    def launches(self) -> bool:
-        return self.claim.action is ClaimAction.LAUNCH
-
-    @property
     def record(self) -> DispatchRecord:
         return self.claim.record
+
+
+def ended_by(exc: BaseException) -> JobEnd:
+    """How an attempt ends when something raised before it could say so itself."""
+    if isinstance(exc, anyio.get_cancelled_exc_class() | KeyboardInterrupt):
+        return JobEnd(RunStatus.CANCELLED, "the job was stopped before its attempt ended")
+    if isinstance(exc, ExpeditorError):
+        return JobEnd(RunStatus.FAILURE, str(exc))
+    return JobEnd(RunStatus.FAILURE, f"expeditor failed while running the job: {exc!r}")
 
 
 def steps_to_forget(previous: DispatchRecord | None, inputs: Mapping[str, str], *, forced: bool) -> str | None:
@@ -82,12 +105,20 @@ def record_job_end(store: CampaignStore, campaign_id: str, name: str, attempt: i
     the run_skill calls of its orchestrators included. Fenced by ``attempt``."""
     usage = job_usage(campaign_runs(store, campaign_id, name))
     if end.status is RunStatus.SUCCESS:
+        outputs = dict(end.outputs) if end.outputs is not None else _step_captures(store, campaign_id, name)
         return store.mark_succeeded(
-            campaign_id, name, attempt=attempt, summary=end.summary, outputs=dict(end.outputs), usage=usage
+            campaign_id, name, attempt=attempt, summary=end.summary, outputs=outputs, usage=usage
         )
     if end.status is RunStatus.CANCELLED:
         return store.mark_cancelled(campaign_id, name, attempt=attempt, reason=end.reason, usage=usage)
     return store.mark_failed(campaign_id, name, attempt=attempt, error=end.reason, summary=end.summary, usage=usage)
+
+
+def _step_captures(store: CampaignStore, campaign_id: str, name: str) -> dict[str, str]:
+    outputs: dict[str, str] = {}
+    for execution in store.list_steps(campaign_id, name):
+        outputs.update(execution.captures)
+    return outputs
 
 
 class JobLifecycle:
@@ -130,49 +161,61 @@ class JobLifecycle:
                 force=force,
             )
         )
+        claimed = ClaimedJob(claim)
         if claim.action is not ClaimAction.LAUNCH or not replays_steps:
-            return ClaimedJob(claim)
+            return claimed
         why = steps_to_forget(previous, inputs, forced=force)
         if why is None:
-            return ClaimedJob(claim)
-        cleared = await anyio.to_thread.run_sync(self.store.clear_steps, campaign_id, name)
+            return claimed
+        try:
+            cleared = await anyio.to_thread.run_sync(self.store.clear_steps, campaign_id, name)
+        except BaseException as exc:
+            await self._record_end(claimed, ended_by(exc))
+            raise
         logger.info("%s/%s: forgot %d recorded step executions: %s", campaign_id, name, cleared, why)
         return ClaimedJob(claim, forgotten_steps=cleared, forgotten_because=why)
 
     async def launch(
         self,
         claimed: ClaimedJob,
-        session_id: str,
-        attempt_body: Callable[[], Awaitable[JobEnd]],
+        attempt_body: AttemptBody,
         *,
-        stopped: Callable[[BaseException], JobEnd],
+        stopped: Callable[[BaseException], JobEnd] = ended_by,
     ) -> DispatchRecord:
-        """Run the claimed attempt (``attempt_body``, whose session is ``session_id``) and record its end.
+        """Run the claimed attempt within this process's concurrency limit and record its end.
 
-        The end is recorded whatever happens: what ``attempt_body`` returns, or, when it raises,
-        what ``stopped`` makes of the exception (which is then re-raised). Recording is shielded, so
-        a process stopping at that moment does not leave the job ``running``.
+        ``attempt_body(mark_running)`` prepares the attempt, awaits ``mark_running(session_id)`` right
+        before its session starts, and returns how the attempt ended. The end is recorded whatever
+        happens, waiting for a slot included: what the body returns, or, when anything raises, what
+        ``stopped`` makes of the exception (which is then re-raised). Recording is shielded, so a process
+        stopping at that moment does not leave the job ``pending`` or ``running``.
         """
         record = claimed.record
         campaign_id, name, attempt = record.campaign_id, record.name, claimed.claim.attempt
-        async with self._slots:
-            try:
-                await anyio.to_thread.run_sync(
-                    functools.partial(
-                        self.store.mark_running, campaign_id, name, attempt=attempt, dispatched_session_id=session_id
-                    )
+
+        async def mark_running(session_id: str) -> None:
+            await anyio.to_thread.run_sync(
+                functools.partial(
+                    self.store.mark_running, campaign_id, name, attempt=attempt, dispatched_session_id=session_id
                 )
-                end = await attempt_body()
-            except BaseException as exc:
-                with anyio.CancelScope(shield=True):
-                    await anyio.to_thread.run_sync(
-                        functools.partial(record_job_end, self.store, campaign_id, name, attempt, stopped(exc))
-                    )
-                raise
-            final: DispatchRecord | None = None
-            with anyio.CancelScope(shield=True):
-                final = await anyio.to_thread.run_sync(
-                    functools.partial(record_job_end, self.store, campaign_id, name, attempt, end)
+            )
+
+        try:
+            async with self._slots:
+                end = await attempt_body(mark_running)
+        except BaseException as exc:
+            await self._record_end(claimed, stopped(exc))
+            raise
+        return await self._record_end(claimed, end)
+
+    async def _record_end(self, claimed: ClaimedJob, end: JobEnd) -> DispatchRecord:
+        record = claimed.record
+        final: DispatchRecord | None = None
+        with anyio.CancelScope(shield=True):
+            final = await anyio.to_thread.run_sync(
+                functools.partial(
+                    record_job_end, self.store, record.campaign_id, record.name, claimed.claim.attempt, end
                 )
-            assert final is not None
-            return final
+            )
+        assert final is not None
+        return final

@@ -1,6 +1,6 @@
 """The supervisor: the one way to launch a supervised run, and every run this process has in flight.
 
-``run`` (or ``launch`` then drive the handle) checks the request once, holds the caller's
+``run`` (or ``prepare`` then drive the handle) checks the request once, holds the caller's
 execution marker around the run (trusted until the run's own deadline plus the kill grace), records
 the run from start to end, and keeps its handle until it ends, so shutdown and cancel_session reach
 it. The server's tools, the dispatcher and the pipeline runner all launch through here.
@@ -18,6 +18,7 @@ import anyio
 import anyio.abc
 
 from expeditor.config import RunPolicy, Settings
+from expeditor.errors import InvalidInput
 from expeditor.executor import ClaudeCodeExecutor, LaunchSpec, RunControl, RunRequest, RunResult
 from expeditor.ids import new_session_id
 from expeditor.monitor import execution_marker
@@ -63,7 +64,7 @@ class Supervisor:
         """Why every run is being stopped (shutdown began), or None."""
         return self._closing
 
-    def launch(
+    def prepare(
         self,
         request: RunRequest,
         caller: CallerContext,
@@ -72,13 +73,15 @@ class Supervisor:
         control: RunControl | None = None,
         context: RunContext | None = None,
     ) -> RunHandle:
-        """Check ``request`` and return the handle of its run; nothing is recorded or started yet.
+        """Check ``request`` and return the handle of its run, ready to drive; nothing is recorded or started yet.
 
-        Bad input is refused here (InvalidInput), before any record, marker or process exists.
+        Bad input is refused here (InvalidInput), before any record, marker or process exists; so is a
+        second run of a session this server is running now (a resume of a session still in flight).
         ``marker`` is the label of the execution marker held for ``caller`` while the run goes on.
         """
         request = self._with_child_config(request)
         spec, policy = self.executor.prepare(request, marker_dir=self.marker_dir, caller_session_id=caller.session_id)
+        self._refuse_a_second_run_of(spec.session_id)
 
         async def body(handle: RunHandle) -> RunResult:
             async with self._caller_marker(marker, caller, policy):
@@ -99,7 +102,7 @@ class Supervisor:
 
         Every run is a RunRecord in the store, so a cancelled or crashed one is on record too.
         """
-        return await self.launch(request, caller, marker=marker, control=control, context=context).run()
+        return await self.prepare(request, caller, marker=marker, control=control, context=context).run()
 
     def start(
         self,
@@ -111,9 +114,16 @@ class Supervisor:
         context: RunContext | None = None,
     ) -> RunHandle:
         """Launch a run that goes on in ``task_group`` after this call returns; poll or await its handle."""
-        handle = self.launch(request, caller, marker=marker, context=context)
+        handle = self.prepare(request, caller, marker=marker, context=context)
         task_group.start_soon(handle.run_in_background)
         return handle
+
+    def _refuse_a_second_run_of(self, session_id: str) -> None:
+        if session_id in self.live:
+            raise InvalidInput(
+                f"session {session_id} is already running under this server: wait for its result (or cancel it) "
+                "before resuming it again"
+            )
 
     def _with_child_config(self, request: RunRequest) -> RunRequest:
         """Choose the child's id now, so its generated MCP config can name it."""
@@ -144,18 +154,20 @@ class Supervisor:
         self, handle: RunHandle, request: RunRequest, spec: LaunchSpec, policy: RunPolicy, context: RunContext
     ) -> RunResult:
         control = handle.control
-        await self._records.started(
-            session_id=handle.session_id,
-            kind=handle.kind,
-            caller_session_id=handle.caller_session_id,
-            started_at=handle.started_at,
-            request=request,
-            context=context,
-            transcript=spec.transcript_path,
-        )
+        # Checked again with no await until the entry exists: two handles of one session may be prepared at once.
+        self._refuse_a_second_run_of(handle.session_id)
         self.live[handle.session_id] = handle
         before: WorktreeState | None = None
         try:
+            await self._records.started(
+                session_id=handle.session_id,
+                kind=handle.kind,
+                caller_session_id=handle.caller_session_id,
+                started_at=handle.started_at,
+                request=request,
+                context=context,
+                transcript=spec.transcript_path,
+            )
             before = await self._records.worktree_before(request, control)
             if self._closing is not None:
                 # Shutdown began while this run was being prepared: it must not outlive it.

@@ -1,9 +1,10 @@
 """The tools' error boundary: what the calling model reads when a tool cannot do what it was asked.
 
 Every ``ExpeditorError`` becomes a ``ToolError`` whose text is the error's own sentence; the two
-that mean "the record moved under this call" are said in words a model can act on. A failed
-system call becomes a ToolError that names what failed, instead of the SDK's bare "Error executing
-tool". Anything else is a bug: it is logged with its traceback and left to the SDK.
+that mean "the record moved under this call" are said in words a model can act on. Arguments that
+a run's models refuse (a RunRequest, a RunPolicy) are named field by field. A failed system call
+becomes a ToolError that names what failed, instead of the SDK's bare "Error executing tool".
+Anything else is a bug, left to the SDK, which logs it with its traceback.
 """
 
 from __future__ import annotations
@@ -20,6 +21,9 @@ from expeditor.errors import ClaimRefused, ExpeditorError, IllegalTransition, St
 __all__ = ["tool_errors"]
 
 logger = logging.getLogger(__name__)
+
+# The models a tool's arguments are checked by; a ValidationError of any other model is a bug, not bad input.
+_ARGUMENT_MODELS = frozenset({"RunRequest", "RunPolicy"})
 
 
 def _invalid_arguments(exc: ValidationError) -> str:
@@ -43,17 +47,14 @@ def _message(tool: str, exc: ExpeditorError) -> str:
 
 
 def _translated(tool: str, exc: BaseException) -> ToolError | None:
-    if isinstance(exc, ValidationError):
+    if isinstance(exc, ValidationError) and exc.title in _ARGUMENT_MODELS:
         return ToolError(_invalid_arguments(exc))
     if isinstance(exc, ExpeditorError):
         return ToolError(_message(tool, exc))
     if isinstance(exc, OSError):
         logger.error("%s failed on a system call", tool, exc_info=exc)
         where = f" on {exc.filename}" if exc.filename else ""
-        return ToolError(
-            f"{tool} failed: {exc.strerror or exc}{where}. Nothing it started is left running; fix that "
-            "(permissions, disk space, the path) and call it again"
-        )
+        return ToolError(f"{tool} failed: {exc.strerror or exc}{where}; fix that (permissions, disk space, the path)")
     return None
 
 

@@ -5,11 +5,11 @@ from __future__ import annotations
 from typing import Any
 
 from mcp.server.mcpserver import Context, MCPServer
-from mcp.server.mcpserver.exceptions import ToolError
 from pydantic import BaseModel
 
 from expeditor.recipes import RecipeError, RecipeLibrary
 from expeditor.recipes.validation import recipe_problems
+from expeditor.server.boundary import tool_errors
 from expeditor.server.state import ServerState
 
 __all__ = ["RecipeSummary", "RecipeValidation", "register_recipe_tools"]
@@ -37,36 +37,39 @@ def register_recipe_tools(server: MCPServer[Any]) -> None:
     async def list_recipes(ctx: Context) -> list[RecipeSummary]:
         """The recipes `dispatch` accepts (bundled with expeditor and the project's own), with their inputs
         (name and what it is for) and their steps in order."""
-        library = _library(ctx)
-        summaries: list[RecipeSummary] = []
-        for entry in library.entries():
-            try:
-                recipe = library.load_entry(entry)
-            except RecipeError as exc:
+        with tool_errors("list_recipes"):
+            library = _library(ctx)
+            summaries: list[RecipeSummary] = []
+            for entry in library.entries():
+                try:
+                    recipe = library.load_entry(entry)
+                except RecipeError as exc:
+                    summaries.append(
+                        RecipeSummary(
+                            name=entry.name,
+                            description=f"(invalid: {exc})",
+                            source=entry.source_label,
+                            inputs={},
+                            steps=[],
+                        )
+                    )
+                    continue
                 summaries.append(
                     RecipeSummary(
-                        name=entry.name, description=f"(invalid: {exc})", source=entry.source_label, inputs={}, steps=[]
+                        name=recipe.name,
+                        description=recipe.description,
+                        source=entry.source_label,
+                        inputs={name: spec.description or "" for name, spec in recipe.inputs.items()},
+                        steps=list(recipe.steps),
                     )
                 )
-                continue
-            summaries.append(
-                RecipeSummary(
-                    name=recipe.name,
-                    description=recipe.description,
-                    source=entry.source_label,
-                    inputs={name: spec.description or "" for name, spec in recipe.inputs.items()},
-                    steps=list(recipe.steps),
-                )
-            )
-        return summaries
+            return summaries
 
     @server.tool()
     async def validate_recipe(text: str, ctx: Context, name: str | None = None) -> RecipeValidation:
         """Check a recipe written as YAML `text` (and, if given, that its name is `name`) before saving or
         dispatching it: every problem is listed at once, each naming the step and field and saying what
         was expected."""
-        try:
+        with tool_errors("validate_recipe"):
             problems = recipe_problems(text, source=f"{name or 'recipe'}.yaml", expected_name=name)
-        except RecipeError as exc:
-            raise ToolError(str(exc)) from exc
         return RecipeValidation(valid=not problems, problems=[str(problem) for problem in problems])

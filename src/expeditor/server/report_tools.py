@@ -10,6 +10,7 @@ from mcp.server.mcpserver.exceptions import ToolError
 from pydantic import BaseModel, Field
 
 from expeditor.reports import UsageReport, campaign_report, render_json, render_markdown
+from expeditor.server.boundary import tool_errors
 from expeditor.server.state import ServerState
 
 __all__ = ["TokenReport", "register_report_tools"]
@@ -34,7 +35,8 @@ def register_report_tools(server: MCPServer[Any]) -> None:
         `text` is ready to paste into a pull request as markdown (or is JSON); `report` has the exact
         figures. Steps marked * ran on a provider other than Anthropic; † marks incomplete figures."""
         state = ServerState.of(ctx)
-        report = await anyio.to_thread.run_sync(campaign_report, state.store, campaign_id, job_name)
+        with tool_errors("token_report"):
+            report = await anyio.to_thread.run_sync(campaign_report, state.store, campaign_id, job_name)
         if not report.steps:
             scope = f"job {job_name!r} of campaign {campaign_id!r}" if job_name else f"campaign {campaign_id!r}"
             raise ToolError(f"no agent sessions recorded for {scope}: list_dispatches shows the jobs a campaign has")

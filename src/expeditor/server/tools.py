@@ -82,7 +82,8 @@ def register_tools(server: MCPServer[Any]) -> None:
         on, and why it is considered alive (or that it was orphaned by a dead server).
         """
         state = ServerState.of(ctx)
-        return live_sessions(state.settings, state.supervisor.executor.registry)
+        with tool_errors("list_sessions"):
+            return live_sessions(state.settings, state.supervisor.executor.registry)
 
     @server.tool()
     async def cancel_session(session_id: str, ctx: Context) -> CancelOutcome:
@@ -91,14 +92,15 @@ def register_tools(server: MCPServer[Any]) -> None:
         The call that launched it (run_skill or dispatch) then returns with termination "cancelled".
         """
         state = ServerState.of(ctx)
-        caller = state.caller(ctx)
-        reason = f"cancelled by cancel_session from {caller.session_id or 'an unidentified caller'}"
-        if state.supervisor.cancel(session_id, reason):
-            return CancelOutcome(cancelled=True, message=f"session {session_id} is being stopped")
-        owners = [e for e in state.supervisor.executor.registry.entries() if e.session_id == session_id]
-        if owners:
-            raise ToolError(
-                f"session {session_id} belongs to another expeditor server (pid {owners[0].owner_pid}); "
-                "cancel it through that server"
-            )
-        raise ToolError(f"no live session {session_id}: list_sessions shows the sessions that can be cancelled")
+        with tool_errors("cancel_session"):
+            caller = state.caller(ctx)
+            reason = f"cancelled by cancel_session from {caller.session_id or 'an unidentified caller'}"
+            if state.supervisor.cancel(session_id, reason):
+                return CancelOutcome(cancelled=True, message=f"session {session_id} is being stopped")
+            owners = [e for e in state.supervisor.executor.registry.entries() if e.session_id == session_id]
+            if owners:
+                raise ToolError(
+                    f"session {session_id} belongs to another expeditor server (pid {owners[0].owner_pid}); "
+                    "cancel it through that server"
+                )
+            raise ToolError(f"no live session {session_id}: list_sessions shows the sessions that can be cancelled")
