@@ -19,7 +19,7 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
@@ -118,21 +118,24 @@ def run_recipe(settings: Settings, request: RecipeRun, out: TextIO | None = None
 
 async def _run_job(settings: Settings, job: PipelineJob, request: RecipeRun, out: TextIO) -> int:
     code = EXIT_CANCELLED
-    # Opening the runtime reaps what a runner killed with SIGKILL left: its step's registry entry,
-    # run record and marker.
-    async with open_runtime(settings, closing_reason="the pipeline runner is stopping") as runtime:
-        supervisor = runtime.supervisor
-        async with anyio.create_task_group() as group:
-            # Listening until the last record: a signal stops the running step, and a second one
-            # (Claude Code sends SIGTERM 100 ms after SIGINT) cannot cut the bookkeeping short.
-            group.start_soon(_stop_on_signals, supervisor)
-            code = await _claim_and_run(runtime, job, request, out)
-            group.cancel_scope.cancel()
-        if supervisor.closing is not None:
-            # Stopped by a signal and fully recorded: a second signal in the last milliseconds
-            # (Claude Code sends SIGTERM 100 ms after SIGINT) must not turn exit 130 into 143.
-            signal.signal(signal.SIGINT, signal.SIG_IGN)
-            signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    stopped_by_signal = False
+    # Listening from the first moment to the last record: a signal stops the running step, and a
+    # second one (Claude Code sends SIGTERM 100 ms after SIGINT) cannot cut the bookkeeping short.
+    # One that arrives while the runtime opens (and reaps what a runner killed with SIGKILL left: its
+    # step's registry entry, run record and marker) waits in the receiver until the listener starts.
+    with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async with open_runtime(settings, closing_reason="the pipeline runner is stopping") as runtime:
+            supervisor = runtime.supervisor
+            async with anyio.create_task_group() as group:
+                group.start_soon(_stop_on_signals, supervisor, signals)
+                code = await _claim_and_run(runtime, job, request, out)
+                group.cancel_scope.cancel()
+            stopped_by_signal = supervisor.closing is not None
+    if stopped_by_signal:
+        # Stopped by a signal and fully recorded: a second signal in the last milliseconds
+        # (Claude Code sends SIGTERM 100 ms after SIGINT) must not turn exit 130 into 143.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
     return code
 
 
@@ -246,11 +249,10 @@ def _print_usage_report(store: CampaignStore, job: PipelineJob, console: Console
         out.write("\n" + render_markdown(report))
 
 
-async def _stop_on_signals(supervisor: Supervisor) -> None:
-    with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-        async for received in signals:
-            if supervisor.closing is not None:
-                continue  # already stopping; this one only must not kill us mid-record
-            name = signal.Signals(received).name
-            # The runner sees its step end as cancelled, records it, and ends the walk.
-            await supervisor.shut_down(f"the pipeline runner received {name}")
+async def _stop_on_signals(supervisor: Supervisor, signals: AsyncIterator[int]) -> None:
+    async for received in signals:
+        if supervisor.closing is not None:
+            continue  # already stopping; this one only must not kill us mid-record
+        name = signal.Signals(received).name
+        # The runner sees its step end as cancelled, records it, and ends the walk.
+        await supervisor.shut_down(f"the pipeline runner received {name}")
