@@ -15,14 +15,16 @@ import os
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import anyio
 import anyio.lowlevel
-import psutil
 import pytest
+from tests.support.monitoring import live_session as this_process_session
+from tests.support.monitoring import policy_with
 
 from expeditor.config import RunPolicy
-from expeditor.executor.models import DecidedBy, SessionKind, Signal, Termination
+from expeditor.executor.models import DecidedBy, Signal, Termination
 from expeditor.executor.session import LiveSession, Verdict
 from expeditor.monitor.markers import write_marker
 from expeditor.monitor.suppression import Clock
@@ -71,43 +73,14 @@ class FakeClock(Clock):
         await anyio.lowlevel.checkpoint()
 
 
-def run_policy(
-    *,
-    threshold: float,
-    poll_interval: float,
-    marker_freshness: float,
-    max_suppression_seconds: float,
-    markers_enabled: bool = True,
-) -> RunPolicy:
-    """A policy with the durations the silence watchers read; the others play no part here."""
-    return RunPolicy(
-        timeout=7200,
-        stale_threshold=threshold,
-        idle_timeout=threshold,
-        poll_interval=poll_interval,
-        children_interval=5,
-        children_cpu_floor=0.05,
-        marker_freshness=marker_freshness,
-        max_suppression_seconds=max_suppression_seconds,
-        markers_enabled=markers_enabled,
-        kill_grace=3,
-        result_exit_grace=2,
-    )
+def run_policy(*, threshold: float, **durations: Any) -> RunPolicy:
+    """A policy whose transcript and stdout thresholds are both ``threshold``."""
+    return policy_with(stale_threshold=threshold, idle_timeout=threshold, **durations)
 
 
 def live_session(tmp_path: Path, policy: RunPolicy, clock: FakeClock, *, marker_dir: Path | None) -> LiveSession:
     """A session of this process whose every signal moved at the clock's start."""
-    session = LiveSession(
-        session_id="abc",
-        kind=SessionKind.SKILL,
-        process=psutil.Process(),
-        pgid=os.getpgrp(),
-        cwd=tmp_path,
-        transcript_path=None,
-        transcript_offset=0,
-        policy=policy,
-        marker_dir=marker_dir,
-    )
+    session = this_process_session(tmp_path, policy, marker_dir=marker_dir)
     for signal in Signal:
         move(session, clock, signal)
     return session

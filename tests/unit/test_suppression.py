@@ -10,12 +10,9 @@ import os
 import time
 from pathlib import Path
 
-import psutil
 import pytest
+from tests.support.monitoring import live_session, policy_with
 
-from expeditor.config import RunPolicy
-from expeditor.executor.models import SessionKind
-from expeditor.executor.session import LiveSession
 from expeditor.monitor.markers import write_marker
 from expeditor.monitor.suppression import Clock, SuppressionPolicy
 
@@ -39,37 +36,6 @@ class FakeClock(Clock):
         self.elapsed += seconds
 
 
-def run_policy(*, marker_freshness: float, max_suppression_seconds: float, markers_enabled: bool = True) -> RunPolicy:
-    """A policy with the durations the policy reads; the others play no part here."""
-    return RunPolicy(
-        timeout=7200,
-        stale_threshold=1200,
-        idle_timeout=1200,
-        poll_interval=0.5,
-        children_interval=5,
-        children_cpu_floor=0.05,
-        marker_freshness=marker_freshness,
-        max_suppression_seconds=max_suppression_seconds,
-        markers_enabled=markers_enabled,
-        kill_grace=3,
-        result_exit_grace=2,
-    )
-
-
-def live_session(tmp_path: Path, policy: RunPolicy, *, marker_dir: Path | None) -> LiveSession:
-    return LiveSession(
-        session_id="abc",
-        kind=SessionKind.SKILL,
-        process=psutil.Process(),
-        pgid=os.getpgrp(),
-        cwd=tmp_path,
-        transcript_path=None,
-        transcript_offset=0,
-        policy=policy,
-        marker_dir=marker_dir,
-    )
-
-
 def touch(path: Path, clock: FakeClock) -> None:
     """What the holder's heartbeat does, at the fake wall time."""
     os.utime(path, (clock.wall(), clock.wall()))
@@ -85,7 +51,7 @@ def hold(marker_dir: Path, clock: FakeClock, *, session_id: str = "abc", expires
 
 async def test_a_fresh_marker_suppresses_the_verdict(tmp_path: Path) -> None:
     clock, markers = FakeClock(), tmp_path / "markers"
-    session = live_session(tmp_path, run_policy(marker_freshness=30, max_suppression_seconds=600), marker_dir=markers)
+    session = live_session(tmp_path, policy_with(marker_freshness=30, max_suppression_seconds=600), marker_dir=markers)
     path = hold(markers, clock)
     policy = SuppressionPolicy(session, clock=clock)
     clock.advance(20)
@@ -99,7 +65,7 @@ async def test_a_fresh_marker_suppresses_the_verdict(tmp_path: Path) -> None:
 
 async def test_a_marker_not_touched_within_marker_freshness_does_not_suppress(tmp_path: Path) -> None:
     clock, markers = FakeClock(), tmp_path / "markers"
-    session = live_session(tmp_path, run_policy(marker_freshness=30, max_suppression_seconds=600), marker_dir=markers)
+    session = live_session(tmp_path, policy_with(marker_freshness=30, max_suppression_seconds=600), marker_dir=markers)
     hold(markers, clock)
     policy = SuppressionPolicy(session, clock=clock)
     clock.advance(31)
@@ -111,7 +77,7 @@ async def test_a_marker_not_touched_within_marker_freshness_does_not_suppress(tm
 
 async def test_a_marker_whose_holder_stops_touching_it_stops_suppressing(tmp_path: Path) -> None:
     clock, markers = FakeClock(), tmp_path / "markers"
-    session = live_session(tmp_path, run_policy(marker_freshness=30, max_suppression_seconds=600), marker_dir=markers)
+    session = live_session(tmp_path, policy_with(marker_freshness=30, max_suppression_seconds=600), marker_dir=markers)
     path = hold(markers, clock)
     policy = SuppressionPolicy(session, clock=clock)
     for _ in range(3):
@@ -126,14 +92,14 @@ async def test_a_marker_whose_holder_stops_touching_it_stops_suppressing(tmp_pat
 
 async def test_a_marker_of_another_session_does_not_suppress(tmp_path: Path) -> None:
     clock, markers = FakeClock(), tmp_path / "markers"
-    session = live_session(tmp_path, run_policy(marker_freshness=30, max_suppression_seconds=600), marker_dir=markers)
+    session = live_session(tmp_path, policy_with(marker_freshness=30, max_suppression_seconds=600), marker_dir=markers)
     hold(markers, clock, session_id="abc-def")
     assert not SuppressionPolicy(session, clock=clock).decide(silence_started=0.0).suppress
 
 
 async def test_a_marker_without_expires_at_suppresses_for_at_most_max_suppression_seconds(tmp_path: Path) -> None:
     clock, markers = FakeClock(), tmp_path / "markers"
-    session = live_session(tmp_path, run_policy(marker_freshness=30, max_suppression_seconds=100), marker_dir=markers)
+    session = live_session(tmp_path, policy_with(marker_freshness=30, max_suppression_seconds=100), marker_dir=markers)
     path = hold(markers, clock)
     policy = SuppressionPolicy(session, clock=clock)
     assert policy.decide(silence_started=0.0).suppress
@@ -157,7 +123,7 @@ async def test_a_marker_with_expires_at_suppresses_past_max_suppression_seconds_
     tmp_path: Path,
 ) -> None:
     clock, markers = FakeClock(), tmp_path / "markers"
-    session = live_session(tmp_path, run_policy(marker_freshness=30, max_suppression_seconds=100), marker_dir=markers)
+    session = live_session(tmp_path, policy_with(marker_freshness=30, max_suppression_seconds=100), marker_dir=markers)
     path = hold(markers, clock, expires_in=250)
     policy = SuppressionPolicy(session, clock=clock)
     for _ in range(12):
@@ -174,7 +140,7 @@ async def test_a_marker_with_expires_at_suppresses_past_max_suppression_seconds_
 
 async def test_a_removed_marker_stops_suppressing_at_once(tmp_path: Path) -> None:
     clock, markers = FakeClock(), tmp_path / "markers"
-    session = live_session(tmp_path, run_policy(marker_freshness=30, max_suppression_seconds=600), marker_dir=markers)
+    session = live_session(tmp_path, policy_with(marker_freshness=30, max_suppression_seconds=600), marker_dir=markers)
     path = hold(markers, clock)
     policy = SuppressionPolicy(session, clock=clock)
     assert policy.decide(silence_started=0.0).suppress
@@ -186,7 +152,7 @@ async def test_a_removed_marker_stops_suppressing_at_once(tmp_path: Path) -> Non
 
 async def test_a_gap_without_a_marker_restarts_the_max_suppression_budget(tmp_path: Path) -> None:
     clock, markers = FakeClock(), tmp_path / "markers"
-    session = live_session(tmp_path, run_policy(marker_freshness=30, max_suppression_seconds=100), marker_dir=markers)
+    session = live_session(tmp_path, policy_with(marker_freshness=30, max_suppression_seconds=100), marker_dir=markers)
     first = hold(markers, clock)
     policy = SuppressionPolicy(session, clock=clock)
     assert policy.decide(silence_started=0.0).suppress
@@ -207,7 +173,7 @@ async def test_a_gap_without_a_marker_restarts_the_max_suppression_budget(tmp_pa
 
 async def test_a_new_silence_gets_a_fresh_max_suppression_budget(tmp_path: Path) -> None:
     clock, markers = FakeClock(), tmp_path / "markers"
-    session = live_session(tmp_path, run_policy(marker_freshness=30, max_suppression_seconds=100), marker_dir=markers)
+    session = live_session(tmp_path, policy_with(marker_freshness=30, max_suppression_seconds=100), marker_dir=markers)
     path = hold(markers, clock)
     policy = SuppressionPolicy(session, clock=clock)
     assert policy.decide(silence_started=0.0).suppress
@@ -230,7 +196,7 @@ async def test_a_new_silence_gets_a_fresh_max_suppression_budget(tmp_path: Path)
 
 async def test_reset_gives_the_same_silence_a_fresh_max_suppression_budget(tmp_path: Path) -> None:
     clock, markers = FakeClock(), tmp_path / "markers"
-    session = live_session(tmp_path, run_policy(marker_freshness=30, max_suppression_seconds=50), marker_dir=markers)
+    session = live_session(tmp_path, policy_with(marker_freshness=30, max_suppression_seconds=50), marker_dir=markers)
     path = hold(markers, clock)
     policy = SuppressionPolicy(session, clock=clock)
     assert policy.decide(silence_started=0.0).suppress
@@ -246,7 +212,7 @@ async def test_reset_gives_the_same_silence_a_fresh_max_suppression_budget(tmp_p
 
 async def test_suppressed_time_is_counted_per_marker_between_checks(tmp_path: Path) -> None:
     clock, markers = FakeClock(), tmp_path / "markers"
-    session = live_session(tmp_path, run_policy(marker_freshness=30, max_suppression_seconds=600), marker_dir=markers)
+    session = live_session(tmp_path, policy_with(marker_freshness=30, max_suppression_seconds=600), marker_dir=markers)
     first = hold(markers, clock)
     policy = SuppressionPolicy(session, clock=clock)
     assert policy.decide(silence_started=0.0).suppress
@@ -263,7 +229,7 @@ async def test_suppressed_time_is_counted_per_marker_between_checks(tmp_path: Pa
 
 async def test_with_markers_disabled_a_fresh_marker_does_not_suppress(tmp_path: Path) -> None:
     clock, markers = FakeClock(), tmp_path / "markers"
-    policy_settings = run_policy(marker_freshness=30, max_suppression_seconds=600, markers_enabled=False)
+    policy_settings = policy_with(marker_freshness=30, max_suppression_seconds=600, markers_enabled=False)
     session = live_session(tmp_path, policy_settings, marker_dir=markers)
     hold(markers, clock)
     policy = SuppressionPolicy(session, clock=clock)
@@ -275,7 +241,7 @@ async def test_with_markers_disabled_a_fresh_marker_does_not_suppress(tmp_path: 
 
 async def test_without_a_marker_dir_nothing_suppresses(tmp_path: Path) -> None:
     clock = FakeClock()
-    session = live_session(tmp_path, run_policy(marker_freshness=30, max_suppression_seconds=600), marker_dir=None)
+    session = live_session(tmp_path, policy_with(marker_freshness=30, max_suppression_seconds=600), marker_dir=None)
     hold(tmp_path / "markers", clock)
     decision = SuppressionPolicy(session, clock=clock).decide(silence_started=0.0)
     assert (decision.suppress, decision.marker, decision.note) == (False, None, "")
