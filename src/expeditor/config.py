@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import shlex
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -173,6 +173,12 @@ class Settings(BaseSettings):
     markers_enabled: _MarkersEnabled = True
     measure_loc: bool = Field(
         default=True, description="Measure lines changed per run with git, for the token efficiency report."
+    )
+    containment: Literal["auto", "cgroup", "tree"] = Field(
+        default="auto",
+        description="What holds a session's processes for the kill: its own cgroup v2 group (nothing escapes it; "
+        "needs a writable group, e.g. root), the process tree (group, snapshot, environment tag), or auto: a "
+        "cgroup when the machine allows one, else the tree.",
     )
     allowed_roots: Annotated[tuple[Path, ...], NoDecode] = Field(
         default_factory=lambda: (Path.cwd(),),

@@ -2,10 +2,19 @@
 
 The server may be SIGKILLed (Claude Code does that 500 ms after asking it to stop), and a managed
 agent lives in its own process group, so the kernel would leave it running. The guard is started
-as ``python -I -S session_guard.py AGENT_ARGV...`` (standard library only, ~20 ms), leads the
-agent's process group, asks Linux for SIGUSR1 when its parent dies (``PR_SET_PDEATHSIG``), starts
-the agent as its child and waits for it. When the parent dies it SIGKILLs every process carrying
-the session's ``EXPEDITOR_SESSION_ID`` (escapees that left the group), then its whole group.
+as ``python -I -S session_guard.py --parent PID [--cgroup DIR] -- AGENT_ARGV...`` (standard library
+only, ~20 ms), leads the agent's process group, asks Linux for SIGUSR1 when its parent dies
+(``PR_SET_PDEATHSIG``), starts the agent as its child and waits for it.
+
+``--parent`` is the server's pid as the server knows it: the guard compares it with ``getppid()``
+once the signal is armed, so a server that died while the guard's interpreter was starting (the
+guard would then arm the signal against init or a subreaper) starts nothing. With ``--cgroup`` the
+guard joins the session's control group before the agent exists, so the agent and every descendant
+are born inside it, whatever they do to their session, group, parent or environment.
+
+When the parent dies it kills the session's control group (``cgroup.kill``) when it has one; else
+it SIGKILLs every process carrying the session's ``EXPEDITOR_SESSION_ID`` (escapees that left the
+group), then its whole process group.
 Otherwise it is invisible: a signal sent to it alone is passed on to the agent, and it exits
 exactly as the agent did. Other systems have no parent-death signal; there the agent is started
 directly and the next server start reaps what a killed server left (the live-session registry).
@@ -43,8 +52,22 @@ def _tagged_pids(tag: bytes) -> list[int]:
     return found
 
 
+_cgroup: str | None = None
+
+
+def _kill_cgroup(group: str) -> bool:
+    try:
+        with open(os.path.join(group, "cgroup.kill"), "w") as stream:
+            stream.write("1")
+    except OSError:
+        return False
+    return True
+
+
 def _kill_everything(_signum: int, _frame: object) -> None:
-    """The server is gone: kill the session's escapees, then the whole group, this guard included."""
+    """The server is gone: kill the session's control group, or its escapees and process group."""
+    if _cgroup is not None and _kill_cgroup(_cgroup):
+        return  # this guard was in the group too; the write does not return to a live process for long
     tag = os.environb.get(TAG_VARIABLE)
     if tag:
         for pid in _tagged_pids(tag):
@@ -53,18 +76,45 @@ def _kill_everything(_signum: int, _frame: object) -> None:
     os.killpg(os.getpgrp(), signal.SIGKILL)
 
 
+def _options(argv: list[str]) -> tuple[int | None, str | None, list[str]]:
+    """``--parent PID``, ``--cgroup DIR`` and the agent's argv after ``--`` (all optional but the argv)."""
+    parent: int | None = None
+    cgroup: str | None = None
+    while argv and argv[0] != "--":
+        if argv[0] == "--parent" and len(argv) > 1:
+            parent, argv = int(argv[1]), argv[2:]
+        elif argv[0] == "--cgroup" and len(argv) > 1:
+            cgroup, argv = argv[1], argv[2:]
+        else:
+            break
+    if argv and argv[0] == "--":
+        argv = argv[1:]
+    return parent, cgroup, argv
+
+
 def main() -> None:
-    argv = sys.argv[1:]
+    global _cgroup
+    parent, cgroup, argv = _options(sys.argv[1:])
     if not argv:
-        sys.stderr.write("session_guard: usage: session_guard.py COMMAND [ARG...]\n")
+        sys.stderr.write("session_guard: usage: session_guard.py [--parent PID] [--cgroup DIR] -- COMMAND [ARG...]\n")
         raise SystemExit(2)
-    parent = os.getppid()
+    if cgroup is not None:
+        try:
+            with open(os.path.join(cgroup, "cgroup.procs"), "w") as stream:
+                stream.write("0")
+        except OSError as exc:
+            sys.stderr.write(f"session_guard: could not join the session's control group {cgroup}: {exc.strerror}\n")
+            raise SystemExit(126) from None
+        _cgroup = cgroup
+    expected_parent = parent if parent is not None else os.getppid()
     signal.signal(PARENT_DIED, _kill_everything)
     libc = ctypes.CDLL(None, use_errno=True)
     if libc.prctl(PR_SET_PDEATHSIG, int(PARENT_DIED), 0, 0, 0) != 0:
         sys.stderr.write(f"session_guard: prctl failed: {os.strerror(ctypes.get_errno())}\n")
-    if os.getppid() != parent:
-        # The server died before the signal was armed: nothing should start.
+    if os.getppid() != expected_parent:
+        # The server died before the signal was armed (perhaps before this interpreter had even
+        # started): nothing may start, and whatever is already in the group goes with us.
+        _kill_everything(int(PARENT_DIED), None)
         raise SystemExit(125)
     agent = os.fork()
     if agent == 0:

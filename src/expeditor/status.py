@@ -38,6 +38,9 @@ class SessionInfo(BaseModel):
     owner_alive: bool = Field(description="False when the server that launched it is gone (orphaned).")
     waiting_on: str = Field(description="What the session is blocked on, when known.")
     alive_because: str = Field(description="Why it is considered alive (or that it is orphaned).")
+    containment: str = Field(
+        default="tree", description="cgroup (the session's own group) or tree (process group, tree, environment tag)."
+    )
 
 
 def _silences(entry: SessionEntry, now: float) -> dict[str, float]:
@@ -92,6 +95,7 @@ def live_sessions(settings: Settings, registry: SessionRegistry | None = None) -
                 owner_alive=owner_alive,
                 waiting_on=waiting,
                 alive_because=because,
+                containment=entry.containment,
             )
         )
     return infos
@@ -99,7 +103,17 @@ def live_sessions(settings: Settings, registry: SessionRegistry | None = None) -
 
 def session_table(sessions: Sequence[SessionInfo]) -> Table:
     table = Table(title=f"Live sessions ({len(sessions)})")
-    for column in ("session", "kind", "pid", "caller", "running", "silent (s)", "waiting on", "alive because"):
+    for column in (
+        "session",
+        "kind",
+        "pid",
+        "caller",
+        "held by",
+        "running",
+        "silent (s)",
+        "waiting on",
+        "alive because",
+    ):
         table.add_column(column)
     for info in sessions:
         table.add_row(
@@ -107,6 +121,7 @@ def session_table(sessions: Sequence[SessionInfo]) -> Table:
             info.kind,
             str(info.pid),
             (info.caller_session_id or "-")[:8],
+            info.containment,
             f"{info.elapsed_s:.0f}s",
             ", ".join(f"{signal} {seconds:.0f}" for signal, seconds in info.silent_s.items()) or "-",
             info.waiting_on,

@@ -1,6 +1,7 @@
 """Launching one headless session and reporting exactly how it ended."""
 
 from expeditor.executor.claude import ClaudeCodeExecutor, WatcherFactory, build_command, checked_cwd, child_environment
+from expeditor.executor.containment import ContainmentKind, SessionContainment, choose_containment
 from expeditor.executor.models import (
     DecidedBy,
     KilledProcess,
@@ -19,6 +20,7 @@ from expeditor.executor.session import LiveSession, SignalClock, Verdict, Watche
 __all__ = [
     "OWN_CHILDREN",
     "ClaudeCodeExecutor",
+    "ContainmentKind",
     "DecidedBy",
     "HeadlessExecutor",
     "KilledProcess",
@@ -28,6 +30,7 @@ __all__ = [
     "RunControl",
     "RunRequest",
     "RunResult",
+    "SessionContainment",
     "SessionEntry",
     "SessionKind",
     "SessionRegistry",
@@ -41,5 +44,6 @@ __all__ = [
     "build_command",
     "checked_cwd",
     "child_environment",
+    "choose_containment",
     "run_managed",
 ]

@@ -17,6 +17,7 @@ from expeditor.bundled import bundled_plugin_dir
 from expeditor.claude_paths import transcript_path
 from expeditor.config import RunPolicy, Settings
 from expeditor.errors import InvalidInput
+from expeditor.executor.containment import SessionContainment
 from expeditor.executor.models import RunRequest, RunResult, Suppression, Termination, usable_path
 from expeditor.executor.registry import SessionRegistry
 from expeditor.executor.runner import LaunchSpec, ManagedOutcome, RunControl, run_managed
@@ -128,11 +129,13 @@ class ClaudeCodeExecutor:
         base_env: Mapping[str, str] | None = None,
         watcher_factory: WatcherFactory,
         registry: SessionRegistry | None = None,
+        containment: SessionContainment | None = None,
     ) -> None:
         self.settings = settings
         self.base_env = dict(os.environ if base_env is None else base_env)
         self.registry = registry if registry is not None else SessionRegistry(settings.sessions_dir)
         self.watcher_factory = watcher_factory
+        self.containment = containment
 
     def checked_cwd(self, cwd: Path) -> Path:
         """``cwd`` resolved, if it is an existing directory inside the allowed roots; else InvalidInput."""
@@ -222,7 +225,7 @@ class ClaudeCodeExecutor:
         try:
             # Set here too: a launch that failed returns before the runner touches the control.
             control.outcome = await run_managed(
-                spec, policy, watchers=watchers, registry=self.registry, control=control
+                spec, policy, watchers=watchers, registry=self.registry, control=control, containment=self.containment
             )
         finally:
             # Also when cancelled: the caller's RunControl keeps the result of a run it never received.
@@ -288,4 +291,5 @@ def to_run_result(spec: LaunchSpec, outcome: ManagedOutcome) -> RunResult:
         suppressed_by=[Suppression(marker=name, seconds=round(s, 3)) for name, s in outcome.suppressed_by.items()],
         suppressed_s=round(sum(outcome.suppressed_by.values()), 3),
         killed=outcome.killed,
+        containment=outcome.containment,
     )

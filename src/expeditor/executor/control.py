@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 
 import anyio
 
+from expeditor.executor.containment import ContainmentKind
 from expeditor.executor.models import DecidedBy, KilledProcess, RunResult, Signal, Termination
 from expeditor.executor.session import LiveSession, Verdict
 from expeditor.executor.stream import StreamState
@@ -30,6 +31,7 @@ class ManagedOutcome:
     suppressed_by: dict[str, float] = field(default_factory=dict[str, float])
     stdout_tail: str = ""
     """A plain command's output (empty for an agent, whose stdout is stream-json)."""
+    containment: ContainmentKind = "tree"
 
 
 class Decision:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema, field_validator
 
@@ -185,3 +185,8 @@ class RunResult(BaseModel):
     suppressed_by: list[Suppression] = Field(default_factory=list)
     suppressed_s: float = 0.0
     killed: list[KilledProcess] = Field(default_factory=list)
+    containment: Literal["cgroup", "tree"] = Field(
+        default="tree",
+        description="What held the session's processes together for the kill: its own cgroup (nothing escapes "
+        "it), or its process tree, group and environment tag (a clean-environment daemon can escape those).",
+    )

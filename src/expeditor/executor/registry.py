@@ -40,6 +40,11 @@ class SessionEntry(BaseModel):
     owner_pid: int
     owner_start_time: float
     last_moved: dict[Signal, float] = Field(default_factory=dict)
+    cgroup: str | None = Field(default=None, description="The session's control group; None when the tree holds it.")
+
+    @property
+    def containment(self) -> str:
+        return "tree" if self.cgroup is None else "cgroup"
 
     def owner_alive(self) -> bool:
         return process_alive(self.owner_pid, self.owner_start_time)

@@ -10,6 +10,7 @@ the outcome on the ``RunControl`` and re-raises.
 
 from __future__ import annotations
 
+import logging
 import os
 import subprocess
 import time
@@ -23,6 +24,8 @@ import anyio.lowlevel
 import psutil
 
 from expeditor.config import RunPolicy
+from expeditor.executor import cgroups
+from expeditor.executor.containment import SessionContainment
 from expeditor.executor.control import Decision, ManagedOutcome, RunControl
 from expeditor.executor.models import DecidedBy, KilledProcess, SessionKind, Termination
 from expeditor.executor.pipes import SessionPipes
@@ -34,6 +37,8 @@ from expeditor.executor.stream import StreamState
 from expeditor.process_identity import process_start_time
 
 __all__ = ["OWN_CHILDREN", "LaunchSpec", "ManagedOutcome", "RunControl", "run_managed"]
+
+logger = logging.getLogger(__name__)
 
 _REGISTRY_REFRESH = 1.0
 _REAP_TIMEOUT = 2.0
@@ -85,6 +90,7 @@ def _registry_entry(spec: LaunchSpec, session: LiveSession) -> SessionEntry:
         owner_pid=os.getpid(),
         owner_start_time=_OWNER_START,
         last_moved=session.clock.wall(),
+        cgroup=None if session.cgroup is None else str(session.cgroup),
     )
 
 
@@ -110,8 +116,13 @@ async def run_managed(
     watchers: Sequence[Watcher] = (),
     registry: SessionRegistry | None = None,
     control: RunControl | None = None,
+    containment: SessionContainment | None = None,
 ) -> ManagedOutcome:
-    """Run one session to its end and return what happened. Never leaves a process behind."""
+    """Run one session to its end and return what happened. Never leaves a process behind.
+
+    With a cgroup ``containment`` the session gets its own control group, which its guard joins
+    before the agent exists; its end is then also ``cgroup.kill`` of that group.
+    """
     if control is not None and control.pending is not None:
         # Cancelled before it started (a shutdown during its preparation): start nothing.
         return _not_started(spec, control.pending)
@@ -123,6 +134,10 @@ async def run_managed(
             spec, f"could not start {spec.argv[0]!r}: no such executable (checked PATH and the working directory)"
         )
     transcript_offset = _file_size(spec.transcript_path)
+    try:
+        group = containment.open_session(spec.session_id) if containment is not None else None
+    except OSError as exc:
+        return _launch_failed(spec, f"could not create the session's control group: {exc.strerror or exc}")
     started = anyio.current_time()
     process: anyio.abc.Process | None = None
     try:
@@ -132,7 +147,7 @@ async def run_managed(
             OWN_CHILDREN.spawning += 1
             try:
                 process = await anyio.open_process(
-                    guarded([executable, *spec.argv[1:]]),
+                    guarded([executable, *spec.argv[1:]], cgroup=group),
                     stdin=subprocess.DEVNULL,
                     stdout=subprocess.PIPE,
                     stderr=subprocess.PIPE,
@@ -144,6 +159,8 @@ async def run_managed(
                 OWN_CHILDREN.spawning -= 1
             OWN_CHILDREN.pids.add(process.pid)
     except OSError as exc:
+        if group is not None:
+            cgroups.remove(group)
         return _launch_failed(spec, f"could not start {spec.argv[0]!r}: {exc.strerror or exc}")
     assert process is not None
     control = control or RunControl()
@@ -159,20 +176,22 @@ async def run_managed(
             transcript_offset=transcript_offset,
             policy=policy,
             marker_dir=spec.marker_dir,
+            cgroup=group,
         )
     except psutil.Error:
         # Gone before we could look at it: it cannot have started a tree worth killing.
         code: int | None = None
         with anyio.CancelScope(shield=True):
             code = await process.wait()
+            if group is not None:
+                await _end_group(group, within=policy.kill_grace + 1)
         return _launch_failed(spec, f"{spec.argv[0]!r} exited with code {code} before it could be watched")
     pipes = SessionPipes(process, session, decision, keep_stdout=not spec.reports_result)
     control._attach(decision, session)  # pyright: ignore[reportPrivateUsage]
-    if registry is not None:
-        registry.write(_registry_entry(spec, session))
-        session.clock.listener = _registry_writer(registry, spec, session)
     outcome: ManagedOutcome | None = None
     try:
+        if registry is not None:
+            _register(registry, spec, session, decision)
         async with anyio.create_task_group() as race:
             race.start_soon(pipes.pump_stdout)
             race.start_soon(pipes.pump_stderr)
@@ -203,9 +222,35 @@ async def run_managed(
             outcome = await _finish(process, session, pipes, decision.verdict, policy, started)
             control.outcome = outcome
             if registry is not None:
-                registry.remove(spec.session_id)
+                try:
+                    registry.remove(spec.session_id)
+                except OSError as exc:
+                    logger.warning("session=%s: its registry entry could not be removed: %s", spec.session_id, exc)
     assert outcome is not None
     return outcome
+
+
+def _register(registry: SessionRegistry, spec: LaunchSpec, session: LiveSession, decision: Decision) -> None:
+    """Enter the session in the registry, or end it at once: a session nobody could find after a crash must not run.
+
+    Later rewrites (movement timestamps) are best effort: a failure is logged once and retried on the
+    next movement, never allowed to end supervision.
+    """
+    try:
+        registry.write(_registry_entry(spec, session))
+    except OSError as exc:
+        where = f" ({exc.filename})" if exc.filename else ""
+        decision.offer(
+            Verdict(
+                Termination.LAUNCH_FAILED,
+                DecidedBy.EXIT,
+                f"its live-session registry entry could not be written: {exc.strerror or exc}{where}; a session "
+                "the next start could not find after a crash must not run, so it was killed at once",
+                kill_grace=0,
+            )
+        )
+        return
+    session.clock.listener = _registry_writer(registry, spec, session)
 
 
 async def _watch_exit(process: anyio.abc.Process, pipes: SessionPipes, policy: RunPolicy, reports_result: bool) -> None:
@@ -266,12 +311,21 @@ def _registry_writer(registry: SessionRegistry, spec: LaunchSpec, session: LiveS
     """
     written = anyio.current_time()
 
+    failing = False
+
     def on_movement() -> None:
-        nonlocal written
+        nonlocal written, failing
         now = anyio.current_time()
         if now - written >= _REGISTRY_REFRESH:
             written = now
-            registry.write(_registry_entry(spec, session))
+            try:
+                registry.write(_registry_entry(spec, session))
+            except OSError as exc:
+                if not failing:
+                    logger.warning("session=%s: its registry entry could not be updated: %s", spec.session_id, exc)
+                failing = True
+            else:
+                failing = False
 
     return on_movement
 
@@ -294,8 +348,13 @@ async def _finish(
             drains.start_soon(pipes.pump_stderr)
         # Sessions ending together (a server shutting down) share one walk of the process table;
         # the confirmation sweep below always looks afresh.
+        members = _group_members(session.cgroup)
         targets = snapshot_targets(
-            session.process, session.pgid, session.session_id, extra=session.known_descendants.values(), fresh=False
+            session.process,
+            session.pgid,
+            session.session_id,
+            extra=[*session.known_descendants.values(), *members],
+            fresh=False,
         )
         killed = await terminate(targets, session.pgid, grace=grace)
         # A process that left the group between our look and our signal (a daemon's middle process
@@ -309,6 +368,9 @@ async def _finish(
             if not late:
                 break
             killed += await terminate(late, session.pgid, grace=0)
+        if session.cgroup is not None:
+            # Whatever the sweeps could not see (a daemon with a clean environment) is still in the group.
+            await _end_group(session.cgroup, within=max(grace, 0.1) + _REAP_TIMEOUT)
         with anyio.move_on_after(_REAP_TIMEOUT):
             await process.wait()
         if process.returncode is not None:
@@ -335,4 +397,24 @@ async def _finish(
         killed=[entry for entry in killed if entry.pid != process.pid or GUARD.name not in " ".join(entry.cmdline)],
         last_moved=session.clock.wall(),
         suppressed_by=dict(session.suppressed_by),
+        containment="tree" if session.cgroup is None else "cgroup",
     )
+
+
+def _group_members(group: Path | None) -> list[psutil.Process]:
+    """The processes in a session's group, listed before anything is signalled (for ``killed``)."""
+    found: list[psutil.Process] = []
+    for pid in cgroups.members(group) if group is not None else ():
+        try:
+            found.append(psutil.Process(pid))
+        except psutil.Error:
+            continue
+    return found
+
+
+async def _end_group(group: Path, *, within: float) -> None:
+    """``cgroup.kill`` the session's group, wait until it is empty (bounded), and remove it."""
+    cgroups.kill(group)
+    emptied = await anyio.to_thread.run_sync(cgroups.wait_empty, group, within)
+    if not emptied or not cgroups.remove(group):
+        logger.warning("control group %s is not empty %.1fs after cgroup.kill; the next start reaps it", group, within)

@@ -74,6 +74,8 @@ class LiveSession:
     transcript_offset: int
     policy: RunPolicy
     marker_dir: Path | None
+    cgroup: Path | None = None
+    """The session's own control group, when it is contained by one."""
     clock: SignalClock = field(default_factory=SignalClock)
     stdout_bytes: int = 0
     suppressed_by: dict[str, float] = field(default_factory=dict[str, float])

@@ -30,11 +30,18 @@ OWN_CHILDREN = _OwnChildren()
 GUARD = Path(__file__).resolve().parent.parent / "session_guard.py"
 
 
-def guarded(argv: list[str]) -> list[str]:
-    """Start the agent under the session guard on Linux, so it dies with this process (see session_guard)."""
+def guarded(argv: list[str], *, cgroup: Path | None = None) -> list[str]:
+    """Start the agent under the session guard on Linux, so it dies with this process (see session_guard).
+
+    The guard is told this process's pid now, not left to read it once its interpreter is up: by then
+    this process may be dead. With ``cgroup`` it joins that group before the agent exists.
+    """
     if sys.platform != "linux":
         return argv
-    return [sys.executable, "-I", "-S", str(GUARD), *argv]
+    options = ["--parent", str(os.getpid())]
+    if cgroup is not None:
+        options += ["--cgroup", str(cgroup)]
+    return [sys.executable, "-I", "-S", str(GUARD), *options, "--", *argv]
 
 
 def resolve_executable(command: str, env: Mapping[str, str], cwd: Path) -> str | None:

@@ -15,6 +15,7 @@ import psutil
 
 from expeditor.config import Settings
 from expeditor.errors import ExpeditorError
+from expeditor.executor import SessionContainment
 from expeditor.executor.process_tree import snapshot_targets, terminate
 from expeditor.executor.registry import SessionRegistry
 from expeditor.monitor.markers import remove_orphaned_markers
@@ -37,8 +38,14 @@ def _figures_of_orphaned_runs(store: CampaignStore) -> dict[tuple[str, int], Ses
     return figures
 
 
-async def reap_leftovers(settings: Settings, registry: SessionRegistry, store: CampaignStore) -> int:
-    """Kill the sessions of dead servers, forget their entries, interrupt their runs; returns how many."""
+async def reap_leftovers(
+    settings: Settings, registry: SessionRegistry, store: CampaignStore, containment: SessionContainment | None = None
+) -> int:
+    """Kill the sessions of dead servers, forget their entries, interrupt their runs; returns how many.
+
+    With cgroup containment, the session groups of dead servers are killed and removed too: what a
+    clean-environment daemon of theirs left is in them, whatever the registry knew.
+    """
     reaped = 0
     for entry in registry.entries():
         if entry.owner_alive():
@@ -59,6 +66,9 @@ async def reap_leftovers(settings: Settings, registry: SessionRegistry, store: C
                 )
         registry.remove(entry.session_id)
         reaped += 1
+    if containment is not None:
+        for name in await anyio.to_thread.run_sync(containment.reap_dead_servers, settings.shutdown_grace + 2):
+            logger.warning("killed and removed control group %s: its server died", name)
     for name in remove_orphaned_markers(settings.markers_path):
         logger.warning("removed marker %s: its holder died without removing it", name)
     try:

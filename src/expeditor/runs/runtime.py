@@ -1,7 +1,8 @@
 """The runtime: everything a process needs to launch supervised runs, built from Settings in one place.
 
 The server's lifespan, ``expeditor run-skill``, ``dispatch``, ``recipe run`` and the demo all open it
-the same way: the campaign store (``open_store``), the executor with its watchers, the supervisor
+the same way: the campaign store (``open_store``), the session containment (a cgroup per session
+when the machine allows it, else the process tree), the executor with its watchers, the supervisor
 and the job lifecycle. Opening it first reaps what a killed predecessor left behind; closing it
 stops every run still in flight, within ``shutdown_grace``, then closes the store.
 """
@@ -9,6 +10,7 @@ stops every run still in flight, within ``shutdown_grace``, then closes the stor
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 from collections.abc import AsyncGenerator, Mapping
 from dataclasses import dataclass
@@ -16,7 +18,7 @@ from dataclasses import dataclass
 import anyio
 
 from expeditor.config import Settings
-from expeditor.executor import ClaudeCodeExecutor
+from expeditor.executor import ClaudeCodeExecutor, SessionContainment, choose_containment
 from expeditor.monitor import standard_watchers
 from expeditor.runs.jobs import JobLifecycle
 from expeditor.runs.reaper import reap_leftovers
@@ -24,6 +26,8 @@ from expeditor.runs.supervisor import Supervisor
 from expeditor.state import CampaignStore, open_store
 
 __all__ = ["Runtime", "build_executor", "open_runtime"]
+
+logger = logging.getLogger(__name__)
 
 # Beyond shutdown_grace, how long closing waits for the last trees to die (SIGKILL is immediate).
 _CLOSE_BOUND = 2.0
@@ -40,9 +44,14 @@ class Runtime:
     jobs: JobLifecycle
 
 
-def build_executor(settings: Settings, *, env: Mapping[str, str] | None = None) -> ClaudeCodeExecutor:
-    """The Claude Code executor with the standard watchers; ``env`` is what its children inherit."""
-    return ClaudeCodeExecutor(settings, base_env=env, watcher_factory=standard_watchers())
+def build_executor(
+    settings: Settings, *, env: Mapping[str, str] | None = None, containment: SessionContainment | None = None
+) -> ClaudeCodeExecutor:
+    """The Claude Code executor with the standard watchers; ``env`` is what its children inherit.
+
+    Without ``containment`` its sessions are held by their process tree (the fallback).
+    """
+    return ClaudeCodeExecutor(settings, base_env=env, watcher_factory=standard_watchers(), containment=containment)
 
 
 @contextlib.asynccontextmanager
@@ -60,10 +69,12 @@ async def open_runtime(
     On exit every run still live is cancelled with ``closing_reason`` and awaited (bounded).
     """
     store = open_store(settings)
+    containment = choose_containment(settings.containment)
+    logger.info("containment: %s (%s)", containment.kind, containment.reason)
     try:
-        executor = build_executor(settings, env=dict(os.environ if env is None else env))
+        executor = build_executor(settings, env=dict(os.environ if env is None else env), containment=containment)
         supervisor = Supervisor(settings, executor, http_url=http_url, store=store)
-        await reap_leftovers(settings, executor.registry, store)
+        await reap_leftovers(settings, executor.registry, store, containment)
         runtime = Runtime(
             settings=settings,
             store=store,
@@ -79,3 +90,4 @@ async def open_runtime(
                 await supervisor.wait_until_idle()
     finally:
         store.close()
+        containment.close()

@@ -153,6 +153,10 @@ class Spawn(_Strict):
     count: int = Field(default=1, ge=1, le=64)
     setsid: bool = Field(default=False, description="the child calls setsid(): it leaves the agent's process group")
     double_fork: bool = Field(default=False, description="a daemon whose middle process exits: out of group and tree")
+    clean_env: bool = Field(
+        default=False,
+        description="the daemon then execs itself with a one-variable environment: no EXPEDITOR_SESSION_ID tag either",
+    )
     ignore_sigterm: bool = False
     burn_cpu: bool = Field(default=False, description="busy-loop for the lifetime instead of sleeping")
     wait: bool = Field(default=False, description="the agent waits for its children before the next step")

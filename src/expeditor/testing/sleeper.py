@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import os
 import signal
+import sys
 import time
 
 __all__ = ["burn", "main"]
@@ -23,6 +24,9 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--report-fd", type=int, required=True, help="where to write the final pid")
     parser.add_argument("--setsid", action="store_true", help="leave the parent's process group")
     parser.add_argument("--double-fork", action="store_true", help="become a reparented daemon")
+    parser.add_argument(
+        "--clean-env", action="store_true", help="a daemon that then execs itself with a one-variable environment"
+    )
     parser.add_argument("--ignore-sigterm", action="store_true")
     parser.add_argument("--burn-cpu", action="store_true", help="busy-loop instead of sleeping")
     return parser.parse_args(argv)
@@ -37,10 +41,17 @@ def burn(seconds: float) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     args = _parse(argv)
-    if args.double_fork:
+    if args.double_fork or args.clean_env:
         if os.fork() > 0:
             os._exit(0)  # the middle process: gone before the agent logs anything
         os.setsid()
+    if args.clean_env:
+        # Drop every trace of the session from the environment, as a hostile daemon would: no tag to find.
+        os.set_inheritable(args.report_fd, True)
+        again = [sys.executable, "-I", "-S", __file__, "--sleep", str(args.sleep), "--report-fd", str(args.report_fd)]
+        again += ["--ignore-sigterm"] if args.ignore_sigterm else []
+        again += ["--burn-cpu"] if args.burn_cpu else []
+        os.execve(sys.executable, again, {"PATH": "/usr/bin:/bin"})
     elif args.setsid:
         os.setsid()
     if args.ignore_sigterm:

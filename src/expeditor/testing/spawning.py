@@ -51,6 +51,7 @@ def _start_one(options: Spawn) -> Child:
     flags = {
         "--setsid": options.setsid,
         "--double-fork": options.double_fork,
+        "--clean-env": options.clean_env,
         "--ignore-sigterm": options.ignore_sigterm,
         "--burn-cpu": options.burn_cpu,
     }
@@ -72,7 +73,7 @@ def _start_one(options: Spawn) -> Child:
         os.close(read_fd)
         if write_fd != -1:
             os.close(write_fd)
-    if options.double_fork:
+    if options.double_fork or options.clean_env:
         process.wait()  # reap the middle process: the daemon is now reparented away from us
         return Child(pid, None)
     return Child(pid, process)
@@ -90,7 +91,7 @@ def spawn(options: Spawn, log: InvocationLog) -> list[Child]:
             "spawned",
             pid=child.pid,
             parent=os.getpid(),
-            setsid=options.setsid or options.double_fork,
+            setsid=options.setsid or options.double_fork or options.clean_env,
             double_fork=options.double_fork,
         )
         children.append(child)

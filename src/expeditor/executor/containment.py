@@ -1,0 +1,88 @@
+"""How a session's processes are held together so that all of them can be killed: a cgroup, or the tree.
+
+``cgroup``: each session gets a leaf control group under one group this process owns
+(``expeditor-<pid>-<start>``), which its guard joins before the agent exists; a process cannot
+leave its cgroup on its own, so a double-forked, setsid'd daemon with a clean environment is still
+in it, and one ``cgroup.kill`` ends everything. ``tree``: the process group, a snapshot of the
+tree, the environment tag and the subreaper (see process_tree), which such a daemon can escape.
+The choice is made once per process, from what the machine allows, and every result says which
+applied.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from expeditor.executor import cgroups
+from expeditor.process_identity import process_alive, process_start_time
+
+__all__ = ["ContainmentKind", "ContainmentSetting", "SessionContainment", "choose_containment"]
+
+logger = logging.getLogger(__name__)
+
+ContainmentKind = Literal["cgroup", "tree"]
+ContainmentSetting = Literal["auto", "cgroup", "tree"]
+
+
+@dataclass(frozen=True)
+class SessionContainment:
+    """The containment of one process's sessions: which kind, and for cgroups the group this process owns."""
+
+    kind: ContainmentKind
+    reason: str
+    server_group: Path | None = None
+
+    def open_session(self, session_id: str) -> Path | None:
+        """The session's own group, created now (None for the tree fallback). Raises OSError when it cannot be."""
+        if self.server_group is None:
+            return None
+        return cgroups.create_session_group(self.server_group, session_id)
+
+    def reap_dead_servers(self, timeout: float) -> list[str]:
+        """Kill and remove the session groups of servers that died without closing: returns their names."""
+        if self.server_group is None:
+            return []
+        reaped: list[str] = []
+        for group in cgroups.dead_server_groups(self.server_group.parent, process_alive):
+            if cgroups.reap_server_group(group, timeout):
+                reaped.append(group.name)
+            else:
+                logger.warning("could not remove the control group %s of a dead server", group)
+        return reaped
+
+    def close(self) -> None:
+        """Remove this process's own group once its sessions have ended (their groups went with them).
+
+        Only the group itself: another runtime of this process may share it and still hold sessions.
+        """
+        if self.server_group is None:
+            return
+        try:
+            os.rmdir(self.server_group)
+        except FileNotFoundError:
+            pass
+        except OSError as exc:
+            logger.info("control group %s stays (%s): another runtime of this process uses it", self.server_group, exc)
+
+
+def choose_containment(setting: ContainmentSetting) -> SessionContainment:
+    """The containment this process can have, decided once: a cgroup of its own when it may create one
+    (``auto`` and ``cgroup``), else the process tree (``auto`` and ``tree``). ``cgroup`` that cannot be
+    had raises CgroupUnavailable, saying why."""
+    if setting == "tree":
+        return SessionContainment("tree", "the containment setting is tree")
+    try:
+        parent = cgroups.own_group()
+        if parent is None:
+            raise cgroups.CgroupUnavailable("this process is in no cgroup v2 group (no cgroup2 file system mounted)")
+        me = os.getpid()
+        group = cgroups.open_server_group(parent, me, process_start_time(me) or 0.0)
+    except cgroups.CgroupUnavailable as exc:
+        if setting == "cgroup":
+            raise
+        return SessionContainment("tree", f"no usable cgroup: {exc}")
+    return SessionContainment("cgroup", f"sessions get their own group under {group}", group)

@@ -1,0 +1,223 @@
+"""Containment: nothing a session starts outlives it, not even a daemon that left every trace behind.
+
+The hardest shape is a daemon that double-forks, calls setsid and execs with a clean environment:
+it is in neither the agent's process group nor its tree, and carries no session tag. Only the
+session's cgroup still holds it. These tests need a writable cgroup v2 group (root here); they skip
+saying so elsewhere, and fail instead under CI, which runs as root on this machine kind.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import anyio
+import psutil
+import pytest
+
+from expeditor.executor import Termination, cgroups, choose_containment
+from expeditor.runs import CallerContext, open_runtime
+from expeditor.testing import read_invocation_log
+from tests.support.fake import fake_settings, scenario_request
+
+pytestmark = pytest.mark.anyio
+
+REPO = Path(__file__).resolve().parents[2]
+DAEMON = {"spawn": {"sleep": 60, "clean_env": True, "close_stdio": True}}
+DONE = [{"assistant": "done"}, {"result": {}}]
+
+
+def cgroups_usable() -> bool:
+    containment = choose_containment("auto")
+    containment.close()
+    return containment.kind == "cgroup"
+
+
+needs_cgroups = pytest.mark.skipif(
+    not cgroups_usable() and os.environ.get("CI") != "true",
+    reason="no writable cgroup v2 group here (it needs root or a delegated sub-tree)",
+)
+
+
+def daemons(log: Path) -> list[int]:
+    return [entry["pid"] for entry in read_invocation_log(log) if entry["event"] == "spawned"] if log.exists() else []
+
+
+def launched(log: Path) -> list[int]:
+    return [entry["pid"] for entry in read_invocation_log(log) if entry["event"] == "launch"] if log.exists() else []
+
+
+def alive(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
+
+
+def kill_quietly(pids: list[int]) -> None:
+    """The conftest leak guard cannot see a clean-environment daemon: a test kills what it left itself."""
+    for pid in pids:
+        try:
+            psutil.Process(pid).kill()
+        except psutil.Error:
+            continue
+
+
+def expeditor_groups() -> list[Path]:
+    parent = cgroups.own_group()
+    found = parent.glob(f"{cgroups.SERVER_GROUP_PREFIX}*") if parent is not None else ()
+    return sorted(group for group in found if cgroups.parse_server_group_name(group.name) is not None)
+
+
+@needs_cgroups
+@pytest.mark.parametrize(
+    ("ending", "steps", "settings"),
+    [
+        ("stale", [DAEMON, {"hang": True}], {"stale_threshold": 0.5}),
+        ("completed", [DAEMON, *DONE], {}),
+        ("cancelled", [DAEMON, {"hang": True}], {}),
+    ],
+)
+async def test_a_clean_environment_daemon_dies_with_its_session(
+    tmp_path: Path, ending: str, steps: list[dict[str, Any]], settings: dict[str, Any]
+) -> None:
+    log = tmp_path / "agent.log"
+    request = scenario_request(tmp_path, {"steps": steps}, env={"EXPEDITOR_FAKE_LOG": str(log)})
+    async with open_runtime(fake_settings(tmp_path, **settings)) as runtime, anyio.create_task_group() as group:
+        handle = runtime.supervisor.start(group, request, CallerContext(None, None))
+        if ending == "cancelled":
+            with anyio.fail_after(10):
+                while not daemons(log):
+                    await anyio.sleep(0.02)
+            handle.cancel("the test cancels it", grace=0.05)
+        with anyio.fail_after(20):
+            result = await handle.result()
+        spawned = daemons(log)
+        try:
+            assert len(spawned) == 1
+            assert result.containment == "cgroup"
+            assert (
+                result.termination
+                is {
+                    "stale": Termination.STALE,
+                    "completed": Termination.COMPLETED,
+                    "cancelled": Termination.CANCELLED,
+                }[ending]
+            )
+            assert spawned[0] in {k.pid for k in result.killed}
+            assert not alive(spawned[0])
+        finally:
+            kill_quietly(spawned)
+
+
+async def test_the_tree_fallback_says_so_in_the_result(tmp_path: Path) -> None:
+    log = tmp_path / "agent.log"
+    request = scenario_request(tmp_path, {"steps": [DAEMON, *DONE]}, env={"EXPEDITOR_FAKE_LOG": str(log)})
+    async with open_runtime(fake_settings(tmp_path, containment="tree")) as runtime:
+        result = await runtime.supervisor.run(request, CallerContext(None, None))
+    kill_quietly(daemons(log))  # the shape the README says can escape the tree
+    assert result.success
+    assert result.containment == "tree"
+
+
+def launching_server(tmp_path: Path, steps: list[dict[str, Any]]) -> subprocess.Popen[bytes]:
+    env = {**os.environ, "EXPEDITOR_FAKE_LOG": str(tmp_path / "agent.log"), "PYTHONPATH": str(REPO)}
+    scenario = json.dumps({"steps": steps})
+    return subprocess.Popen(
+        [sys.executable, "-m", "tests.support.launching_server", str(tmp_path), scenario],
+        cwd=REPO,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+
+
+@needs_cgroups
+@pytest.mark.parametrize("kill", ["the server", "its process group"])
+async def test_a_server_killed_mid_run_leaves_nothing_and_the_next_start_removes_its_groups(
+    tmp_path: Path, kill: str
+) -> None:
+    server = launching_server(tmp_path, [DAEMON, {"hang": True}])
+    log = tmp_path / "agent.log"
+    try:
+        with anyio.fail_after(20):
+            while not daemons(log):
+                await anyio.sleep(0.02)
+        (daemon,) = daemons(log)
+        agents = launched(log)
+        if kill == "the server":
+            server.kill()
+        else:
+            os.killpg(server.pid, signal.SIGKILL)  # as a process manager stops a stdio server
+        server.wait()
+        with anyio.fail_after(2):
+            while alive(daemon) or any(alive(pid) for pid in agents):
+                await anyio.sleep(0.01)
+        async with open_runtime(fake_settings(tmp_path)):
+            pass  # its start reaps what the dead server left
+        owners = [cgroups.parse_server_group_name(group.name) for group in expeditor_groups()]
+        assert not [owner for owner in owners if owner is not None and owner[0] == server.pid]
+    finally:
+        if server.poll() is None:
+            server.kill()
+            server.wait()
+        kill_quietly(daemons(log))
+
+
+@needs_cgroups
+async def test_a_server_killed_while_the_guard_starts_starts_no_agent(tmp_path: Path) -> None:
+    server = launching_server(tmp_path, [DAEMON, {"hang": True}])
+    log = tmp_path / "agent.log"
+    guard: psutil.Process | None = None
+    try:
+        with anyio.fail_after(20):
+            while guard is None:
+                for child in psutil.Process(server.pid).children():
+                    if any("session_guard.py" in part for part in child.cmdline()):
+                        guard = child
+                        break
+                await anyio.sleep(0.001)
+        guard.suspend()
+        server.kill()
+        server.wait()
+        guard.resume()
+        with anyio.fail_after(2):
+            while alive(guard.pid):
+                await anyio.sleep(0.01)
+        agents = (
+            [entry["pid"] for entry in read_invocation_log(log) if entry["event"] == "launch"] if log.exists() else []
+        )
+        assert not any(alive(pid) for pid in agents + daemons(log))
+    finally:
+        if server.poll() is None:
+            server.kill()
+            server.wait()
+        kill_quietly(daemons(log))
+
+
+@pytest.mark.parametrize("containment", ["cgroup", "tree"])
+async def test_a_session_whose_registry_entry_cannot_be_written_is_killed_at_once(
+    tmp_path: Path, containment: str
+) -> None:
+    if containment == "cgroup" and not cgroups_usable() and os.environ.get("CI") != "true":
+        pytest.skip("no writable cgroup v2 group here (it needs root or a delegated sub-tree)")
+    settings = fake_settings(tmp_path, containment=containment)
+    settings.home.mkdir(parents=True)
+    settings.sessions_dir.write_text("a file where the registry directory should be")
+    log = tmp_path / "agent.log"
+    request = scenario_request(tmp_path, {"steps": [{"hang": True}]}, env={"EXPEDITOR_FAKE_LOG": str(log)})
+    async with open_runtime(settings) as runtime:
+        with anyio.fail_after(10):
+            result = await runtime.supervisor.run(request, CallerContext(None, None))
+        record = runtime.store.get_run(result.session_id)
+    assert result.termination is Termination.LAUNCH_FAILED
+    assert "registry entry could not be written" in result.reason
+    assert str(settings.sessions_dir) in result.reason
+    assert record is not None
+    assert record.termination is Termination.LAUNCH_FAILED
+    assert not any(alive(pid) for pid in launched(log))
