@@ -13,7 +13,8 @@ from pathlib import Path
 import anyio
 
 from bench._common import bench_settings, describe, scenario_request, temp_root
-from expeditor.executor import ClaudeCodeExecutor, RunControl, RunResult
+from expeditor.executor import ClaudeCodeExecutor, RunControl, RunResult, choose_containment
+from expeditor.executor.containment import ContainmentSetting
 from expeditor.runs import build_executor
 
 
@@ -49,21 +50,25 @@ async def kill_once(executor: ClaudeCodeExecutor, root: Path, ignore_sigterm: bo
     return elapsed
 
 
-async def main(runs: int, grace: float) -> None:
+async def main(runs: int, grace: float, containment_setting: ContainmentSetting) -> None:
     with temp_root() as root_name:
         root = Path(root_name)
-        executor = build_executor(bench_settings(root, kill_grace=grace))
+        containment = choose_containment(containment_setting)
+        executor = build_executor(bench_settings(root, kill_grace=grace), containment=containment)
         log = root / "agents.log"
         log.touch()
         obeying = [await kill_once(executor, root, False, log, index) for index in range(runs)]
         ignoring = [await kill_once(executor, root, True, log, runs + index) for index in range(runs)]
         print(describe("tree obeying SIGTERM ", obeying) + " (target < 50 ms)")
         print(describe("tree ignoring SIGTERM", ignoring) + f" (target < grace {grace * 1000:.0f} ms + 50 ms)")
+        print(f"containment: {containment.kind}")
+        containment.close()
 
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--runs", type=int, default=10)
     parser.add_argument("--grace", type=float, default=0.5)
+    parser.add_argument("--containment", choices=("auto", "cgroup", "tree"), default="auto")
     arguments = parser.parse_args()
-    anyio.run(main, arguments.runs, arguments.grace)
+    anyio.run(main, arguments.runs, arguments.grace, arguments.containment)

@@ -16,6 +16,8 @@ from pathlib import Path
 import anyio
 
 from bench._common import FAKE_AGENT, bench_settings, describe, scenario_request, temp_root
+from expeditor.executor import choose_containment
+from expeditor.executor.containment import ContainmentSetting
 from expeditor.runs import build_executor
 
 SCENARIO = {"steps": [{"assistant": "done"}, {"result": {}}]}
@@ -39,13 +41,14 @@ async def bare(cwd: Path, env: dict[str, str]) -> float:
     return time.perf_counter() - started
 
 
-async def main(runs: int) -> None:
+async def main(runs: int, containment_setting: ContainmentSetting) -> None:
     import os
 
     with temp_root() as root_name:
         root = Path(root_name)
         settings = bench_settings(root)
-        executor = build_executor(settings)
+        containment = choose_containment(containment_setting)
+        executor = build_executor(settings, containment=containment)
         env = {
             **os.environ,
             "EXPEDITOR_FAKE_SCENARIO": json.dumps(SCENARIO),
@@ -66,9 +69,13 @@ async def main(runs: int) -> None:
         print(describe("run_managed  ", managed))
         overhead = [m - d for m, d in zip(managed, direct, strict=True)]
         print(f"overhead per run: median {statistics.median(overhead) * 1000:.1f} ms (target < 50 ms)")
+        print(f"containment: {containment.kind}")
+        containment.close()
 
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--runs", type=int, default=20)
-    anyio.run(main, parser.parse_args().runs)
+    parser.add_argument("--containment", choices=("auto", "cgroup", "tree"), default="auto")
+    arguments = parser.parse_args()
+    anyio.run(main, arguments.runs, arguments.containment)

@@ -1,9 +1,11 @@
 """Stress the kill path: many sessions of random shapes, ended at random moments; count survivors.
 
 Shapes mix SIGTERM-ignoring agents, plain children, setsid children, double-forked daemons and
-CPU burners. Each run is cancelled at a random moment (some before they even finish starting),
-while its caller holds an execution marker. Reported: sessions, survivors (processes still alive
-afterwards), markers left behind, and registry entries left behind. Target: 0, 0, 0.
+CPU burners; with cgroup containment also daemons that exec with a clean environment (which the
+tree fallback cannot find: the README says so). Each run is cancelled at a random moment (some
+before they even finish starting), while its caller holds an execution marker. Reported: sessions,
+survivors (processes still alive afterwards), markers, registry entries and session groups left
+behind. Target: 0 of each.
 """
 
 from __future__ import annotations
@@ -21,16 +23,18 @@ import anyio
 import psutil
 
 from expeditor.config import Settings, load_settings
-from expeditor.executor import ClaudeCodeExecutor, RunControl, RunRequest
+from expeditor.executor import ClaudeCodeExecutor, RunControl, RunRequest, choose_containment
+from expeditor.executor.containment import ContainmentSetting
 from expeditor.monitor import execution_marker
 from expeditor.runs import build_executor
 
 FAKE_AGENT = "python -m expeditor.testing.fake_agent"
 
 
-def random_scenario(rng: random.Random) -> dict[str, Any]:
+def random_scenario(rng: random.Random, *, clean_env: bool) -> dict[str, Any]:
     spawn: dict[str, Any] = {"sleep": 120, "count": rng.randint(1, 3)}
-    shape = rng.choice(["plain", "setsid", "double_fork", "burn_cpu", "ignore_sigterm"])
+    shapes = ["plain", "setsid", "double_fork", "burn_cpu", "ignore_sigterm", *(["clean_env"] if clean_env else [])]
+    shape = rng.choice(shapes)
     if shape != "plain":
         spawn[shape] = True
     return {
@@ -42,7 +46,9 @@ def random_scenario(rng: random.Random) -> dict[str, Any]:
 async def one_session(
     executor: ClaudeCodeExecutor, settings: Settings, root: Path, rng: random.Random, log: Path, index: int
 ) -> None:
-    scenario = random_scenario(rng)
+    scenario = random_scenario(
+        rng, clean_env=executor.containment is not None and executor.containment.kind == "cgroup"
+    )
     request = RunRequest(
         prompt="/stress",
         cwd=root,
@@ -65,7 +71,9 @@ async def one_session(
         group.cancel_scope.cancel()
 
 
-async def stress(sessions: int, concurrency: int, seed: int) -> dict[str, int]:
+async def stress(
+    sessions: int, concurrency: int, seed: int, containment: ContainmentSetting = "auto"
+) -> dict[str, Any]:
     rng = random.Random(seed)
     with tempfile.TemporaryDirectory(prefix="expeditor-stress-") as name:
         root = Path(await anyio.Path(name).resolve())
@@ -77,7 +85,8 @@ async def stress(sessions: int, concurrency: int, seed: int) -> dict[str, int]:
             kill_grace=0.3,
             children_interval=0.5,
         )
-        executor = build_executor(settings)
+        chosen = choose_containment(containment)
+        executor = build_executor(settings, containment=chosen)
         log = root / "agents.log"
         slots = anyio.Semaphore(concurrency)
 
@@ -99,7 +108,11 @@ async def stress(sessions: int, concurrency: int, seed: int) -> dict[str, int]:
             psutil.Process(pid).kill()
         markers = list(settings.markers_path.glob("*.marker")) if settings.markers_path.exists() else []
         entries = list(settings.sessions_dir.glob("*.json")) if settings.sessions_dir.exists() else []
+        groups = [group for group in chosen.server_group.iterdir() if group.is_dir()] if chosen.server_group else []
+        chosen.close()
         return {
+            "containment": chosen.kind,
+            "groups_left": len(groups),
             "sessions": sessions,
             "processes": len(pids),
             "survivors": len(survivors),
@@ -128,14 +141,16 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=20)
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--verbose", action="store_true", help="describe every survivor")
+    parser.add_argument("--containment", choices=("auto", "cgroup", "tree"), default="auto")
     arguments = parser.parse_args()
     started = time.perf_counter()
-    figures = anyio.run(stress, arguments.sessions, arguments.concurrency, arguments.seed)
+    figures = anyio.run(stress, arguments.sessions, arguments.concurrency, arguments.seed, arguments.containment)
     elapsed = time.perf_counter() - started
     print(
-        f"{figures['sessions']} sessions ({figures['processes']} processes) killed at random moments in "
-        f"{elapsed:.1f}s: {figures['survivors']} survivors, {figures['markers_left']} markers left, "
-        f"{figures['registry_left']} registry entries left (target 0, 0, 0)"
+        f"{figures['sessions']} sessions ({figures['processes']} processes, containment {figures['containment']}) "
+        f"killed at random moments in {elapsed:.1f}s: {figures['survivors']} survivors, {figures['markers_left']} "
+        f"markers left, {figures['registry_left']} registry entries left, {figures['groups_left']} session groups "
+        "left (target 0, 0, 0, 0)"
     )
 
 

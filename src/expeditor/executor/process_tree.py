@@ -27,6 +27,7 @@ __all__ = [
     "group_member_pids",
     "snapshot_targets",
     "tagged_processes",
+    "targets_of",
     "terminate",
 ]
 
@@ -137,13 +138,18 @@ def snapshot_targets(
         # Clock ticks round start times; a second of slack cannot admit a foreign process (tag check).
         for process in tagged_processes(session_tag, created_after=root.create_time() - 1, snapshot=snapshot):
             found.setdefault(process.pid, process)
+    return targets_of(found.values(), pgid)
+
+
+def targets_of(processes: Iterable[psutil.Process], pgid: int) -> list[TreeTarget]:
+    """The live ones of ``processes`` as kill targets, with their command lines read now (for ``killed``)."""
     targets: list[TreeTarget] = []
-    for pid, process in found.items():
-        if pid == os.getpid() or not _alive(process):
+    for process in processes:
+        if process.pid == os.getpid() or not _alive(process):
             continue
         try:
             cmdline = tuple(process.cmdline())
-            in_group = os.getpgid(pid) == pgid
+            in_group = os.getpgid(process.pid) == pgid
         except (psutil.Error, OSError):
             continue
         targets.append(TreeTarget(process=process, cmdline=cmdline, in_group=in_group))

@@ -29,7 +29,7 @@ from expeditor.executor.containment import SessionContainment
 from expeditor.executor.control import Decision, ManagedOutcome, RunControl
 from expeditor.executor.models import DecidedBy, KilledProcess, SessionKind, Termination
 from expeditor.executor.pipes import SessionPipes
-from expeditor.executor.process_tree import snapshot_targets, terminate
+from expeditor.executor.process_tree import snapshot_targets, targets_of, terminate
 from expeditor.executor.registry import SessionEntry, SessionRegistry
 from expeditor.executor.session import LiveSession, Verdict, Watcher
 from expeditor.executor.spawning import GUARD, OWN_CHILDREN, guarded, resolve_executable
@@ -346,31 +346,15 @@ async def _finish(
             drains.start_soon(pipes.pump_stdout)
         if not pipes.stderr_eof.is_set():
             drains.start_soon(pipes.pump_stderr)
-        # Sessions ending together (a server shutting down) share one walk of the process table;
-        # the confirmation sweep below always looks afresh.
-        members = _group_members(session.cgroup)
-        targets = snapshot_targets(
-            session.process,
-            session.pgid,
-            session.session_id,
-            extra=[*session.known_descendants.values(), *members],
-            fresh=False,
-        )
-        killed = await terminate(targets, session.pgid, grace=grace)
-        # A process that left the group between our look and our signal (a daemon's middle process
-        # calling setsid) escapes both; one that forked meanwhile leaves a child we could not have
-        # seen. Look again, with a walk taken after everything we knew of was dead (other sessions
-        # ending now may share it), until a look finds nothing: dead processes fork no more.
-        for _ in range(_CONFIRMATION_SWEEPS if targets else 0):
-            all_dead_at = time.monotonic()
-            await anyio.lowlevel.checkpoint()  # let sessions ending alongside take the walk first, then share it
-            late = snapshot_targets(session.process, session.pgid, session.session_id, newer_than=all_dead_at)
-            if not late:
-                break
-            killed += await terminate(late, session.pgid, grace=0)
         if session.cgroup is not None:
-            # Whatever the sweeps could not see (a daemon with a clean environment) is still in the group.
+            # Everything the session started is in its group, and nothing else is: no walk of the host.
+            # The guard is listed too: it may not have joined the group yet (a run ended as it starts).
+            targets = targets_of([session.process, *_group_members(session.cgroup)], session.pgid)
+            killed = await terminate(targets, session.pgid, grace=grace)
+            # What was born after the listing, or outlived SIGKILL's wait, dies with the group.
             await _end_group(session.cgroup, within=max(grace, 0.1) + _REAP_TIMEOUT)
+        else:
+            killed = await _sweep(session, grace)
         with anyio.move_on_after(_REAP_TIMEOUT):
             await process.wait()
         if process.returncode is not None:
@@ -401,6 +385,28 @@ async def _finish(
     )
 
 
+async def _sweep(session: LiveSession, grace: float) -> list[KilledProcess]:
+    """The fallback kill: the session's process group, its tree, its tag and what is known to descend from it."""
+    # Sessions ending together (a server shutting down) share one walk of the process table;
+    # the confirmation sweep below always looks afresh.
+    targets = snapshot_targets(
+        session.process, session.pgid, session.session_id, extra=session.known_descendants.values(), fresh=False
+    )
+    killed = await terminate(targets, session.pgid, grace=grace)
+    # A process that left the group between our look and our signal (a daemon's middle process
+    # calling setsid) escapes both; one that forked meanwhile leaves a child we could not have
+    # seen. Look again, with a walk taken after everything we knew of was dead (other sessions
+    # ending now may share it), until a look finds nothing: dead processes fork no more.
+    for _ in range(_CONFIRMATION_SWEEPS if targets else 0):
+        all_dead_at = time.monotonic()
+        await anyio.lowlevel.checkpoint()  # let sessions ending alongside take the walk first, then share it
+        late = snapshot_targets(session.process, session.pgid, session.session_id, newer_than=all_dead_at)
+        if not late:
+            break
+        killed += await terminate(late, session.pgid, grace=0)
+    return killed
+
+
 def _group_members(group: Path | None) -> list[psutil.Process]:
     """The processes in a session's group, listed before anything is signalled (for ``killed``)."""
     found: list[psutil.Process] = []
@@ -413,8 +419,18 @@ def _group_members(group: Path | None) -> list[psutil.Process]:
 
 
 async def _end_group(group: Path, *, within: float) -> None:
-    """``cgroup.kill`` the session's group, wait until it is empty (bounded), and remove it."""
-    cgroups.kill(group)
-    emptied = await anyio.to_thread.run_sync(cgroups.wait_empty, group, within)
-    if not emptied or not cgroups.remove(group):
-        logger.warning("control group %s is not empty %.1fs after cgroup.kill; the next start reaps it", group, within)
+    """``cgroup.kill`` the session's group until it is empty and removed, for at most ``within`` seconds.
+
+    Killed more than once when needed: a guard that was still starting may join the group after a kill
+    (it joins before it starts anything, and a removed group it cannot join at all).
+    """
+    deadline = anyio.current_time() + within
+    while True:
+        cgroups.kill(group)
+        remaining = deadline - anyio.current_time()
+        emptied = await anyio.to_thread.run_sync(cgroups.wait_empty, group, min(max(remaining, 0.0), 0.1))
+        if emptied and cgroups.remove(group):
+            return
+        if anyio.current_time() >= deadline:
+            logger.warning("control group %s not empty %.1fs after cgroup.kill; the next start reaps it", group, within)
+            return
