@@ -16,14 +16,15 @@ import anyio
 import psutil
 
 from bench._common import bench_settings, scenario_request, temp_root
-from expeditor.executor import RunControl
+from expeditor.executor import RunControl, SessionContainment, choose_containment
+from expeditor.executor.containment import ContainmentSetting
 from expeditor.runs import build_executor
 
 
-async def measure(sessions: int, window: float) -> float:
+async def measure(sessions: int, window: float, containment: SessionContainment) -> float:
     with temp_root() as root_name:
         root = Path(root_name)
-        executor = build_executor(bench_settings(root))
+        executor = build_executor(bench_settings(root), containment=containment)
         controls = [RunControl() for _ in range(sessions)]
         me = psutil.Process()
         usage = 0.0
@@ -47,15 +48,21 @@ async def measure(sessions: int, window: float) -> float:
         return usage
 
 
-async def main(counts: list[int], window: float) -> None:
+async def main(counts: list[int], window: float, setting: ContainmentSetting) -> None:
+    containment = choose_containment(setting)
     for count in counts:
-        cores = await measure(count, window)
-        print(f"{count} idle sessions, {window:g}s window: supervisor CPU {cores * 100:.2f} % of one core")
+        cores = await measure(count, window, containment)
+        print(
+            f"{count} idle sessions ({containment.kind}), {window:g}s window: supervisor CPU {cores * 100:.2f} % "
+            "of one core"
+        )
+    containment.close()
 
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--sessions", type=int, nargs="+", default=[50, 200])
     parser.add_argument("--window", type=float, default=60.0)
+    parser.add_argument("--containment", choices=("auto", "cgroup", "tree"), default="auto")
     arguments = parser.parse_args()
-    anyio.run(main, arguments.sessions, arguments.window)
+    anyio.run(main, arguments.sessions, arguments.window, arguments.containment)

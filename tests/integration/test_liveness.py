@@ -6,13 +6,14 @@ that keeps the session alive, which is killed, so each test can fail.
 
 from __future__ import annotations
 
+import os
 import uuid
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from expeditor.executor import RunResult, Termination
+from expeditor.executor import RunResult, SessionContainment, Termination, cgroups, choose_containment
 from expeditor.runs import build_executor
 from expeditor.testing import read_invocation_log
 from tests.support.fake import fake_settings, scenario_request
@@ -32,11 +33,28 @@ EXPECTED_VERDICT = {"transcript": Termination.STALE, "stdout": Termination.IDLE_
 
 
 async def run(
-    tmp_path: Path, steps: list[dict[str, Any]], *, session_id: str | None = None, **settings: Any
+    tmp_path: Path,
+    steps: list[dict[str, Any]],
+    *,
+    session_id: str | None = None,
+    containment: SessionContainment | None = None,
+    **settings: Any,
 ) -> RunResult:
-    executor = build_executor(fake_settings(tmp_path, **settings))
+    executor = build_executor(fake_settings(tmp_path, **settings), containment=containment)
     request = scenario_request(tmp_path, {"steps": steps}, session_id=session_id)
     return await executor.run(request, marker_dir=tmp_path / "markers", caller_session_id="the-caller")
+
+
+def containment_of(kind: str) -> SessionContainment | None:
+    """The tree (None), or a cgroup: skipped, saying why, where the machine allows none (failed under CI)."""
+    if kind == "tree":
+        return None
+    try:
+        return choose_containment("cgroup")
+    except cgroups.CgroupUnavailable as exc:
+        if os.environ.get("CI") == "true":
+            raise
+        pytest.skip(f"no cgroup containment here: {exc}")
 
 
 def marker(**options: Any) -> dict[str, Any]:
@@ -145,16 +163,25 @@ async def test_stdout_output_keeps_a_transcript_silent_session_alive(tmp_path: P
     assert result.success, result.reason
 
 
-async def test_busy_children_keep_a_silent_session_alive(tmp_path: Path) -> None:
+@pytest.mark.parametrize("kind", ["tree", "cgroup"])
+async def test_busy_children_keep_a_silent_session_alive(tmp_path: Path, kind: str) -> None:
+    # With a cgroup the activity is the group's members and its cpu.stat, not a walk of the process table.
+    containment = containment_of(kind)
     busy = {"spawn": {"sleep": HOLD, "burn_cpu": True, "wait": True}}
-    result = await run(
-        tmp_path,
-        [{"assistant": "compiling"}, busy, *DONE],
-        stale_threshold=0.6,
-        children_interval=0.1,
-        poll_interval=0.05,
-    )
+    try:
+        result = await run(
+            tmp_path,
+            [{"assistant": "compiling"}, busy, *DONE],
+            containment=containment,
+            stale_threshold=0.6,
+            children_interval=0.1,
+            poll_interval=0.05,
+        )
+    finally:
+        if containment is not None:
+            containment.close()
     assert result.success, result.reason
+    assert result.containment == kind
 
 
 async def test_a_stalled_session_is_killed_within_threshold_plus_one_poll(tmp_path: Path) -> None:

@@ -8,10 +8,12 @@ whose parent-to-children map (built once, by the snapshot) serves every session 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import anyio
 import psutil
 
+from expeditor.executor import cgroups
 from expeditor.executor.proc_snapshot import ProcSnapshot, take_snapshot
 from expeditor.executor.session import LiveSession
 
@@ -44,7 +46,11 @@ class ProcessTable:
         """The session's tree from a snapshot no older than ``max_age`` (most of its interval by default).
 
         Sessions sampled in the same interval share one walk; a walk per interval is the most it costs.
+        A session in a cgroup of its own costs no walk at all: its group lists its processes, and the
+        kernel keeps their CPU time in one counter (``cpu.stat``), dead children's included.
         """
+        if session.cgroup is not None:
+            return _group_activity(session.cgroup, session.pid)
         max_age = session.policy.children_interval * 0.8 if max_age is None else max_age
         if anyio.current_time() - self._taken > max_age:
             self._refresh()
@@ -65,3 +71,11 @@ class ProcessTable:
             pids=frozenset(below),
             cpu_seconds=sum(rows[pid].cpu_seconds for pid in (session.pid, *below) if pid in rows),
         )
+
+
+def _group_activity(group: Path, root_pid: int) -> Activity:
+    return Activity(
+        taken=anyio.current_time(),
+        pids=frozenset(cgroups.members(group)) - {root_pid},
+        cpu_seconds=cgroups.cpu_seconds(group) or 0.0,
+    )
