@@ -169,6 +169,17 @@ async def test_a_server_killed_mid_run_leaves_nothing_and_the_next_start_removes
         kill_quietly(daemons(log))
 
 
+def guard_of(server_pid: int) -> psutil.Process | None:
+    """The server's session guard, once it exists (its other children may be exiting: skip those)."""
+    for child in psutil.Process(server_pid).children():
+        try:
+            if any("session_guard.py" in part for part in child.cmdline()):
+                return child
+        except psutil.Error:
+            continue
+    return None
+
+
 @needs_cgroups
 async def test_a_server_killed_while_the_guard_starts_starts_no_agent(tmp_path: Path) -> None:
     server = launching_server(tmp_path, [DAEMON, {"hang": True}])
@@ -177,10 +188,7 @@ async def test_a_server_killed_while_the_guard_starts_starts_no_agent(tmp_path: 
     try:
         with anyio.fail_after(20):
             while guard is None:
-                for child in psutil.Process(server.pid).children():
-                    if any("session_guard.py" in part for part in child.cmdline()):
-                        guard = child
-                        break
+                guard = guard_of(server.pid)
                 await anyio.sleep(0.001)
         guard.suspend()
         server.kill()
