@@ -116,13 +116,14 @@ def main() -> None:
         # started): nothing may start, and whatever is already in the group goes with us.
         _kill_everything(int(PARENT_DIED), None)
         raise SystemExit(125)
+    guard = os.getpid()
     agent = os.fork()
     if agent == 0:
         signal.signal(PARENT_DIED, signal.SIG_DFL)
         # Should the guard itself die, the agent dies with it (the setting survives exec).
         libc.prctl(PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)
-        if os.getppid() == 1:
-            os._exit(125)
+        if os.getppid() != guard:
+            os._exit(125)  # the guard died first: adopted by init or by the server, a subreaper
         try:
             os.execv(argv[0], argv)
         except OSError as exc:

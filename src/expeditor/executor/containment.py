@@ -37,9 +37,13 @@ class SessionContainment:
     server_group: Path | None = None
 
     def open_session(self, session_id: str) -> Path | None:
-        """The session's own group, created now (None for the tree fallback). Raises OSError when it cannot be."""
+        """The session's own group, created now (None for the tree fallback); CgroupUnavailable when it cannot be.
+
+        The server group is made again if it went: another runtime of this process may have closed it.
+        """
         if self.server_group is None:
             return None
+        os.makedirs(self.server_group, exist_ok=True)
         return cgroups.create_session_group(self.server_group, session_id)
 
     def reap_dead_servers(self, timeout: float) -> list[str]:
@@ -66,7 +70,8 @@ class SessionContainment:
         except FileNotFoundError:
             pass
         except OSError as exc:
-            logger.info("control group %s stays (%s): another runtime of this process uses it", self.server_group, exc)
+            # Another runtime of this process still has sessions in it, or something survived: reaped later.
+            logger.info("control group %s stays: %s", self.server_group, exc)
 
 
 def choose_containment(setting: ContainmentSetting) -> SessionContainment:

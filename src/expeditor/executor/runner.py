@@ -10,8 +10,10 @@ the outcome on the ``RunControl`` and re-raises.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import signal
 import subprocess
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -136,8 +138,8 @@ async def run_managed(
     transcript_offset = _file_size(spec.transcript_path)
     try:
         group = containment.open_session(spec.session_id) if containment is not None else None
-    except OSError as exc:
-        return _launch_failed(spec, f"could not create the session's control group: {exc.strerror or exc}")
+    except (OSError, cgroups.CgroupUnavailable) as exc:
+        return _launch_failed(spec, f"could not create the session's control group: {exc}")
     started = anyio.current_time()
     process: anyio.abc.Process | None = None
     try:
@@ -348,11 +350,19 @@ async def _finish(
             drains.start_soon(pipes.pump_stderr)
         if session.cgroup is not None:
             # Everything the session started is in its group, and nothing else is: no walk of the host.
-            # The guard is listed too: it may not have joined the group yet (a run ended as it starts).
-            targets = targets_of([session.process, *_group_members(session.cgroup)], session.pgid)
-            killed = await terminate(targets, session.pgid, grace=grace)
-            # What was born after the listing, or outlived SIGKILL's wait, dies with the group.
-            await _end_group(session.cgroup, within=max(grace, 0.1) + _REAP_TIMEOUT)
+            try:
+                # The guard is listed too: it may not have joined the group yet (a run ended as it starts).
+                targets = targets_of([session.process, *_group_members(session.cgroup)], session.pgid)
+                killed = await terminate(targets, session.pgid, grace=grace)
+            except cgroups.CgroupUnavailable as exc:
+                # Not even listed (no file descriptor left): a signal to the process group needs none.
+                logger.warning("session=%s: its group could not be listed (%s)", session.session_id, exc)
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.killpg(session.pgid, signal.SIGKILL)
+            finally:
+                # What was born after the listing, outlived SIGKILL's wait, or could not be listed at all
+                # (no file descriptor left) dies with the group.
+                await _end_group(session.cgroup, within=max(grace, 0.1) + _REAP_TIMEOUT)
         else:
             killed = await _sweep(session, grace)
         with anyio.move_on_after(_REAP_TIMEOUT):
@@ -426,7 +436,11 @@ async def _end_group(group: Path, *, within: float) -> None:
     """
     deadline = anyio.current_time() + within
     while True:
-        cgroups.kill(group)
+        try:
+            cgroups.kill(group)
+        except cgroups.CgroupUnavailable as exc:
+            logger.warning("control group %s could not be killed: %s", group, exc)
+            return
         remaining = deadline - anyio.current_time()
         emptied = await anyio.to_thread.run_sync(cgroups.wait_empty, group, min(max(remaining, 0.0), 0.1))
         if emptied and cgroups.remove(group):

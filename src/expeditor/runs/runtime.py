@@ -68,9 +68,9 @@ async def open_runtime(
     is set when this process serves MCP over HTTP, so the sessions it launches call back there.
     On exit every run still live is cancelled with ``closing_reason`` and awaited (bounded).
     """
-    store = open_store(settings)
     containment = choose_containment(settings.containment)
     logger.info("containment: %s (%s)", containment.kind, containment.reason)
+    store = open_store(settings)
     try:
         executor = build_executor(settings, env=dict(os.environ if env is None else env), containment=containment)
         supervisor = Supervisor(settings, executor, http_url=http_url, store=store)
