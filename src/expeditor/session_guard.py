@@ -14,7 +14,8 @@ are born inside it, whatever they do to their session, group, parent or environm
 
 When the parent dies it kills the session's control group (``cgroup.kill``) when it has one; else
 it SIGKILLs every process carrying the session's ``EXPEDITOR_SESSION_ID`` (escapees that left the
-group), then its whole process group.
+group), then its whole process group. With ``--keeper --parent PID --cgroup SERVER_GROUP`` it is
+instead the server's one keeper (see ``_keep``).
 Otherwise it is invisible: a signal sent to it alone is passed on to the agent, and it exits
 exactly as the agent did. Other systems have no parent-death signal; there the agent is started
 directly and the next server start reaps what a killed server left (the live-session registry).
@@ -67,7 +68,7 @@ def _kill_cgroup(group: str) -> bool:
 def _kill_everything(_signum: int, _frame: object) -> None:
     """The server is gone: kill the session's control group, or its escapees and process group."""
     if _cgroup is not None and _kill_cgroup(_cgroup):
-        return  # this guard was in the group too; the write does not return to a live process for long
+        os._exit(0)  # a guard was in the group and dies anyway; a keeper is outside it and is done
     tag = os.environb.get(TAG_VARIABLE)
     if tag:
         for pid in _tagged_pids(tag):
@@ -76,25 +77,46 @@ def _kill_everything(_signum: int, _frame: object) -> None:
     os.killpg(os.getpgrp(), signal.SIGKILL)
 
 
-def _options(argv: list[str]) -> tuple[int | None, str | None, list[str]]:
-    """``--parent PID``, ``--cgroup DIR`` and the agent's argv after ``--`` (all optional but the argv)."""
+def _options(argv: list[str]) -> tuple[int | None, str | None, bool, list[str]]:
+    """``--parent PID``, ``--cgroup DIR``, ``--keeper`` and the agent's argv after ``--``."""
     parent: int | None = None
     cgroup: str | None = None
+    keeper = False
     while argv and argv[0] != "--":
         if argv[0] == "--parent" and len(argv) > 1:
             parent, argv = int(argv[1]), argv[2:]
         elif argv[0] == "--cgroup" and len(argv) > 1:
             cgroup, argv = argv[1], argv[2:]
+        elif argv[0] == "--keeper":
+            keeper, argv = True, argv[1:]
         else:
             break
     if argv and argv[0] == "--":
         argv = argv[1:]
-    return parent, cgroup, argv
+    return parent, cgroup, keeper, argv
+
+
+def _keep(parent: int, server_group: str) -> None:
+    """The keeper: one per server, outside its process group and its cgroup; kills every session group of
+    the server (``cgroup.kill`` of the server's group) when the server dies. A guard covers its session
+    only while its agent runs; what the agent left behind when it exited is covered by this."""
+    global _cgroup
+    _cgroup = server_group
+    signal.signal(PARENT_DIED, _kill_everything)
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(PR_SET_PDEATHSIG, int(PARENT_DIED), 0, 0, 0)
+    if os.getppid() != parent:
+        _kill_everything(int(PARENT_DIED), None)
+        raise SystemExit(125)
+    while True:
+        signal.pause()
 
 
 def main() -> None:
     global _cgroup
-    parent, cgroup, argv = _options(sys.argv[1:])
+    parent, cgroup, keeper, argv = _options(sys.argv[1:])
+    if keeper and parent is not None and cgroup is not None:
+        _keep(parent, cgroup)
     if not argv:
         sys.stderr.write("session_guard: usage: session_guard.py [--parent PID] [--cgroup DIR] -- COMMAND [ARG...]\n")
         raise SystemExit(2)

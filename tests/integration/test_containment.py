@@ -125,11 +125,14 @@ async def test_the_tree_fallback_says_so_in_the_result(tmp_path: Path) -> None:
     assert result.containment == "tree"
 
 
-def launching_server(tmp_path: Path, steps: list[dict[str, Any]]) -> subprocess.Popen[bytes]:
+def launching_server(
+    tmp_path: Path, steps: list[dict[str, Any]], settings: dict[str, Any] | None = None
+) -> subprocess.Popen[bytes]:
     env = {**os.environ, "EXPEDITOR_FAKE_LOG": str(tmp_path / "agent.log"), "PYTHONPATH": str(REPO)}
     scenario = json.dumps({"steps": steps})
+    argv = [sys.executable, "-m", "tests.support.launching_server", str(tmp_path), scenario]
     return subprocess.Popen(
-        [sys.executable, "-m", "tests.support.launching_server", str(tmp_path), scenario],
+        [*argv, "auto", json.dumps(settings or {})],
         cwd=REPO,
         env=env,
         stdin=subprocess.DEVNULL,
@@ -178,6 +181,31 @@ def guard_of(server_pid: int) -> psutil.Process | None:
         except psutil.Error:
             continue
     return None
+
+
+@needs_cgroups
+async def test_what_an_exited_agent_left_dies_with_its_killed_server(tmp_path: Path) -> None:
+    # The agent reports its result and exits, leaving a daemon that ignores SIGTERM: the guard exits with the
+    # agent, and the runner waits out its kill grace. A server SIGKILLed then leaves only its keeper to act.
+    stubborn = {"spawn": {"sleep": 60, "clean_env": True, "ignore_sigterm": True, "close_stdio": True}}
+    server = launching_server(tmp_path, [stubborn, *DONE], {"kill_grace": 30})
+    log = tmp_path / "agent.log"
+    try:
+        with anyio.fail_after(20):
+            while not daemons(log) or any(alive(pid) for pid in launched(log)):
+                await anyio.sleep(0.02)
+        (daemon,) = daemons(log)
+        assert alive(daemon)  # the runner is waiting out the kill grace
+        server.kill()
+        server.wait()
+        with anyio.fail_after(2):
+            while alive(daemon):
+                await anyio.sleep(0.01)
+    finally:
+        if server.poll() is None:
+            server.kill()
+            server.wait()
+        kill_quietly(daemons(log))
 
 
 @needs_cgroups

@@ -11,13 +11,20 @@ applied.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import subprocess
+import sys
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+import anyio
+
 from expeditor.executor import cgroups
+from expeditor.executor.spawning import GUARD, OWN_CHILDREN
 from expeditor.process_identity import process_alive, process_start_time
 
 __all__ = ["ContainmentKind", "ContainmentSetting", "SessionContainment", "choose_containment"]
@@ -57,6 +64,33 @@ class SessionContainment:
             else:
                 logger.warning("could not remove the control group %s of a dead server", group)
         return reaped
+
+    @contextlib.asynccontextmanager
+    async def kept(self) -> AsyncGenerator[None]:
+        """While open, a keeper process (outside this process's process group and cgroup) kills every session
+        group of this process when it dies, SIGKILL included. A session's guard covers it only while its
+        agent runs; the keeper covers what an agent that already exited left behind (a daemon) until the
+        runner has killed it. Started from the event loop's thread: its parent-death signal follows it."""
+        if self.server_group is None or sys.platform != "linux":
+            yield
+            return
+        argv = [sys.executable, "-I", "-S", str(GUARD), "--keeper", "--parent", str(os.getpid())]
+        keeper = await anyio.open_process(
+            [*argv, "--cgroup", str(self.server_group)],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        OWN_CHILDREN.pids.add(keeper.pid)
+        try:
+            yield
+        finally:
+            with anyio.CancelScope(shield=True):
+                keeper.terminate()
+                with anyio.move_on_after(2):
+                    await keeper.wait()
+                OWN_CHILDREN.pids.discard(keeper.pid)
 
     def close(self) -> None:
         """Remove this process's own group once its sessions have ended (their groups went with them).

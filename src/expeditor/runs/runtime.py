@@ -82,12 +82,14 @@ async def open_runtime(
             supervisor=supervisor,
             jobs=JobLifecycle(store, max_concurrent=settings.max_concurrent_dispatches),
         )
-        try:
-            yield runtime
-        finally:
-            supervisor.cancel_all(closing_reason, grace=settings.shutdown_grace)
-            with anyio.CancelScope(shield=True), anyio.move_on_after(settings.shutdown_grace + _CLOSE_BOUND):
-                await supervisor.wait_until_idle()
+        # The keeper outlives every run of this runtime: it is stopped only once they all ended.
+        async with containment.kept():
+            try:
+                yield runtime
+            finally:
+                supervisor.cancel_all(closing_reason, grace=settings.shutdown_grace)
+                with anyio.CancelScope(shield=True), anyio.move_on_after(settings.shutdown_grace + _CLOSE_BOUND):
+                    await supervisor.wait_until_idle()
     finally:
         store.close()
         containment.close()
