@@ -25,7 +25,7 @@ import anyio
 
 from expeditor.executor import cgroups
 from expeditor.executor.spawning import GUARD, OWN_CHILDREN
-from expeditor.process_identity import process_alive, process_start_time
+from expeditor.process_identity import boot_ticks, same_boot_ticks
 
 __all__ = ["ContainmentKind", "ContainmentSetting", "SessionContainment", "choose_containment"]
 
@@ -58,7 +58,7 @@ class SessionContainment:
         if self.server_group is None:
             return []
         reaped: list[str] = []
-        for group in cgroups.dead_server_groups(self.server_group.parent, process_alive):
+        for group in cgroups.dead_server_groups(self.server_group.parent, same_boot_ticks):
             if cgroups.reap_server_group(group, timeout):
                 reaped.append(group.name)
             else:
@@ -119,7 +119,9 @@ def choose_containment(setting: ContainmentSetting) -> SessionContainment:
         if parent is None:
             raise cgroups.CgroupUnavailable("this process is in no cgroup v2 group (no cgroup2 file system mounted)")
         me = os.getpid()
-        group = cgroups.open_server_group(parent, me, process_start_time(me) or 0.0)
+        # Named with the start in ticks since boot, not wall-clock time: a clock step must not make a
+        # live server's sessions look like a dead one's to the next start, which kills those.
+        group = cgroups.open_server_group(parent, me, float(boot_ticks(me) or 0))
     except cgroups.CgroupUnavailable as exc:
         if setting == "cgroup":
             raise
