@@ -22,12 +22,20 @@ from pathlib import Path
 from typing import Literal
 
 import anyio
+import psutil
 
 from expeditor.executor import cgroups
 from expeditor.executor.spawning import GUARD, OWN_CHILDREN
 from expeditor.process_identity import boot_ticks, same_boot_ticks
 
-__all__ = ["ContainmentKind", "ContainmentSetting", "SessionContainment", "choose_containment"]
+__all__ = [
+    "ContainmentKind",
+    "ContainmentSetting",
+    "SessionContainment",
+    "choose_containment",
+    "end_group",
+    "group_processes",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -127,3 +135,36 @@ def choose_containment(setting: ContainmentSetting) -> SessionContainment:
             raise
         return SessionContainment("tree", f"no usable cgroup: {exc}")
     return SessionContainment("cgroup", f"sessions get their own group under {group}", group)
+
+
+def group_processes(group: Path | None) -> list[psutil.Process]:
+    """The processes in a session's group, listed before anything is signalled (for ``killed``)."""
+    found: list[psutil.Process] = []
+    for pid in cgroups.members(group) if group is not None else ():
+        try:
+            found.append(psutil.Process(pid))
+        except psutil.Error:
+            continue
+    return found
+
+
+async def end_group(group: Path, *, within: float) -> None:
+    """``cgroup.kill`` the session's group until it is empty and removed, for at most ``within`` seconds.
+
+    Killed more than once when needed: a guard that was still starting may join the group after a kill
+    (it joins before it starts anything, and a removed group it cannot join at all).
+    """
+    deadline = anyio.current_time() + within
+    while True:
+        try:
+            cgroups.kill(group)
+        except cgroups.CgroupUnavailable as exc:
+            logger.warning("control group %s could not be killed: %s", group, exc)
+            return
+        remaining = deadline - anyio.current_time()
+        emptied = await anyio.to_thread.run_sync(cgroups.wait_empty, group, min(max(remaining, 0.0), 0.1))
+        if emptied and cgroups.remove(group):
+            return
+        if anyio.current_time() >= deadline:
+            logger.warning("control group %s not empty %.1fs after cgroup.kill; the next start reaps it", group, within)
+            return

@@ -27,7 +27,7 @@ import psutil
 
 from expeditor.config import RunPolicy
 from expeditor.executor import cgroups
-from expeditor.executor.containment import SessionContainment
+from expeditor.executor.containment import SessionContainment, end_group, group_processes
 from expeditor.executor.control import Decision, ManagedOutcome, RunControl
 from expeditor.executor.models import DecidedBy, KilledProcess, SessionKind, Termination
 from expeditor.executor.pipes import SessionPipes
@@ -186,7 +186,7 @@ async def run_managed(
         with anyio.CancelScope(shield=True):
             code = await process.wait()
             if group is not None:
-                await _end_group(group, within=policy.kill_grace + 1)
+                await end_group(group, within=policy.kill_grace + 1)
         return _launch_failed(spec, f"{spec.argv[0]!r} exited with code {code} before it could be watched")
     pipes = SessionPipes(process, session, decision, keep_stdout=not spec.reports_result)
     control._attach(decision, session)  # pyright: ignore[reportPrivateUsage]
@@ -352,7 +352,7 @@ async def _finish(
             # Everything the session started is in its group, and nothing else is: no walk of the host.
             try:
                 # The guard is listed too: it may not have joined the group yet (a run ended as it starts).
-                targets = targets_of([session.process, *_group_members(session.cgroup)], session.pgid)
+                targets = targets_of([session.process, *group_processes(session.cgroup)], session.pgid)
                 killed = await terminate(targets, session.pgid, grace=grace)
             except cgroups.CgroupUnavailable as exc:
                 # Not even listed (no file descriptor left): a signal to the process group needs none.
@@ -362,7 +362,7 @@ async def _finish(
             finally:
                 # What was born after the listing, outlived SIGKILL's wait, or could not be listed at all
                 # (no file descriptor left) dies with the group.
-                await _end_group(session.cgroup, within=max(grace, 0.1) + _REAP_TIMEOUT)
+                await end_group(session.cgroup, within=max(grace, 0.1) + _REAP_TIMEOUT)
         else:
             killed = await _sweep(session, grace)
         with anyio.move_on_after(_REAP_TIMEOUT):
@@ -415,36 +415,3 @@ async def _sweep(session: LiveSession, grace: float) -> list[KilledProcess]:
             break
         killed += await terminate(late, session.pgid, grace=0)
     return killed
-
-
-def _group_members(group: Path | None) -> list[psutil.Process]:
-    """The processes in a session's group, listed before anything is signalled (for ``killed``)."""
-    found: list[psutil.Process] = []
-    for pid in cgroups.members(group) if group is not None else ():
-        try:
-            found.append(psutil.Process(pid))
-        except psutil.Error:
-            continue
-    return found
-
-
-async def _end_group(group: Path, *, within: float) -> None:
-    """``cgroup.kill`` the session's group until it is empty and removed, for at most ``within`` seconds.
-
-    Killed more than once when needed: a guard that was still starting may join the group after a kill
-    (it joins before it starts anything, and a removed group it cannot join at all).
-    """
-    deadline = anyio.current_time() + within
-    while True:
-        try:
-            cgroups.kill(group)
-        except cgroups.CgroupUnavailable as exc:
-            logger.warning("control group %s could not be killed: %s", group, exc)
-            return
-        remaining = deadline - anyio.current_time()
-        emptied = await anyio.to_thread.run_sync(cgroups.wait_empty, group, min(max(remaining, 0.0), 0.1))
-        if emptied and cgroups.remove(group):
-            return
-        if anyio.current_time() >= deadline:
-            logger.warning("control group %s not empty %.1fs after cgroup.kill; the next start reaps it", group, within)
-            return

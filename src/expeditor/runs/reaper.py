@@ -16,7 +16,8 @@ import psutil
 
 from expeditor.config import Settings
 from expeditor.errors import ExpeditorError
-from expeditor.executor import SessionContainment, cgroups
+from expeditor.executor import SessionContainment
+from expeditor.executor.containment import end_group
 from expeditor.executor.process_tree import snapshot_targets, terminate
 from expeditor.executor.registry import SessionRegistry
 from expeditor.monitor.markers import remove_orphaned_markers
@@ -27,15 +28,6 @@ from expeditor.usage import SessionUsage
 __all__ = ["reap_leftovers"]
 
 logger = logging.getLogger(__name__)
-
-
-def _end_group(group: Path, within: float) -> None:
-    try:
-        cgroups.kill(group)
-        if cgroups.wait_empty(group, within) and cgroups.remove(group):
-            logger.warning("removed control group %s: its server died", group)
-    except cgroups.CgroupUnavailable as exc:
-        logger.warning("could not end control group %s of a dead server: %s", group, exc)
 
 
 def _figures_of_orphaned_runs(store: CampaignStore) -> dict[tuple[str, int], SessionUsage]:
@@ -76,7 +68,7 @@ async def reap_leftovers(
                 )
         if entry.cgroup is not None:
             # Its group holds what the tree cannot find (a clean-environment daemon), whatever we use now.
-            await anyio.to_thread.run_sync(_end_group, Path(entry.cgroup), settings.shutdown_grace + 2)
+            await end_group(Path(entry.cgroup), within=settings.shutdown_grace + 2)
         registry.remove(entry.session_id)
         reaped += 1
     if containment is not None:
