@@ -172,14 +172,15 @@ async def test_a_server_killed_mid_run_leaves_nothing_and_the_next_start_removes
         kill_quietly(daemons(log))
 
 
-def guard_of(server_pid: int) -> psutil.Process | None:
-    """The server's session guard, once it exists (its other children may be exiting: skip those)."""
+def guard_of(server_pid: int, *, keeper: bool = False) -> psutil.Process | None:
+    """The server's session guard (or its keeper), once it exists; its other children may be exiting."""
     for child in psutil.Process(server_pid).children():
         try:
-            if any("session_guard.py" in part for part in child.cmdline()):
-                return child
+            argv = child.cmdline()
         except psutil.Error:
             continue
+        if any("session_guard.py" in part for part in argv) and ("--keeper" in argv) is keeper:
+            return child
     return None
 
 
@@ -218,12 +219,13 @@ async def test_a_server_killed_while_the_guard_starts_starts_no_agent(tmp_path: 
             while guard is None:
                 guard = guard_of(server.pid)
                 await anyio.sleep(0.001)
+        keeper = guard_of(server.pid, keeper=True)
         guard.suspend()
         server.kill()
         server.wait()
         guard.resume()
         with anyio.fail_after(2):
-            while alive(guard.pid):
+            while alive(guard.pid) or (keeper is not None and alive(keeper.pid)):
                 await anyio.sleep(0.01)
         agents = (
             [entry["pid"] for entry in read_invocation_log(log) if entry["event"] == "launch"] if log.exists() else []
