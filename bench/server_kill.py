@@ -25,7 +25,7 @@ from typing import Any
 import anyio
 import psutil
 
-from bench.stress_kill import FAKE_AGENT, random_scenario
+from bench.stress_kill import FAKE_AGENT, _alive, _logged_pids, random_scenario  # pyright: ignore[reportPrivateUsage]
 from expeditor.config import Settings, load_settings
 from expeditor.executor import RunRequest, cgroups
 from expeditor.monitor import execution_marker
@@ -66,20 +66,6 @@ async def serve_sessions(root: Path, sessions: int, seed: int, containment: str)
                     await runtime.supervisor.run(request, CallerContext(caller, None))
 
             group.start_soon(one)
-
-
-def _logged_pids(log: Path) -> list[int]:
-    if not log.exists():
-        return []
-    entries = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
-    return [entry["pid"] for entry in entries if entry["event"] in ("launch", "spawned")]
-
-
-def _alive(pid: int) -> bool:
-    try:
-        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
-    except psutil.Error:
-        return False
 
 
 async def server_kill(servers: int, sessions_each: int, seed: int, containment: str = "auto") -> dict[str, Any]:
