@@ -1,24 +1,27 @@
-"""The session guard: a tiny process between the server and each agent, so no agent outlives its server.
+"""The session guard and the server's keeper: tiny processes so that no agent outlives its server.
 
-The server may be SIGKILLed (Claude Code does that 500 ms after asking it to stop), and a managed
-agent lives in its own process group, so the kernel would leave it running. The guard is started
-as ``python -I -S session_guard.py --parent PID [--cgroup DIR] -- AGENT_ARGV...`` (standard library
-only, ~20 ms), leads the agent's process group, asks Linux for SIGUSR1 when its parent dies
-(``PR_SET_PDEATHSIG``), starts the agent as its child and waits for it.
+The server may be SIGKILLed (Claude Code does that 500 ms after asking it to stop), alone or with its
+whole process group, and a managed agent lives in its own process group, so the kernel would leave
+it running. Standard library only (``python -I -S``, ~20 ms to start).
 
-``--parent`` is the server's pid as the server knows it: the guard compares it with ``getppid()``
-once the signal is armed, so a server that died while the guard's interpreter was starting (the
-guard would then arm the signal against init or a subreaper) starts nothing. With ``--cgroup`` the
-guard joins the session's control group before the agent exists, so the agent and every descendant
-are born inside it, whatever they do to their session, group, parent or environment.
+**Keeper** (``--keeper --parent PID --cgroup SERVER_GROUP``, cgroup containment): one per server, in
+a session of its own, so a signal to the server's process group does not reach it. It asks Linux for
+SIGUSR1 when its parent dies (``PR_SET_PDEATHSIG``) and then ends every session group of the server:
+``cgroup.kill``, wait for the groups to empty, remove them, again until they are gone. A session's
+agent joins its group before it runs any code, and a removed group cannot be joined, so an agent
+whose start was under way when the server died never starts.
 
-When the parent dies it kills the session's control group (``cgroup.kill``) when it has one; else
-it SIGKILLs every process carrying the session's ``EXPEDITOR_SESSION_ID`` (escapees that left the
-group), then its whole process group. With ``--keeper --parent PID --cgroup SERVER_GROUP`` it is
-instead the server's one keeper (see ``_keep``).
-Otherwise it is invisible: a signal sent to it alone is passed on to the agent, and it exits
-exactly as the agent did. Other systems have no parent-death signal; there the agent is started
-directly and the next server start reaps what a killed server left (the live-session registry).
+**Guard** (``--parent PID -- AGENT_ARGV...``, process-tree containment): one per session, leading the
+agent's process group; it starts the agent as its child and waits for it. When its parent dies it
+SIGKILLs every process carrying the session's ``EXPEDITOR_SESSION_ID`` (escapees that left the group),
+then its whole process group. Otherwise it is invisible: a signal sent to it alone is passed on to the
+agent, and it exits exactly as the agent did.
+
+Both compare ``--parent`` (the server's pid as the server knows it) with ``getppid()`` once the signal
+is armed: a server that died while the interpreter was starting (the signal would then be armed
+against init or a subreaper) gets the same ending at once. Other systems have no parent-death
+signal; there the agent is started directly and the next server start reaps what a killed server
+left (the live-session registry, and leftover groups).
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ import ctypes
 import os
 import signal
 import sys
+import time
 
 PR_SET_PDEATHSIG = 1
 PARENT_DIED = signal.SIGUSR1
@@ -53,22 +57,8 @@ def _tagged_pids(tag: bytes) -> list[int]:
     return found
 
 
-_cgroup: str | None = None
-
-
-def _kill_cgroup(group: str) -> bool:
-    try:
-        with open(os.path.join(group, "cgroup.kill"), "w") as stream:
-            stream.write("1")
-    except OSError:
-        return False
-    return True
-
-
 def _kill_everything(_signum: int, _frame: object) -> None:
-    """The server is gone: kill the session's control group, or its escapees and process group."""
-    if _cgroup is not None and _kill_cgroup(_cgroup):
-        os._exit(0)  # a guard was in the group and dies anyway; a keeper is outside it and is done
+    """The server is gone: kill the session's escapees and its process group."""
     tag = os.environb.get(TAG_VARIABLE)
     if tag:
         for pid in _tagged_pids(tag):
@@ -96,38 +86,46 @@ def _options(argv: list[str]) -> tuple[int | None, str | None, bool, list[str]]:
     return parent, cgroup, keeper, argv
 
 
+_KEEPER_PATIENCE = 10.0
+"""How long the keeper keeps ending a dead server's groups: a process that cannot be killed (stuck in the
+kernel) is left for the next server start, which reaps dead servers' groups."""
+
+
 def _keep(parent: int, server_group: str) -> None:
-    """The keeper: one per server, outside its process group and its cgroup; kills every session group of
-    the server (``cgroup.kill`` of the server's group) when the server dies. A guard covers its session
-    only while its agent runs; what the agent left behind when it exited is covered by this."""
-    global _cgroup
-    _cgroup = server_group
-    signal.signal(PARENT_DIED, _kill_everything)
+    """The keeper: ends every session group of the server when the server dies (see the module's text)."""
+    # cgroups.py is standard library only, written to be imported here; -I keeps its directory off the path.
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "executor"))
+    import cgroups  # pyright: ignore[reportMissingImports]
+
+    def end_server(_signum: int, _frame: object) -> None:
+        deadline = time.monotonic() + _KEEPER_PATIENCE
+        while True:
+            try:
+                if cgroups.reap_server_group(server_group, 0.1):
+                    break
+            except cgroups.CgroupUnavailable as exc:
+                sys.stderr.write(f"session_guard: could not end the control group {server_group}: {exc}\n")
+                break
+            if time.monotonic() > deadline:
+                break
+        os._exit(0)
+
+    signal.signal(PARENT_DIED, end_server)
     libc = ctypes.CDLL(None, use_errno=True)
     libc.prctl(PR_SET_PDEATHSIG, int(PARENT_DIED), 0, 0, 0)
     if os.getppid() != parent:
-        _kill_everything(int(PARENT_DIED), None)
-        raise SystemExit(125)
+        end_server(int(PARENT_DIED), None)
     while True:
         signal.pause()
 
 
 def main() -> None:
-    global _cgroup
     parent, cgroup, keeper, argv = _options(sys.argv[1:])
     if keeper and parent is not None and cgroup is not None:
         _keep(parent, cgroup)
     if not argv:
-        sys.stderr.write("session_guard: usage: session_guard.py [--parent PID] [--cgroup DIR] -- COMMAND [ARG...]\n")
+        sys.stderr.write("session_guard: usage: session_guard.py [--parent PID] -- COMMAND [ARG...]\n")
         raise SystemExit(2)
-    if cgroup is not None:
-        try:
-            with open(os.path.join(cgroup, "cgroup.procs"), "w") as stream:
-                stream.write("0")
-        except OSError as exc:
-            sys.stderr.write(f"session_guard: could not join the session's control group {cgroup}: {exc.strerror}\n")
-            raise SystemExit(126) from None
-        _cgroup = cgroup
     expected_parent = parent if parent is not None else os.getppid()
     signal.signal(PARENT_DIED, _kill_everything)
     libc = ctypes.CDLL(None, use_errno=True)
@@ -135,7 +133,7 @@ def main() -> None:
         sys.stderr.write(f"session_guard: prctl failed: {os.strerror(ctypes.get_errno())}\n")
     if os.getppid() != expected_parent:
         # The server died before the signal was armed (perhaps before this interpreter had even
-        # started): nothing may start, and whatever is already in the group goes with us.
+        # started): nothing may start.
         _kill_everything(int(PARENT_DIED), None)
         raise SystemExit(125)
     guard = os.getpid()

@@ -21,6 +21,7 @@ import psutil
 import pytest
 
 from expeditor.executor import Termination, cgroups, choose_containment
+from expeditor.executor.spawning import joining
 from expeditor.runs import CallerContext, open_runtime
 from expeditor.testing import read_invocation_log
 from tests.support.fake import fake_settings, scenario_request
@@ -126,13 +127,13 @@ async def test_the_tree_fallback_says_so_in_the_result(tmp_path: Path) -> None:
 
 
 def launching_server(
-    tmp_path: Path, steps: list[dict[str, Any]], settings: dict[str, Any] | None = None
+    tmp_path: Path, steps: list[dict[str, Any]], settings: dict[str, Any] | None = None, containment: str = "auto"
 ) -> subprocess.Popen[bytes]:
     env = {**os.environ, "EXPEDITOR_FAKE_LOG": str(tmp_path / "agent.log"), "PYTHONPATH": str(REPO)}
     scenario = json.dumps({"steps": steps})
     argv = [sys.executable, "-m", "tests.support.launching_server", str(tmp_path), scenario]
     return subprocess.Popen(
-        [*argv, "auto", json.dumps(settings or {})],
+        [*argv, containment, json.dumps(settings or {})],
         cwd=REPO,
         env=env,
         stdin=subprocess.DEVNULL,
@@ -209,9 +210,9 @@ async def test_what_an_exited_agent_left_dies_with_its_killed_server(tmp_path: P
         kill_quietly(daemons(log))
 
 
-@needs_cgroups
 async def test_a_server_killed_while_the_guard_starts_starts_no_agent(tmp_path: Path) -> None:
-    server = launching_server(tmp_path, [DAEMON, {"hang": True}])
+    # The process-tree containment's guard: it learns the server's pid from its argv, not from getppid().
+    server = launching_server(tmp_path, [DAEMON, {"hang": True}], containment="tree")
     log = tmp_path / "agent.log"
     guard: psutil.Process | None = None
     try:
@@ -219,23 +220,80 @@ async def test_a_server_killed_while_the_guard_starts_starts_no_agent(tmp_path: 
             while guard is None:
                 guard = guard_of(server.pid)
                 await anyio.sleep(0.001)
-        keeper = guard_of(server.pid, keeper=True)
         guard.suspend()
         server.kill()
         server.wait()
         guard.resume()
         with anyio.fail_after(2):
-            while alive(guard.pid) or (keeper is not None and alive(keeper.pid)):
+            while alive(guard.pid):
                 await anyio.sleep(0.01)
-        agents = (
-            [entry["pid"] for entry in read_invocation_log(log) if entry["event"] == "launch"] if log.exists() else []
-        )
-        assert not any(alive(pid) for pid in agents + daemons(log))
+        assert not any(alive(pid) for pid in launched(log) + daemons(log))
     finally:
         if server.poll() is None:
             server.kill()
             server.wait()
         kill_quietly(daemons(log))
+
+
+def server_group_of(server_pid: int) -> Path | None:
+    for group in expeditor_groups():
+        owner = cgroups.parse_server_group_name(group.name)
+        if owner is not None and owner[0] == server_pid:
+            return group
+    return None
+
+
+def started_stopped(argv: list[str]) -> subprocess.Popen[bytes]:
+    """``argv`` started as a child that stops itself before it execs ``argv`` (SIGCONT lets it go on)."""
+    return subprocess.Popen(
+        ["/bin/sh", "-c", 'kill -STOP $$; exec "$@"', "stopped", *argv],
+        env={},
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+
+
+@needs_cgroups
+async def test_a_launch_that_had_not_joined_its_group_when_the_server_died_never_starts(tmp_path: Path) -> None:
+    # A launch's first process joins its session's group, then execs the agent. Here one is stopped
+    # before it joins (as a server killed mid-spawn would leave it), the server is SIGKILLed, and the
+    # process is let go once the keeper has ended the server's groups: with its group gone, the agent
+    # never runs. (Caught by polling the process table, the ~1 ms window is too short to hit reliably.)
+    server = launching_server(tmp_path, [{"hang": True}])
+    log = tmp_path / "agent.log"
+    trace = tmp_path / "the late agent ran"
+    late: subprocess.Popen[bytes] | None = None
+    try:
+        with anyio.fail_after(20):
+            while not launched(log) or (group := server_group_of(server.pid)) is None:
+                await anyio.sleep(0.02)
+        session_group = cgroups.create_session_group(group, "late-launch")
+        keeper = guard_of(server.pid, keeper=True)
+        assert keeper is not None
+        late = started_stopped(joining(["/usr/bin/touch", str(trace)], session_group, {}))
+        with anyio.fail_after(5):
+            while psutil.Process(late.pid).status() != psutil.STATUS_STOPPED:
+                await anyio.sleep(0.001)
+        server.kill()
+        server.wait()
+        with anyio.fail_after(5):
+            while alive(keeper.pid):
+                await anyio.sleep(0.01)
+        assert not group.exists()
+        late.send_signal(signal.SIGCONT)
+        _, complaint = late.communicate(timeout=5)
+        assert late.returncode == 126
+        assert b"cgroup.procs" in complaint
+        assert not trace.exists()
+        assert not any(alive(pid) for pid in launched(log))
+    finally:
+        if late is not None and late.poll() is None:
+            late.kill()
+            late.communicate()
+        if server.poll() is None:
+            server.kill()
+            server.wait()
 
 
 @pytest.mark.parametrize("containment", ["cgroup", "tree"])

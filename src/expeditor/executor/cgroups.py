@@ -2,9 +2,9 @@
 
 A process cannot leave its control group on its own, so a group per session holds everything the
 session started, whatever its processes do to their session, process group, parent or environment;
-one write to ``cgroup.kill`` ends all of it. The module may be imported by the standalone session
-guard (``python -I -S``), so it uses the standard library only and keeps its import cheap: no
-``typing``, ``dataclasses`` or ``re`` (5-11 ms each at every launch, measured), and ``pathlib``
+one write to ``cgroup.kill`` ends all of it. The module is imported by the server's keeper
+(``python -I -S session_guard.py --keeper``), so it uses the standard library only and keeps its import
+cheap: no ``typing``, ``dataclasses`` or ``re`` (5-11 ms each, measured), and ``pathlib``
 only where a ``Path`` is returned.
 
 Layout, under a parent group this process may write to (normally its own group)::
@@ -25,7 +25,7 @@ import os
 import select
 import time
 
-TYPE_CHECKING = False  # the typing module costs ~8 ms to import in the guard; type checkers read this name
+TYPE_CHECKING = False  # the typing module costs ~8 ms to import in the keeper; type checkers read this name
 if TYPE_CHECKING:
     from collections.abc import Callable
     from pathlib import Path
@@ -65,7 +65,7 @@ class CgroupUnavailable(Exception):
 
 
 def _as_path(path: str) -> Path:
-    """A ``Path``, importing pathlib only when a caller asks for one (the guard never does)."""
+    """A ``Path``, importing pathlib only when a caller asks for one (the keeper never does)."""
     from pathlib import Path
 
     return Path(path)

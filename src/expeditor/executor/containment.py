@@ -1,10 +1,13 @@
 """How a session's processes are held together so that all of them can be killed: a cgroup, or the tree.
 
 ``cgroup``: each session gets a leaf control group under one group this process owns
-(``expeditor-<pid>-<start>``), which its guard joins before the agent exists; a process cannot
+(``expeditor-<pid>-<start>``), which the agent's process joins before it runs any code (a shell
+writes its pid to ``cgroup.procs`` and execs the agent); a process cannot
 leave its cgroup on its own, so a double-forked, setsid'd daemon with a clean environment is still
-in it, and one ``cgroup.kill`` ends everything. ``tree``: the process group, a snapshot of the
-tree, the environment tag and the subreaper (see process_tree), which such a daemon can escape.
+in it, and one ``cgroup.kill`` ends everything. One keeper per server ends every group when the
+server dies. ``tree``: the process group, a snapshot of the tree, the environment tag and the
+subreaper (see process_tree), with a guard per session for the server's death; such a daemon can
+escape it.
 The choice is made once per process, from what the machine allows, and every result says which
 applied.
 """
@@ -75,10 +78,10 @@ class SessionContainment:
 
     @contextlib.asynccontextmanager
     async def kept(self) -> AsyncGenerator[None]:
-        """While open, a keeper process (outside this process's process group and cgroup) kills every session
-        group of this process when it dies, SIGKILL included. A session's guard covers it only while its
-        agent runs; the keeper covers what an agent that already exited left behind (a daemon) until the
-        runner has killed it. Started from the event loop's thread: its parent-death signal follows it."""
+        """While open, a keeper process (in a session of its own, so a signal to this process's group misses
+        it) ends every session group of this process when it dies, SIGKILL included: the one process that
+        stands in for a guard per session. Started from the event loop's thread: its parent-death signal
+        follows that thread."""
         if self.server_group is None or sys.platform != "linux":
             yield
             return
@@ -151,8 +154,8 @@ def group_processes(group: Path | None) -> list[psutil.Process]:
 async def end_group(group: Path, *, within: float) -> None:
     """``cgroup.kill`` the session's group until it is empty and removed, for at most ``within`` seconds.
 
-    Killed more than once when needed: a guard that was still starting may join the group after a kill
-    (it joins before it starts anything, and a removed group it cannot join at all).
+    Killed more than once when needed: a session's first process that was still starting may join the
+    group after a kill (it joins before the agent runs, and a removed group it cannot join at all).
     """
     deadline = anyio.current_time() + within
     while True:

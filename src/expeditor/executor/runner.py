@@ -34,7 +34,7 @@ from expeditor.executor.pipes import SessionPipes
 from expeditor.executor.process_tree import snapshot_targets, targets_of, terminate
 from expeditor.executor.registry import SessionEntry, SessionRegistry
 from expeditor.executor.session import LiveSession, Verdict, Watcher
-from expeditor.executor.spawning import GUARD, OWN_CHILDREN, guarded, resolve_executable
+from expeditor.executor.spawning import GUARD, OWN_CHILDREN, guarded, joining, resolve_executable
 from expeditor.executor.stream import StreamState
 from expeditor.process_identity import process_start_time
 
@@ -122,8 +122,8 @@ async def run_managed(
 ) -> ManagedOutcome:
     """Run one session to its end and return what happened. Never leaves a process behind.
 
-    With a cgroup ``containment`` the session gets its own control group, which its guard joins
-    before the agent exists; its end is then also ``cgroup.kill`` of that group.
+    With a cgroup ``containment`` the session gets its own control group, which the agent's process
+    joins before it runs any code; its end is then ``cgroup.kill`` of that group.
     """
     if control is not None and control.pending is not None:
         # Cancelled before it started (a shutdown during its preparation): start nothing.
@@ -148,8 +148,9 @@ async def run_managed(
         with anyio.CancelScope(shield=True):
             OWN_CHILDREN.spawning += 1
             try:
+                argv = [executable, *spec.argv[1:]]
                 process = await anyio.open_process(
-                    guarded([executable, *spec.argv[1:]], cgroup=group),
+                    guarded(argv) if group is None else joining(argv, group, spec.env),
                     stdin=subprocess.DEVNULL,
                     stdout=subprocess.PIPE,
                     stderr=subprocess.PIPE,
@@ -351,7 +352,7 @@ async def _finish(
         if session.cgroup is not None:
             # Everything the session started is in its group, and nothing else is: no walk of the host.
             try:
-                # The guard is listed too: it may not have joined the group yet (a run ended as it starts).
+                # The session's first process is listed too: it may not have joined the group yet.
                 targets = targets_of([session.process, *group_processes(session.cgroup)], session.pgid)
                 killed = await terminate(targets, session.pgid, grace=grace)
             except cgroups.CgroupUnavailable as exc:
@@ -387,12 +388,16 @@ async def _finish(
         transcript_offset=session.transcript_offset,
         started_at=session.clock.started_wall,
         ended_at=time.time(),
-        # The guard is our own plumbing: report the agent and what it started, not the guard.
-        killed=[entry for entry in killed if entry.pid != process.pid or GUARD.name not in " ".join(entry.cmdline)],
+        # The guard and the joining shell are our own plumbing: report the agent and what it started.
+        killed=[entry for entry in killed if entry.pid != process.pid or not _plumbing(entry.cmdline)],
         last_moved=session.clock.wall(),
         suppressed_by=dict(session.suppressed_by),
         containment="tree" if session.cgroup is None else "cgroup",
     )
+
+
+def _plumbing(cmdline: Sequence[str]) -> bool:
+    return any(GUARD.name in part or part.endswith("/cgroup.procs") for part in cmdline)
 
 
 async def _sweep(session: LiveSession, grace: float) -> list[KilledProcess]:

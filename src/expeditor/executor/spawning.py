@@ -1,5 +1,6 @@
-"""Starting an agent: its executable resolved before launch, the session guard in front of it on Linux,
-and the list of children the event loop owns (which a subreaper must never reap)."""
+"""Starting an agent: its executable resolved before launch, what runs in front of it on Linux (a join of
+its control group, or the session guard), and the list of children the event loop owns (which a
+subreaper must never reap)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import sys
 from collections.abc import Mapping
 from pathlib import Path
 
-__all__ = ["GUARD", "OWN_CHILDREN", "guarded", "resolve_executable"]
+__all__ = ["GUARD", "OWN_CHILDREN", "guarded", "joining", "resolve_executable"]
 
 
 class _OwnChildren:
@@ -30,18 +31,34 @@ OWN_CHILDREN = _OwnChildren()
 GUARD = Path(__file__).resolve().parent.parent / "session_guard.py"
 
 
-def guarded(argv: list[str], *, cgroup: Path | None = None) -> list[str]:
+def guarded(argv: list[str]) -> list[str]:
     """Start the agent under the session guard on Linux, so it dies with this process (see session_guard).
 
     The guard is told this process's pid now, not left to read it once its interpreter is up: by then
-    this process may be dead. With ``cgroup`` it joins that group before the agent exists.
+    this process may be dead. Only the process-tree containment needs it: under cgroups the server's
+    keeper ends every session group when the server dies.
     """
     if sys.platform != "linux":
         return argv
-    options = ["--parent", str(os.getpid())]
-    if cgroup is not None:
-        options += ["--cgroup", str(cgroup)]
-    return [sys.executable, "-I", "-S", str(GUARD), *options, "--", *argv]
+    return [sys.executable, "-I", "-S", str(GUARD), "--parent", str(os.getpid()), "--", *argv]
+
+
+# The child writes its own pid into the session's group, then becomes the agent: the agent and all it
+# starts are born inside the group, and nothing stays in front of the agent (~1 ms, no memory after
+# exec). A group already removed (its server died and the keeper ended it) cannot be joined: the
+# agent never starts. dash and bash add PWD to the environment they pass on; it is taken out again
+# when the agent's environment had none, so the agent gets exactly the environment it was given.
+_JOIN_THEN_EXEC = 'echo $$ >"$0" || exit 126; exec "$@"'
+_JOIN_THEN_EXEC_WITHOUT_PWD = 'echo $$ >"$0" || exit 126; unset PWD; exec "$@"'
+
+
+def joining(argv: list[str], cgroup: Path, env: Mapping[str, str]) -> list[str]:
+    """The argv that starts ``argv`` inside ``cgroup``: a POSIX shell joins the group, then execs it.
+
+    The script is fixed and the agent's argv is passed as its positional arguments, never parsed.
+    """
+    script = _JOIN_THEN_EXEC if "PWD" in env else _JOIN_THEN_EXEC_WITHOUT_PWD
+    return ["/bin/sh", "-c", script, str(cgroup / "cgroup.procs"), *argv]
 
 
 def resolve_executable(command: str, env: Mapping[str, str], cwd: Path) -> str | None:
