@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import signal
 import subprocess
 import sys
 from collections.abc import AsyncGenerator
@@ -28,6 +29,7 @@ import anyio
 import psutil
 
 from expeditor.executor import cgroups
+from expeditor.executor.models import KilledProcess
 from expeditor.executor.spawning import GUARD, OWN_CHILDREN
 from expeditor.process_identity import boot_ticks, same_boot_ticks
 
@@ -37,7 +39,7 @@ __all__ = [
     "SessionContainment",
     "choose_containment",
     "end_group",
-    "group_processes",
+    "end_session_group",
 ]
 
 logger = logging.getLogger(__name__)
@@ -140,15 +142,84 @@ def choose_containment(setting: ContainmentSetting) -> SessionContainment:
     return SessionContainment("cgroup", f"sessions get their own group under {group}", group)
 
 
-def group_processes(group: Path | None) -> list[psutil.Process]:
-    """The processes in a session's group, listed before anything is signalled (for ``killed``)."""
-    found: list[psutil.Process] = []
-    for pid in cgroups.members(group) if group is not None else ():
-        try:
-            found.append(psutil.Process(pid))
-        except psutil.Error:
-            continue
-    return found
+@dataclass(frozen=True)
+class _Listed:
+    pid: int
+    cmdline: list[str]
+    in_group: bool
+
+
+def _listed(pid: int, pgid: int) -> _Listed | None:
+    """A group member as ``killed`` reports it, read straight from /proc (~10 µs; psutil's checks cost 20x
+    that, paid before the first signal). None for a process already gone, or a zombie (no command line)."""
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as stream:
+            raw = stream.read()
+        in_group = os.getpgid(pid) == pgid
+    except OSError:
+        return None
+    if not raw:
+        return None
+    return _Listed(pid, [part.decode(errors="replace") for part in raw.rstrip(b"\0").split(b"\0")], in_group)
+
+
+def _running(process: psutil.Process) -> bool:
+    try:
+        return process.is_running() and process.status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
+
+
+def _signal(pid: int, signum: signal.Signals) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.kill(pid, signum)
+
+
+async def end_session_group(
+    group: Path, first: psutil.Process, pgid: int, *, grace: float, within: float
+) -> list[KilledProcess]:
+    """End a session contained by ``group``: SIGTERM, ``grace`` to go, then ``cgroup.kill`` until it is removed.
+
+    Signal first, look later: the group is listed (one read of ``cgroup.procs``, then each member's
+    command line, for ``killed``) and signalled before anything else is looked at, and no process
+    table is walked. ``first`` is the session's first process, our child, which may not have joined
+    the group yet (a run ended as it starts); ``pgid`` is its process group.
+    """
+    try:
+        pids = cgroups.members(group)
+    except cgroups.CgroupUnavailable as exc:
+        logger.warning("control group %s could not be listed (%s); it is killed unlisted", group, exc)
+        pids = []
+    if first.pid not in pids:
+        pids.insert(0, first.pid)
+    listed = [entry for entry in (_listed(pid, pgid) for pid in pids) if entry is not None]
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, signal.SIGTERM)  # the leader is our unreaped child: the group id cannot be reused
+    for entry in listed:
+        if not entry.in_group:
+            _signal(entry.pid, signal.SIGTERM)
+    survivors: set[int] = set()
+    try:
+        emptied = await anyio.to_thread.run_sync(cgroups.wait_empty, group, grace) if grace > 0 else False
+        if not emptied:
+            survivors = set(cgroups.members(group))
+    except cgroups.CgroupUnavailable:
+        survivors = {entry.pid for entry in listed}
+    if first.pid not in survivors and _running(first):
+        # Not in the group (it never joined): only a signal reaches it.
+        survivors.add(first.pid)
+        with contextlib.suppress(psutil.Error):
+            first.kill()
+    await end_group(group, within=within)
+    return [
+        KilledProcess(
+            pid=entry.pid,
+            cmdline=entry.cmdline,
+            signal="SIGKILL" if entry.pid in survivors else "SIGTERM",
+            escaped=not entry.in_group,
+        )
+        for entry in listed
+    ]
 
 
 async def end_group(group: Path, *, within: float) -> None:

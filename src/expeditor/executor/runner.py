@@ -10,10 +10,8 @@ the outcome on the ``RunControl`` and re-raises.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
-import signal
 import subprocess
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -27,11 +25,11 @@ import psutil
 
 from expeditor.config import RunPolicy
 from expeditor.executor import cgroups
-from expeditor.executor.containment import SessionContainment, end_group, group_processes
+from expeditor.executor.containment import SessionContainment, end_group, end_session_group
 from expeditor.executor.control import Decision, ManagedOutcome, RunControl
 from expeditor.executor.models import DecidedBy, KilledProcess, SessionKind, Termination
 from expeditor.executor.pipes import SessionPipes
-from expeditor.executor.process_tree import snapshot_targets, targets_of, terminate
+from expeditor.executor.process_tree import snapshot_targets, terminate
 from expeditor.executor.registry import SessionEntry, SessionRegistry
 from expeditor.executor.session import LiveSession, Verdict, Watcher
 from expeditor.executor.spawning import GUARD, OWN_CHILDREN, guarded, joining, resolve_executable
@@ -351,19 +349,9 @@ async def _finish(
             drains.start_soon(pipes.pump_stderr)
         if session.cgroup is not None:
             # Everything the session started is in its group, and nothing else is: no walk of the host.
-            try:
-                # The session's first process is listed too: it may not have joined the group yet.
-                targets = targets_of([session.process, *group_processes(session.cgroup)], session.pgid)
-                killed = await terminate(targets, session.pgid, grace=grace)
-            except cgroups.CgroupUnavailable as exc:
-                # Not even listed (no file descriptor left): a signal to the process group needs none.
-                logger.warning("session=%s: its group could not be listed (%s)", session.session_id, exc)
-                with contextlib.suppress(ProcessLookupError, PermissionError):
-                    os.killpg(session.pgid, signal.SIGKILL)
-            finally:
-                # What was born after the listing, outlived SIGKILL's wait, or could not be listed at all
-                # (no file descriptor left) dies with the group.
-                await end_group(session.cgroup, within=max(grace, 0.1) + _REAP_TIMEOUT)
+            killed = await end_session_group(
+                session.cgroup, session.process, session.pgid, grace=grace, within=max(grace, 0.1) + _REAP_TIMEOUT
+            )
         else:
             killed = await _sweep(session, grace)
         with anyio.move_on_after(_REAP_TIMEOUT):
