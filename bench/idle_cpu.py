@@ -3,12 +3,15 @@
 N fake agents start, say one thing and go silent; the supervisor watches them all (transcript
 polls every 0.5 s, child sampling every 5 s, the production defaults) for a measuring window.
 Reported: this process's CPU time over the window, as a percentage of one core.
-Target: < 0.5 % of one core at 50 sessions; the figure at 200 is reported too.
+Target: < 0.5 % of one core at 50 sessions; the figure at 200 is reported too, and with
+``--host-processes 1000`` (that many unrelated ``sleep`` processes on the host, which a supervisor that
+walks the process table pays for and one that reads its sessions' groups does not).
 """
 
 from __future__ import annotations
 
 import argparse
+import subprocess
 import time
 from pathlib import Path
 
@@ -48,15 +51,27 @@ async def measure(sessions: int, window: float, containment: SessionContainment)
         return usage
 
 
-async def main(counts: list[int], window: float, setting: ContainmentSetting) -> None:
+def _unrelated_processes(count: int) -> list[subprocess.Popen[bytes]]:
+    return [
+        subprocess.Popen(["/bin/sleep", "3600"], stdin=subprocess.DEVNULL, start_new_session=True) for _ in range(count)
+    ]
+
+
+async def main(counts: list[int], window: float, setting: ContainmentSetting, host_processes: int) -> None:
     containment = choose_containment(setting)
-    for count in counts:
-        cores = await measure(count, window, containment)
-        print(
-            f"{count} idle sessions ({containment.kind}), {window:g}s window: supervisor CPU {cores * 100:.2f} % "
-            "of one core"
-        )
-    containment.close()
+    unrelated = _unrelated_processes(host_processes)
+    try:
+        for count in counts:
+            cores = await measure(count, window, containment)
+            print(
+                f"{count} idle sessions ({containment.kind}), {host_processes} unrelated processes on the host, "
+                f"{window:g}s window: supervisor CPU {cores * 100:.2f} % of one core"
+            )
+    finally:
+        for process in unrelated:
+            process.kill()
+            process.wait()
+        containment.close()
 
 
 if __name__ == "__main__":
@@ -64,5 +79,6 @@ if __name__ == "__main__":
     parser.add_argument("--sessions", type=int, nargs="+", default=[50, 200])
     parser.add_argument("--window", type=float, default=60.0)
     parser.add_argument("--containment", choices=("auto", "cgroup", "tree"), default="auto")
+    parser.add_argument("--host-processes", type=int, default=0, help="unrelated processes to start on the host first")
     arguments = parser.parse_args()
-    anyio.run(main, arguments.sessions, arguments.window, arguments.containment)
+    anyio.run(main, arguments.sessions, arguments.window, arguments.containment, arguments.host_processes)

@@ -4,10 +4,11 @@ subreaper must never reap)."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import sys
-from collections.abc import Mapping
+from collections.abc import Generator, Mapping
 from pathlib import Path
 
 __all__ = ["GUARD", "OWN_CHILDREN", "guarded", "joining", "resolve_executable"]
@@ -23,6 +24,16 @@ class _OwnChildren:
     def __init__(self) -> None:
         self.pids: set[int] = set()
         self.spawning = 0
+
+    @contextlib.contextmanager
+    def commands_in_threads(self) -> Generator[None]:
+        """While open, worker threads may run commands (``subprocess.run``) the subreaper must not reap: they
+        count as spawns in progress. Entered and left on the event loop's thread only."""
+        self.spawning += 1
+        try:
+            yield
+        finally:
+            self.spawning -= 1
 
 
 OWN_CHILDREN = _OwnChildren()

@@ -21,7 +21,7 @@ from expeditor.runs.jobs import (
 from expeditor.runs.reaper import reap_leftovers
 from expeditor.runs.records import RunContext
 from expeditor.runs.runtime import Runtime, build_executor, open_runtime
-from expeditor.runs.subreaper import become_subreaper, reap_adopted
+from expeditor.runs.subreaper import become_subreaper, kill_leftovers, reap_exited
 from expeditor.runs.supervisor import Supervisor
 
 __all__ = [
@@ -43,8 +43,9 @@ __all__ = [
     "child_mcp_config",
     "describe_activity",
     "ended_by",
+    "kill_leftovers",
     "open_runtime",
-    "reap_adopted",
+    "reap_exited",
     "reap_leftovers",
     "record_job_end",
     "settings_environment",

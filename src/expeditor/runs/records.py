@@ -17,7 +17,7 @@ import anyio
 
 from expeditor.config import Settings
 from expeditor.errors import ExpeditorError
-from expeditor.executor import RunControl, RunRequest, RunResult, SessionKind, Termination
+from expeditor.executor import OWN_CHILDREN, RunControl, RunRequest, RunResult, SessionKind, Termination
 from expeditor.state import CampaignStore, Owner, RunEvidence, RunRecord, RunStatus
 from expeditor.usage import SessionUsage, WorktreeState, lines_changed, worktree_state
 
@@ -125,7 +125,8 @@ class RunRecorder:
 
             async def snapshot() -> None:
                 nonlocal state
-                state = await anyio.to_thread.run_sync(worktree_state, request.cwd, cache, abandon_on_cancel=True)
+                with OWN_CHILDREN.commands_in_threads():
+                    state = await anyio.to_thread.run_sync(worktree_state, request.cwd, cache, abandon_on_cancel=True)
                 race.cancel_scope.cancel()
 
             async def until_cancelled() -> None:
@@ -142,8 +143,9 @@ class RunRecorder:
         loc_changed: int | None = None
         # A cancelled run is being torn down, often with its whole server: no time for git then.
         if before is not None and result.termination is not Termination.CANCELLED:
-            after = await anyio.to_thread.run_sync(worktree_state, request.cwd, self.settings.git_objects_cache)
-            loc_changed = await anyio.to_thread.run_sync(lines_changed, request.cwd, before, after)
+            with OWN_CHILDREN.commands_in_threads():
+                after = await anyio.to_thread.run_sync(worktree_state, request.cwd, self.settings.git_objects_cache)
+                loc_changed = await anyio.to_thread.run_sync(lines_changed, request.cwd, before, after)
         try:
             await anyio.to_thread.run_sync(
                 functools.partial(

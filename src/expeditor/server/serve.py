@@ -25,7 +25,8 @@ from starlette.responses import JSONResponse, Response
 
 from expeditor.config import Settings
 from expeditor.executor import OWN_CHILDREN
-from expeditor.runs import become_subreaper, reap_adopted
+from expeditor.executor.registry import SessionRegistry
+from expeditor.runs import become_subreaper, kill_leftovers, reap_exited
 from expeditor.server.app import StateHolder, build_server
 
 __all__ = ["serve", "shut_down_on_signals"]
@@ -59,21 +60,33 @@ async def shut_down_on_signals(holder: StateHolder, settings: Settings, serving:
             return
 
 
-async def reap_adopted_orphans(interval: float) -> None:
-    """As a subreaper, collect the exit statuses of adopted orphans so none lingers as a zombie."""
+async def reap_adopted_orphans(interval: float, holder: StateHolder) -> None:
+    """As a subreaper, collect the exit statuses of adopted orphans so none lingers as a zombie, and under the
+    process-tree containment kill the adopted orphans of sessions that ended."""
     while True:
         await anyio.sleep(interval)
         if OWN_CHILDREN.spawning:
             continue  # a child being spawned is not yet known as ours
-        for pid in reap_adopted(OWN_CHILDREN.pids):
+        for pid in reap_exited(OWN_CHILDREN.pids):
             logger.info("reaped adopted orphan pid=%d", pid)
+        state = holder.state
+        containment = None if state is None else state.runtime.executor.containment
+        if state is None or (containment is not None and containment.kind == "cgroup"):
+            continue
+        registry = state.runtime.executor.registry
+
+        def live_sessions(registry: SessionRegistry = registry) -> list[str]:
+            return [entry.session_id for entry in registry.entries()]
+
+        for pid in kill_leftovers(OWN_CHILDREN.pids, live_sessions):
+            logger.warning("killed pid=%d, an adopted orphan of a session that has ended", pid)
 
 
 async def _serve_until_signalled(run: Callable[[], Awaitable[None]], holder: StateHolder, settings: Settings) -> None:
     async with anyio.create_task_group() as group:
         group.start_soon(shut_down_on_signals, holder, settings, group.cancel_scope)
         if become_subreaper():
-            group.start_soon(reap_adopted_orphans, settings.children_interval)
+            group.start_soon(reap_adopted_orphans, settings.children_interval, holder)
         await run()
         group.cancel_scope.cancel()
 
