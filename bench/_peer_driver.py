@@ -15,6 +15,7 @@ import inspect
 import json
 import os
 import select
+import signal
 import subprocess
 import sys
 import threading
@@ -235,13 +236,17 @@ async def task_overhead(params: Mapping[str, Any]) -> dict[str, Any]:
     managed: list[float] = []
     outcomes: list[str] = []
     for index in range(0, len(launches), 2):
-        direct.append(await direct_launch(launches[index]["argv"], launches[index]["env"], launches[index]["cwd"]))
+        bare = await direct_launch(launches[index]["argv"], launches[index]["env"], launches[index]["cwd"])
         started = time.perf_counter()
         result = await _call(launches[index + 1], params["pty"], LONG)
-        managed.append(time.perf_counter() - started)
+        elapsed = time.perf_counter() - started
+        if index < 2 * params["warmup"]:
+            continue
         outcomes.append(f"{result.termination}/{result.returncode}")
-    warmup = params["warmup"]
-    return {"direct": direct[warmup:], "managed": managed[warmup:], "outcomes": sorted(set(outcomes))}
+        if result.returncode == 0:  # a failed run is no sample: it did not do the same work
+            direct.append(bare)
+            managed.append(elapsed)
+    return {"direct": direct, "managed": managed, "outcomes": outcomes}
 
 
 async def task_kill(params: Mapping[str, Any]) -> dict[str, Any]:
@@ -306,11 +311,16 @@ async def task_launch(params: Mapping[str, Any]) -> dict[str, Any]:
         await asyncio.sleep(0.005)
     wall = time.perf_counter() - started
     figures = helper_figures(log, os.getpid())
-    ending = time.perf_counter()
+    # Not a figure: the peer ends a cancelled run with a blocking kill, one run after the other, and
+    # under pty_mode each waits ~2 s for ``script``. The agents and their helpers are killed first.
+    for agent in (record["pid"] for record in log.poll() if record["event"] == "launch"):
+        for pid in [agent, *(helpers_between(agent, os.getpid()) or [])]:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
     for run in runs:
         run.cancel()
     await asyncio.gather(*runs, return_exceptions=True)
-    return {"wall": wall, "ended": time.perf_counter() - ending, **figures}
+    return {"wall": wall, **figures}
 
 
 def helper_figures(log: LogTail, runner: int) -> dict[str, Any]:

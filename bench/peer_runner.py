@@ -29,6 +29,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -134,7 +135,7 @@ class Bench:
         """Pairs in chunks, the runners taking turns, so that load that comes and goes hits all of them."""
         ours: dict[str, list[float]] = {"direct": [], "managed": []}
         peers: dict[str, dict[str, list[float]]] = {name: {"direct": [], "managed": []} for name, _ in PEERS}
-        outcomes: set[str] = set()
+        outcomes: Counter[str] = Counter()
         for size in _chunks(runs, chunks):
             await self._ours_pairs(command, size, ours, outcomes)
             for name, pty in PEERS:
@@ -142,7 +143,7 @@ class Bench:
                 answer = peer(self.peer_python, "overhead", {"launches": launches, "pty": pty, "warmup": 1})
                 peers[name]["direct"] += answer["direct"]
                 peers[name]["managed"] += answer["managed"]
-                outcomes.update(f"{name}: {outcome}" for outcome in answer["outcomes"])
+                outcomes.update(f"{name} {outcome}" for outcome in answer["outcomes"])
         label = "/bin/true" if command == "true" else "fake agent"
         print(f"  {label}:")
         for name, samples in ((self.ours, ours), *peers.items()):
@@ -152,9 +153,9 @@ class Bench:
                 f"  (direct median {ms(statistics.median(samples['direct']))} ms,"
                 f" runner median {ms(statistics.median(samples['managed']))} ms, {len(overhead)} pairs)"
             )
-        print(f"    outcomes: {', '.join(sorted(outcomes))}")
+        print(f"    runs (failed runs are no sample): {', '.join(f'{k} x{n}' for k, n in sorted(outcomes.items()))}")
 
-    async def _ours_pairs(self, command: str, size: int, into: dict[str, list[float]], outcomes: set[str]) -> None:
+    async def _ours_pairs(self, command: str, size: int, into: dict[str, list[float]], outcomes: Counter[str]) -> None:
         for index in range(size + 1):  # the first pair warms up
             spec, _ = self.launch(command)
             direct = await direct_launch(spec.argv, spec.env, spec.cwd)
@@ -162,8 +163,11 @@ class Bench:
             started = time.perf_counter()
             result = await self.executor.run_prepared(spec, policy)
             managed = time.perf_counter() - started
-            outcomes.add(f"ours: {result.termination}/{result.exit_code}")
-            if index:
+            if not index:
+                continue
+            why = "" if result.success else f" ({result.reason})"
+            outcomes[f"ours {result.termination}/{result.exit_code}{why}"] += 1
+            if result.success:
                 into["direct"].append(direct)
                 into["managed"].append(managed)
 
@@ -260,7 +264,7 @@ class Bench:
             print(
                 f"    {name:<16} all {row['sessions']} agents started in {row['wall']:.2f} s;"
                 f" {row['helpers']} helper processes in front of them, PSS {per_session:.2f} MiB per session"
-                f" (unplaced {row['unplaced']}); all cancelled and gone in {row['ended']:.2f} s"
+                f" (not below the runner: {row['unplaced']})"
             )
         if keeper_kib is not None:
             print(f"    {'':<16} plus one keeper per server (not per session): PSS {keeper_kib / 1024:.2f} MiB")
@@ -281,10 +285,9 @@ class Bench:
                     await anyio.sleep(0.005)
                 wall = time.perf_counter() - started
                 figures = helper_figures(log, os.getpid())
-                ending = time.perf_counter()
                 for scope in scopes:
                     scope.cancel()
-            rows[self.ours] = {"wall": wall, "ended": time.perf_counter() - ending, **figures}
+            rows[self.ours] = {"wall": wall, **figures}
         return keeper_kib
 
 
@@ -302,6 +305,25 @@ def _keeper_pss() -> int | None:
                 return pss_kib(child.pid)
         except psutil.Error:
             continue
+    return None
+
+
+def orphan_reap_ms() -> float | None:
+    """How long an orphan's zombie waits for its new parent (PID 1 here) to reap it: psutil's wait waits for that."""
+    started = subprocess.run(
+        ["/bin/sh", "-c", "sleep 0.05 & echo $!"], capture_output=True, text=True, check=True
+    ).stdout
+    pid, zombie_since = int(started), None
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            with open(f"/proc/{pid}/stat", "rb") as stream:
+                state = stream.read().rsplit(b")", 1)[1].split()[0]
+        except FileNotFoundError:
+            return None if zombie_since is None else (time.monotonic() - zombie_since) * 1000
+        if state == b"Z" and zombie_since is None:
+            zombie_since = time.monotonic()
+        time.sleep(0.0005)
     return None
 
 
@@ -329,6 +351,12 @@ async def main(arguments: argparse.Namespace, peer_info: dict[str, Any]) -> None
         await bench.overhead("true", arguments.runs, arguments.chunks)
         await bench.overhead("agent", arguments.runs, arguments.chunks)
         print(f"2. kill, a tree of {CHILDREN + 1} processes obeying SIGTERM ({arguments.kill_runs} runs each)")
+        reap = orphan_reap_ms()
+        print(
+            "  (last exit: the kernel saw the last of the agent, its children and any helper exit; run returned:"
+            f" the runner's call returned. An orphan's zombie waits {'?' if reap is None else f'{reap:.0f}'} ms"
+            " here for PID 1 to reap it)"
+        )
         await bench.kill("timeout", arguments.kill_runs, arguments.timeout)
         await bench.kill("cancel", arguments.kill_runs, arguments.timeout)
         print(f"3. {arguments.sessions} sessions launched at once (fake agents that hang)")

@@ -8,6 +8,7 @@ saying so elsewhere, and fail instead under CI, which runs as root on this machi
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import signal
@@ -317,3 +318,63 @@ async def test_a_session_whose_registry_entry_cannot_be_written_is_killed_at_onc
     assert record is not None
     assert record.termination is Termination.LAUNCH_FAILED
     assert not any(alive(pid) for pid in launched(log))
+
+
+def _mount_small_tmpfs(where: Path) -> bool:
+    where.mkdir(parents=True, exist_ok=True)
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(where)], capture_output=True, check=False
+    )
+    return mounted.returncode == 0
+
+
+def _unmount(where: Path) -> None:
+    subprocess.run(["umount", "-l", str(where)], capture_output=True, check=False)
+
+
+def _fill(directory: Path) -> None:
+    """Write until the file system is full (ENOSPC)."""
+    descriptor = os.open(directory / "filler", os.O_WRONLY | os.O_CREAT)
+    try:
+        while True:
+            os.write(descriptor, b"\0" * 4096)
+    except OSError as exc:
+        if exc.errno != errno.ENOSPC:
+            raise
+    finally:
+        os.close(descriptor)
+
+
+@pytest.mark.parametrize("containment", ["cgroup", "tree"])
+async def test_a_full_registry_file_system_ends_no_supervision(
+    tmp_path: Path, containment: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The registry's heartbeat rewrites fail with ENOSPC while the session runs: logged once, and the session
+    # is still judged, killed at its threshold and recorded.
+    if containment == "cgroup" and not cgroups_usable() and os.environ.get("CI") != "true":
+        pytest.skip("no writable cgroup v2 group here (it needs root or a delegated sub-tree)")
+    settings = fake_settings(tmp_path, containment=containment, stale_threshold=1.5, idle_timeout=1.5)
+    if not _mount_small_tmpfs(settings.sessions_dir):
+        if os.environ.get("CI") == "true":
+            pytest.fail("mounting a tmpfs needs root, which CI has")
+        pytest.skip("mounting a small tmpfs as the registry directory needs root")
+    try:
+        steps = [{"assistant": "one"}, {"tick": {"interval": 0.3, "duration": 2.5}}, {"hang": True}]
+        request = scenario_request(tmp_path, {"steps": steps})
+        async with open_runtime(settings) as runtime, anyio.create_task_group() as group:
+            handle = runtime.supervisor.start(group, request, CallerContext(None, None))
+            with anyio.fail_after(10):
+                while not list(settings.sessions_dir.glob("*.json")):
+                    await anyio.sleep(0.01)
+            _fill(settings.sessions_dir)
+            with anyio.fail_after(20):
+                result = await handle.result()
+            record = runtime.store.get_run(result.session_id)
+        assert result.termination is Termination.STALE
+        assert record is not None
+        assert record.termination is Termination.STALE
+        failures = [r for r in caplog.records if "registry entry could not be updated" in r.getMessage()]
+        assert len(failures) == 1
+        assert not [r for r in caplog.records if r.exc_info is not None]
+    finally:
+        _unmount(settings.sessions_dir)

@@ -20,13 +20,16 @@ from expeditor.runs import become_subreaper, kill_leftovers, reap_exited
 def _orphans(live: str) -> dict[str, int]:
     script = (
         "import os, subprocess, sys, json\n"
+        "kept = []  # no Popen finalizer may run: it would collect an exited child itself\n"
         "def start(argv, tag):\n"
         "    env = dict(os.environ, EXPEDITOR_SESSION_ID=tag) if tag else dict(os.environ)\n"
         "    quiet = subprocess.DEVNULL  # not our pipes: the middle's output must end when it exits\n"
-        "    return subprocess.Popen(argv, env=env, start_new_session=True, stdout=quiet, stderr=quiet).pid\n"
+        "    kept.append(subprocess.Popen(argv, env=env, start_new_session=True, stdout=quiet, stderr=quiet))\n"
+        "    return kept[-1].pid\n"
         f"pids = {{'exited': start(['/bin/true'], None), 'live': start(['/bin/sleep', '60'], {live!r}),"
         " 'ended': start(['/bin/sleep', '60'], 'ended-session')}\n"
         "print(json.dumps(pids), flush=True)\n"
+        "os._exit(0)\n"
     )
     middle = subprocess.run([sys.executable, "-c", script], capture_output=True, check=True, text=True)
     return json.loads(middle.stdout)
