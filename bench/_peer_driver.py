@@ -303,13 +303,13 @@ async def task_launch(params: Mapping[str, Any]) -> dict[str, Any]:
     """Start every launch at once; time until each agent logged its launch; the helpers' PSS; then cancel them."""
     launches = params["launches"]
     log = LogTail(params["log"])
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), time.process_time()
     runs = [asyncio.ensure_future(_call(launch, params["pty"], LONG)) for launch in launches]
     while log.count("launch") < len(launches):
         if any(run.done() for run in runs):
             raise RuntimeError("a run ended before every agent had started")
         await asyncio.sleep(0.005)
-    wall = time.perf_counter() - started
+    wall, cpu = time.perf_counter() - started, time.process_time() - cpu
     figures = helper_figures(log, os.getpid())
     # Not a figure: the peer ends a cancelled run with a blocking kill, one run after the other, and
     # under pty_mode each waits ~2 s for ``script``. The agents and their helpers are killed first.
@@ -320,7 +320,7 @@ async def task_launch(params: Mapping[str, Any]) -> dict[str, Any]:
     for run in runs:
         run.cancel()
     await asyncio.gather(*runs, return_exceptions=True)
-    return {"wall": wall, **figures}
+    return {"wall": wall, "cpu": cpu, **figures}
 
 
 def helper_figures(log: LogTail, runner: int) -> dict[str, Any]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import signal
 from pathlib import Path
+from types import SimpleNamespace
 
 import anyio
 import psutil
@@ -11,6 +12,7 @@ import pytest
 
 from expeditor.executor import (
     RunControl,
+    RunRequest,
     RunResult,
     SessionKind,
     SessionRegistry,
@@ -272,3 +274,32 @@ async def test_a_cancel_after_the_result_event_still_counts_the_work_as_done(tmp
     assert result.termination is Termination.COMPLETED
     assert result.result_text == "all done"
     assert "the server is shutting down" in result.reason
+
+
+class _CollectedAlready:
+    """psutil's view of a process the event loop's child watcher collected before the runner looked."""
+
+    def __init__(self, pid: int) -> None:
+        raise psutil.NoSuchProcess(pid)
+
+
+@pytest.mark.parametrize("command", ["plain", "agent"])
+async def test_a_session_collected_before_it_could_be_watched_is_judged_by_its_exit(
+    tmp_path: Path, command: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A command that runs in a millisecond can be gone, exit status collected, before the runner looks at
+    # it (seen under load: /bin/true reported as launch_failed). It ran: its exit and its output judge it.
+    import expeditor.executor.runner as runner
+
+    # Only the runner's first look is replaced (its module's psutil), not psutil itself.
+    monkeypatch.setattr(runner, "psutil", SimpleNamespace(Process=_CollectedAlready, Error=psutil.Error))
+    executor = build_executor(fake_settings(tmp_path))
+    if command == "plain":
+        request = RunRequest(prompt="/echo", cwd=tmp_path, argv=("/bin/echo", "printed"))
+    else:
+        request = scenario_request(tmp_path, {"steps": [REPLY, {"result": {}}]})
+    result = await executor.run(request, marker_dir=None, caller_session_id=None)
+    assert result.termination is Termination.COMPLETED
+    assert result.success
+    assert result.exit_code == 0
+    assert result.result_text == ("printed" if command == "plain" else "All done.")

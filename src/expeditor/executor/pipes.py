@@ -2,27 +2,36 @@
 
 from __future__ import annotations
 
+from typing import Protocol
+
 import anyio
 import anyio.abc
 
 from expeditor.executor.control import Decision
 from expeditor.executor.models import Signal
-from expeditor.executor.session import LiveSession
+from expeditor.executor.session import SignalClock
 from expeditor.executor.stream import StreamState
 from expeditor.usage.stream_json import LineSplitter, decode_event
 
-__all__ = ["SessionPipes"]
+__all__ = ["Observed", "SessionPipes"]
 
 _READ_SIZE = 65536
 _STDERR_TAIL_BYTES = 8192
 _STDOUT_TAIL_BYTES = 64 * 1024
 
 
+class Observed(Protocol):
+    """What the pipes tell about a session as its output arrives (a ``LiveSession``)."""
+
+    stdout_bytes: int
+    clock: SignalClock
+
+
 class SessionPipes:
     """Drains stdout (parsing stream-json) and stderr (keeping a tail) into the session."""
 
     def __init__(
-        self, process: anyio.abc.Process, session: LiveSession, decision: Decision, *, keep_stdout: bool = False
+        self, process: anyio.abc.Process, session: Observed, decision: Decision, *, keep_stdout: bool = False
     ) -> None:
         self.process = process
         self.keep_stdout = keep_stdout

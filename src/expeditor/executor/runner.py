@@ -10,12 +10,14 @@ the outcome on the ``RunControl`` and re-raises.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import signal
 import subprocess
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import anyio
@@ -31,8 +33,15 @@ from expeditor.executor.models import DecidedBy, KilledProcess, SessionKind, Ter
 from expeditor.executor.pipes import SessionPipes
 from expeditor.executor.process_tree import snapshot_targets, terminate
 from expeditor.executor.registry import SessionEntry, SessionRegistry
-from expeditor.executor.session import LiveSession, Verdict, Watcher
-from expeditor.executor.spawning import GUARD, OWN_CHILDREN, guarded, joining, resolve_executable
+from expeditor.executor.session import LiveSession, SignalClock, Verdict, Watcher
+from expeditor.executor.spawning import (
+    GUARD,
+    OWN_CHILDREN,
+    guarded,
+    joining,
+    resolve_executable,
+    use_pidfd_exit_events,
+)
 from expeditor.executor.stream import StreamState
 from expeditor.process_identity import process_start_time
 
@@ -144,6 +153,7 @@ async def run_managed(
         # Shielded: a cancellation that landed inside the spawn would leave a process nobody owns.
         # It is delivered at the first checkpoint below, where the ending kills the tree.
         with anyio.CancelScope(shield=True):
+            use_pidfd_exit_events()
             OWN_CHILDREN.spawning += 1
             try:
                 argv = [executable, *spec.argv[1:]]
@@ -180,13 +190,12 @@ async def run_managed(
             cgroup=group,
         )
     except psutil.Error:
-        # Gone before we could look at it: it cannot have started a tree worth killing.
-        code: int | None = None
+        # Collected before we could look at it: a command that ran in a millisecond. It ran all the same.
+        early: ManagedOutcome | None = None
         with anyio.CancelScope(shield=True):
-            code = await process.wait()
-            if group is not None:
-                await end_group(group, within=policy.kill_grace + 1)
-        return _launch_failed(spec, f"{spec.argv[0]!r} exited with code {code} before it could be watched")
+            early = await _collected_early(spec, process, group, policy, started, transcript_offset)
+        assert early is not None
+        return early
     pipes = SessionPipes(process, session, decision, keep_stdout=not spec.reports_result)
     control._attach(decision, session)  # pyright: ignore[reportPrivateUsage]
     outcome: ManagedOutcome | None = None
@@ -259,20 +268,64 @@ async def _watch_exit(process: anyio.abc.Process, pipes: SessionPipes, policy: R
     # The result line may still sit in the pipe; give the reader a bounded chance to see it.
     with anyio.move_on_after(policy.result_exit_grace):
         await pipes.stdout_eof.wait()
+    pipes.decision.offer(_exit_verdict(code, pipes, reports_result))
+
+
+def _exit_verdict(code: int, pipes: SessionPipes, reports_result: bool) -> Verdict:
     if not reports_result:
-        pipes.decision.offer(Verdict(Termination.COMPLETED, DecidedBy.EXIT, f"the command exited with code {code}"))
-    elif pipes.state.result is not None:
-        pipes.decision.offer(
-            Verdict(Termination.COMPLETED, DecidedBy.EXIT, f"the session reported its result and exited ({code})")
-        )
-    else:
-        pipes.decision.offer(
-            Verdict(
-                Termination.CRASHED,
-                DecidedBy.EXIT,
-                f"the session exited with code {code} without a result event; see stderr_tail",
-            )
-        )
+        return Verdict(Termination.COMPLETED, DecidedBy.EXIT, f"the command exited with code {code}")
+    if pipes.state.result is not None:
+        return Verdict(Termination.COMPLETED, DecidedBy.EXIT, f"the session reported its result and exited ({code})")
+    reason = f"the session exited with code {code} without a result event; see stderr_tail"
+    return Verdict(Termination.CRASHED, DecidedBy.EXIT, reason)
+
+
+@dataclass
+class _Unwatched:
+    """The pipes' view of a session that ended before it could be watched."""
+
+    stdout_bytes: int = 0
+    clock: SignalClock = field(default_factory=SignalClock)
+
+
+async def _collected_early(
+    spec: LaunchSpec,
+    process: anyio.abc.Process,
+    group: Path | None,
+    policy: RunPolicy,
+    started: float,
+    transcript_offset: int,
+) -> ManagedOutcome:
+    """The outcome of a session whose process exited and was collected before it could be watched: judged by
+    its exit and its output, like any other. What it left behind dies with its process group (the group's id
+    stays taken while anything is left in it) and, under cgroups, with its group."""
+    code = await process.wait()
+    OWN_CHILDREN.pids.discard(process.pid)
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(process.pid, signal.SIGKILL)
+    if group is not None:
+        await end_group(group, within=policy.kill_grace + _REAP_TIMEOUT)
+    unwatched = _Unwatched()
+    pipes = SessionPipes(process, unwatched, Decision(), keep_stdout=not spec.reports_result)
+    with anyio.move_on_after(max(policy.result_exit_grace, 0.1)):
+        async with anyio.create_task_group() as drains:
+            drains.start_soon(pipes.pump_stdout)
+            drains.start_soon(pipes.pump_stderr)
+    with anyio.move_on_after(_REAP_TIMEOUT):
+        await process.aclose()
+    return ManagedOutcome(
+        verdict=_exit_verdict(code, pipes, spec.reports_result),
+        exit_code=code,
+        stream=pipes.state,
+        stderr_tail=pipes.stderr_tail(),
+        stdout_tail=pipes.stdout_tail(),
+        duration_s=anyio.current_time() - started,
+        transcript_offset=transcript_offset,
+        started_at=unwatched.clock.started_wall,
+        ended_at=time.time(),
+        last_moved=unwatched.clock.wall(),
+        containment="tree" if group is None else "cgroup",
+    )
 
 
 async def _watch_result(process: anyio.abc.Process, pipes: SessionPipes, policy: RunPolicy) -> None:

@@ -4,6 +4,7 @@ subreaper must never reap)."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import shutil
@@ -11,7 +12,7 @@ import sys
 from collections.abc import Generator, Mapping
 from pathlib import Path
 
-__all__ = ["GUARD", "OWN_CHILDREN", "guarded", "joining", "resolve_executable"]
+__all__ = ["GUARD", "OWN_CHILDREN", "guarded", "joining", "resolve_executable", "use_pidfd_exit_events"]
 
 
 class _OwnChildren:
@@ -70,6 +71,30 @@ def joining(argv: list[str], cgroup: Path, env: Mapping[str, str]) -> list[str]:
     """
     script = _JOIN_THEN_EXEC if "PWD" in env else _JOIN_THEN_EXEC_WITHOUT_PWD
     return ["/bin/sh", "-c", script, str(cgroup / "cgroup.procs"), *argv]
+
+
+def use_pidfd_exit_events() -> None:
+    """Learn of children's exits from pidfds on the running event loop, not from one thread per child.
+
+    Python 3.11's asyncio waits for each child in a thread blocked in ``waitpid`` (200 sessions, 200
+    threads), and that thread collects the exit status at once, sometimes before the runner has looked
+    at the process. With a pidfd the loop collects it when it gets to it. Python 3.12 does this by
+    default; elsewhere (no pidfd_open, another loop) nothing changes. Call it from the event loop.
+    """
+    if sys.version_info >= (3, 12) or not hasattr(os, "pidfd_open"):
+        return
+    try:
+        loop = asyncio.get_running_loop()
+    except RuntimeError:
+        return
+    # The child-watcher API is deprecated from 3.12, where pidfds are the default: this runs on 3.11 only.
+    policy = asyncio.get_event_loop_policy()  # pyright: ignore[reportDeprecated]
+    current = policy.get_child_watcher()  # pyright: ignore[reportDeprecated]
+    if isinstance(current, asyncio.PidfdChildWatcher) and current.is_active():  # pyright: ignore[reportDeprecated]
+        return
+    watcher = asyncio.PidfdChildWatcher()  # pyright: ignore[reportDeprecated]
+    watcher.attach_loop(loop)  # pyright: ignore[reportDeprecated]
+    policy.set_child_watcher(watcher)  # pyright: ignore[reportDeprecated]
 
 
 def resolve_executable(command: str, env: Mapping[str, str], cwd: Path) -> str | None:
