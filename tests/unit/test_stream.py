@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 from typing import Any
@@ -10,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from expeditor.claude_paths import transcript_path
-from expeditor.executor.stream import StreamState
+from expeditor.executor.stream import ResultFacts, StreamState
 from expeditor.usage.models import UsageSource
 from expeditor.usage.stream_json import LineSplitter, decode_event
 from expeditor.usage.transcript import usage_from_transcript
@@ -245,3 +246,98 @@ def test_the_result_keeps_errors_and_permission_denials() -> None:
     assert state.result is not None
     assert state.result.errors == ("No conversation found with session ID: abc",)
     assert state.result.permission_denials == ("mcp__expeditor__run_skill",)
+
+
+def parse_lines(data: bytes) -> StreamState:
+    """``data`` through the parser the runner uses: split into lines, decoded, handled."""
+    splitter = LineSplitter()
+    state = StreamState()
+    for line in [*splitter.feed(data), *splitter.flush()]:
+        if (event := decode_event(line)) is not None:
+            state.handle(event)
+    return state
+
+
+def as_utf8_json(facts: ResultFacts) -> bytes:
+    """What storing or returning the facts needs: JSON text (non-ASCII kept) that encodes as UTF-8."""
+    fields = dataclasses.asdict(facts)
+    return json.dumps(fields, ensure_ascii=False, default=lambda usage: usage.model_dump(mode="json")).encode()
+
+
+def test_a_lone_surrogate_in_a_result_is_kept_as_a_replacement_character() -> None:
+    # A JavaScript string cut mid-pair serialises as a lone \ud800 escape: valid JSON, unencodable text.
+    line = (
+        rb'{"type":"result","subtype":"success","is_error":false,"result":"cut \ud800 here",'
+        rb'"errors":["no \udfff"],"permission_denials":[{"tool_name":"Bash\ud83d"}],'
+        rb'"modelUsage":{"model\udc00":{"inputTokens":3}}}'
+    )
+    state = parse_lines(line + b"\n")
+    assert state.result is not None
+    assert state.result.text == "cut \ufffd here"
+    assert state.result.errors == ("no \ufffd",)
+    assert state.result.permission_denials == ("Bash\ufffd",)
+    assert list(state.result.usage.by_model) == ["model\ufffd"]
+    assert state.result.usage.by_model["model\ufffd"].input_tokens == 3
+    json.loads(as_utf8_json(state.result))
+
+
+def test_an_invalid_utf8_byte_does_not_drop_the_result_event() -> None:
+    state = parse_lines(b'{"type":"result","subtype":"success","result":"before \xff after"}\n')
+    assert state.result is not None
+    assert state.result.text == "before \ufffd after"
+    assert not state.result.is_error
+
+
+def test_a_valid_surrogate_pair_is_one_character_and_is_kept() -> None:
+    state = parse_lines(b'{"type":"result","result":"\\ud83d\\ude00 \xc3\xa9"}\n')
+    assert state.result is not None
+    assert state.result.text == "\U0001f600 \u00e9"
+
+
+ANY_TEXT = st.text(st.characters(exclude_categories=()), max_size=12)  # surrogates included
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    texts=st.fixed_dictionaries(
+        {
+            "result": ANY_TEXT,
+            "session_id": ANY_TEXT,
+            "subtype": ANY_TEXT,
+            "model": ANY_TEXT,
+            "assistant_text": ANY_TEXT,
+        }
+    ),
+    errors=st.lists(ANY_TEXT, max_size=3),
+    tools=st.lists(ANY_TEXT, max_size=3),
+    raw_bytes=st.binary(max_size=12).map(lambda data: bytes(byte | 0x80 for byte in data)),
+)
+def test_every_result_the_parser_returns_serialises_as_utf8_json(
+    texts: dict[str, str], errors: list[str], tools: list[str], raw_bytes: bytes
+) -> None:
+    init = {"type": "system", "subtype": "init", "session_id": texts["session_id"], "model": texts["model"]}
+    reply = assistant("msg_1", {"type": "text", "text": texts["assistant_text"]}, USAGE)
+    reply["message"]["model"] = texts["model"]
+    result = {
+        "result": texts["result"],  # first, so the bytes below land inside its string
+        "type": "result",
+        "subtype": texts["subtype"],
+        "session_id": texts["session_id"],
+        "errors": errors,
+        "permission_denials": [{"tool_name": tool} for tool in tools],
+        "modelUsage": {texts["model"]: {"inputTokens": 1}},
+    }
+    # json.dumps escapes a lone surrogate as \udXXX, as Claude Code's stream does; bytes of 0x80
+    # and above are never JSON syntax, so the line stays an event however they decode.
+    result_line = json.dumps(result).encode()
+    opening = b'{"result": "'
+    assert result_line.startswith(opening)
+    result_line = opening + raw_bytes + result_line[len(opening) :]
+    data = json.dumps(init).encode() + b"\n" + json.dumps(reply).encode() + b"\n" + result_line + b"\n"
+    state = parse_lines(data)
+    assert state.result is not None
+    as_utf8_json(state.result)
+    assert state.result.usage.model_dump_json()
+    assert len(state.result.errors) == len(errors)
+    for kept in (state.init_session_id or "", state.model or "", state.last_assistant_text):
+        kept.encode()

@@ -1,6 +1,12 @@
 """Launching one headless session and reporting exactly how it ended."""
 
-from expeditor.executor.claude import ClaudeCodeExecutor, WatcherFactory, build_command, checked_cwd, child_environment
+from expeditor.executor.claude import (
+    ClaudeCodeExecutor,
+    WatcherFactory,
+    build_command,
+    checked_directory,
+    child_environment,
+)
 from expeditor.executor.containment import ContainmentKind, SessionContainment, choose_containment
 from expeditor.executor.models import (
     DecidedBy,
@@ -42,7 +48,7 @@ __all__ = [
     "Watcher",
     "WatcherFactory",
     "build_command",
-    "checked_cwd",
+    "checked_directory",
     "child_environment",
     "choose_containment",
     "run_managed",

@@ -29,7 +29,7 @@ __all__ = [
     "ClaudeCodeExecutor",
     "WatcherFactory",
     "build_command",
-    "checked_cwd",
+    "checked_directory",
     "child_environment",
     "to_run_result",
 ]
@@ -102,19 +102,23 @@ def child_environment(
     return env
 
 
-def checked_cwd(settings: Settings, cwd: Path) -> Path:
-    """``cwd`` resolved, if it is an existing directory inside the allowed roots; else InvalidInput."""
+def checked_directory(settings: Settings, path: Path, *, what: str) -> Path:
+    """``path`` resolved, if it is an existing directory inside the allowed roots; else InvalidInput.
+
+    The one check for every directory a session is given (its ``cwd``, each ``add_dirs`` entry);
+    symlinks are resolved first, so a link inside a root cannot lead outside it.
+    """
     try:
-        resolved = usable_path(cwd, what="cwd").expanduser().resolve()
+        resolved = usable_path(path, what=what).expanduser().resolve()
     except ValueError as exc:
         raise InvalidInput(str(exc)) from None
     if not resolved.is_dir():
-        raise InvalidInput(f"cwd {cwd} does not exist or is not a directory: expected an existing directory")
+        raise InvalidInput(f"{what} {path} does not exist or is not a directory: expected an existing directory")
     if not any(resolved == root or resolved.is_relative_to(root) for root in settings.allowed_roots):
         roots = ", ".join(str(root) for root in settings.allowed_roots)
         raise InvalidInput(
-            f"cwd {resolved} is outside the allowed roots ({roots}): "
-            "run inside one of them or add it to EXPEDITOR_ALLOWED_ROOTS"
+            f"{what} {resolved} is outside the allowed roots ({roots}): "
+            "use a directory inside one of them or add it to EXPEDITOR_ALLOWED_ROOTS"
         )
     return resolved
 
@@ -139,7 +143,7 @@ class ClaudeCodeExecutor:
 
     def checked_cwd(self, cwd: Path) -> Path:
         """``cwd`` resolved, if it is an existing directory inside the allowed roots; else InvalidInput."""
-        return checked_cwd(self.settings, cwd)
+        return checked_directory(self.settings, cwd, what="cwd")
 
     def prepare(
         self, request: RunRequest, *, marker_dir: Path | None, caller_session_id: str | None
@@ -157,6 +161,9 @@ class ClaudeCodeExecutor:
         if caller_session_id is not None:
             validate_identifier(caller_session_id, what="caller session id")
         cwd = self.checked_cwd(request.cwd)
+        # The session reads and edits its added directories as freely as its cwd: the same roots bound them.
+        add_dirs = tuple(checked_directory(self.settings, d, what="add_dirs entry") for d in request.add_dirs)
+        request = request.model_copy(update={"add_dirs": add_dirs})
         session_id = request.resume_session_id or request.session_id or new_session_id()
         try:
             uuid.UUID(session_id)

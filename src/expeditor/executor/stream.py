@@ -2,7 +2,8 @@
 
 The lines themselves are split and decoded by ``expeditor.usage.stream_json`` (they are untrusted
 bytes, and none of them may raise). The session's facts come from the ``result`` event;
-``assistant`` events are used only for peak context and the last text.
+``assistant`` events are used only for peak context and the last text. Every string kept here is
+made encodable (``_kept_text``), so whatever a session printed, its facts serialise and store.
 """
 
 from __future__ import annotations
@@ -11,9 +12,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from expeditor.usage.models import SessionUsage
-from expeditor.usage.stream_json import as_dict, context_size, result_usage
+from expeditor.usage.stream_json import as_dict, context_size, encodable, result_usage
 
 __all__ = ["ResultFacts", "StreamState"]
+
+
+def _kept_text(value: Any) -> str | None:
+    """``value`` made encodable if it is a string, else None."""
+    return encodable(value) if isinstance(value, str) else None
 
 
 @dataclass(frozen=True)
@@ -45,10 +51,8 @@ class StreamState:
         self.events += 1
         kind = event.get("type")
         if kind == "system" and event.get("subtype") == "init":
-            session_id = event.get("session_id")
-            self.init_session_id = session_id if isinstance(session_id, str) else None
-            model = event.get("model")
-            self.model = model if isinstance(model, str) else None
+            self.init_session_id = _kept_text(event.get("session_id"))
+            self.model = _kept_text(event.get("model"))
         elif kind == "assistant":
             self._assistant(as_dict(event.get("message")))
         elif kind == "result":
@@ -63,35 +67,31 @@ class StreamState:
     def _assistant(self, message: dict[str, Any]) -> None:
         message_id = message.get("id")
         if isinstance(message_id, str):
-            model = message.get("model")
             size = context_size(as_dict(message.get("usage")))
             _, previous = self._contexts.get(message_id, ("", 0))
-            self._contexts[message_id] = (model if isinstance(model, str) else "", max(previous, size))
+            self._contexts[message_id] = (_kept_text(message.get("model")) or "", max(previous, size))
         content = message.get("content")
         if isinstance(content, list):
             for block in content:  # pyright: ignore[reportUnknownVariableType]
                 block_dict = as_dict(block)
-                if block_dict.get("type") == "text" and isinstance(block_dict.get("text"), str):
-                    self.last_assistant_text = block_dict["text"]
+                if block_dict.get("type") == "text" and (text := _kept_text(block_dict.get("text"))) is not None:
+                    self.last_assistant_text = text
 
     def _result(self, event: dict[str, Any]) -> ResultFacts:
-        session_id = event.get("session_id")
-        text = event.get("result")
-        subtype = event.get("subtype")
         errors = event.get("errors")
         denials = event.get("permission_denials")
         return ResultFacts(
-            errors=tuple(str(e) for e in errors if isinstance(e, str)) if isinstance(errors, list) else (),  # pyright: ignore[reportUnknownVariableType]
+            errors=tuple(encodable(e) for e in errors if isinstance(e, str)) if isinstance(errors, list) else (),  # pyright: ignore[reportUnknownVariableType]
             permission_denials=tuple(
-                str(as_dict(d).get("tool_name"))
+                encodable(str(as_dict(d).get("tool_name")))
                 for d in denials
                 if as_dict(d).get("tool_name")  # pyright: ignore[reportUnknownVariableType]
             )
             if isinstance(denials, list)
             else (),
-            session_id=session_id if isinstance(session_id, str) else None,
-            text=text if isinstance(text, str) else "",
+            session_id=_kept_text(event.get("session_id")),
+            text=_kept_text(event.get("result")) or "",
             is_error=event.get("is_error") is True,
-            subtype=subtype if isinstance(subtype, str) else "",
+            subtype=_kept_text(event.get("subtype")) or "",
             usage=result_usage(event, self.peak_context),
         )

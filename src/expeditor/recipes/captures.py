@@ -15,6 +15,7 @@ from collections.abc import Collection
 from typing import Any
 
 from expeditor.recipes.placeholders import NAME_PATTERN
+from expeditor.usage.stream_json import encodable
 
 __all__ = ["extract_captures"]
 
@@ -54,6 +55,7 @@ def _json_values(text: str, wanted: set[str]) -> list[tuple[str, str]]:
     values: list[tuple[str, str]] = []
     for key, value in parsed.items():
         if key in wanted:
-            text_value = value if isinstance(value, str) else json.dumps(value, separators=(",", ":"))
+            # The result text is encodable, but a JSON escape inside it can make a lone surrogate again.
+            text_value = encodable(value) if isinstance(value, str) else json.dumps(value, separators=(",", ":"))
             values.append((key, text_value))
     return values

@@ -29,7 +29,7 @@ from rich.console import Console
 
 from expeditor.config import Settings
 from expeditor.errors import InvalidInput
-from expeditor.executor import checked_cwd
+from expeditor.executor import checked_directory
 from expeditor.ids import new_session_id, validate_identifier
 from expeditor.logs import configure_logging
 from expeditor.recipes.loader import RecipeLibrary
@@ -90,7 +90,7 @@ def run_recipe(settings: Settings, request: RecipeRun, out: TextIO | None = None
     """Run the job to its end; returns the exit code (0 success or already done, 1 failure, 130 stopped)."""
     target = out or sys.stdout
     recipe, inputs = _load(settings, request)
-    cwd = checked_cwd(settings, request.cwd or settings.allowed_roots[0])
+    cwd = checked_directory(settings, request.cwd or settings.allowed_roots[0], what="cwd")
     campaign = request.campaign_id or default_campaign(recipe.name, inputs, cwd)
     job_name = request.job_name or recipe.name
     validate_identifier(campaign, what="campaign")

@@ -57,11 +57,19 @@ Outcome = Literal["success", "failure", "skipped"]
 
 _MAX_TIMEOUT = 7 * 86400
 _MAX_STALE = 86400
-_RECIPE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
+# Below the identifier bound (expeditor.ids): a recipe's name is its jobs' default name and begins
+# their default campaign (name, '-', 12 hex), and both must still be valid identifiers.
+_MAX_RECIPE_NAME_LENGTH = 64
+_RECIPE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*")
 
 
 def validate_recipe_name(name: str) -> str:
     """Return ``name`` if it can name a recipe file (no path separators, dots or traversal)."""
+    if len(name) > _MAX_RECIPE_NAME_LENGTH:
+        # Not echoed whole: the message must stay one readable line.
+        raise RecipeError(
+            f"recipe name {name[:24]!r}... is {len(name)} characters long: expected at most {_MAX_RECIPE_NAME_LENGTH}"
+        )
     if not _RECIPE_NAME.fullmatch(name):
         raise RecipeError(
             f"recipe name {name!r} is not valid: expected 1 to 64 letters, digits, '_' and '-', "

@@ -131,7 +131,11 @@ class ToolResult(_Strict):
 
 
 class RawText(_Strict):
-    """Text written to stdout verbatim; ``repeat`` builds big lines without a big scenario."""
+    """Text written to stdout verbatim; ``repeat`` builds big lines without a big scenario.
+
+    Encoded as UTF-8 with ``surrogateescape``: a lone ``\\udcff`` in the text is written as the
+    single byte 0xff, so a scenario can print bytes that are not UTF-8.
+    """
 
     text: str
     repeat: int = Field(default=1, ge=1)

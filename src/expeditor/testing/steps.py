@@ -96,7 +96,8 @@ def _run(step: Step, rt: Runtime) -> int | None:
         case StderrStep(stderr=text):
             out.stderr(text)
         case RawStdoutStep(raw_stdout=raw):
-            out.stdout((raw.text * raw.repeat + ("\n" if raw.newline else "")).encode())
+            # surrogateescape: \udc80-\udcff in the text are the bytes 0x80-0xff, which need not be UTF-8.
+            out.stdout((raw.text * raw.repeat + ("\n" if raw.newline else "")).encode(errors="surrogateescape"))
         case SpawnStep(spawn=options):
             children = spawn(options, rt.log)
             rt.children.extend(children)

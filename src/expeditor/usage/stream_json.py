@@ -1,14 +1,16 @@
 """Claude Code's stream-json, as lines of untrusted bytes, and the token usage they carry.
 
-Lines may arrive in pieces, be megabytes long, not be JSON, or be events this code has never
-heard of; none of that may raise. A session's true usage is in its ``result`` event; the
-``assistant`` events only give each message's context size (their usage is the stream's opening
-count, repeated once per content block). Both the live stream and a transcript are read this way.
+Lines may arrive in pieces, be megabytes long, not be JSON, not be UTF-8, or be events this code
+has never heard of; none of that may raise, and text kept from them goes through ``encodable``. A
+session's true usage is in its ``result`` event; the ``assistant`` events only give each message's
+context size (their usage is the stream's opening count, repeated once per content block). Both
+the live stream and a transcript are read this way.
 """
 
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -21,10 +23,19 @@ __all__ = [
     "as_dict",
     "context_size",
     "decode_event",
+    "encodable",
     "result_usage",
 ]
 
 DEFAULT_MAX_LINE_BYTES = 64 * 1024 * 1024
+# JSON may escape half of a UTF-16 pair alone (\ud800: what a JavaScript string cut mid-pair
+# serialises to); Python keeps it as a lone surrogate, which UTF-8, pydantic and SQLite refuse.
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def encodable(text: str) -> str:
+    """``text`` with every lone surrogate replaced by U+FFFD, so it always encodes as UTF-8."""
+    return text if text.isascii() else _LONE_SURROGATE.sub("\ufffd", text)
 
 
 class LineSplitter:
@@ -76,12 +87,17 @@ class LineSplitter:
 
 
 def decode_event(line: bytes) -> dict[str, Any] | None:
-    """One stream-json event, or None for anything that is not a JSON object with a string type."""
+    """One stream-json event, or None for anything that is not a JSON object with a string type.
+
+    Bytes that are not UTF-8 become U+FFFD: one bad byte must not cost the whole event (a lost
+    ``result`` turns a finished session into a crashed one). Strings inside may still hold lone
+    surrogates; whoever keeps one passes it through ``encodable``.
+    """
     line = line.strip()
     if not line.startswith(b"{"):
         return None
     try:
-        event = json.loads(line)
+        event = json.loads(line.decode("utf-8", errors="replace"))
     except (ValueError, RecursionError):
         return None
     if isinstance(event, dict) and isinstance(event.get("type"), str):
@@ -124,7 +140,7 @@ def result_usage(event: dict[str, Any], peak_context: Callable[[str | None], int
     by_model: dict[str, TokenUsage] = {}
     for model, figures in as_dict(event.get("modelUsage")).items():
         figures_dict = as_dict(figures)
-        by_model[str(model)] = TokenUsage(
+        by_model[encodable(str(model))] = TokenUsage(
             input_tokens=as_count(figures_dict.get("inputTokens")),
             output_tokens=as_count(figures_dict.get("outputTokens")),
             cache_read_tokens=as_count(figures_dict.get("cacheReadInputTokens")),

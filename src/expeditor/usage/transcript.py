@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from expeditor.usage.models import SessionUsage, TokenUsage, UsageSource
-from expeditor.usage.stream_json import LineSplitter, context_size, decode_event
+from expeditor.usage.stream_json import LineSplitter, context_size, decode_event, encodable
 
 __all__ = ["usage_from_transcript"]
 
@@ -90,7 +90,7 @@ def _collect(line: bytes, messages: dict[str, tuple[str, tuple[int, int, int, in
     previous = messages.get(message_id)
     if previous is None or figures[1] >= previous[1][1]:
         messages[message_id] = (
-            model if isinstance(model, str) else "unknown",
+            encodable(model) if isinstance(model, str) else "unknown",
             figures,
             context_size(usage),  # pyright: ignore[reportUnknownArgumentType]
         )
