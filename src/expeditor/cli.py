@@ -94,6 +94,15 @@ def _serve(args: argparse.Namespace) -> int:
     return serve(settings, transport=args.transport, host=args.host, port=args.port)
 
 
+def _marker_hold(args: argparse.Namespace) -> int:
+    from expeditor.monitor.marker_hold import marker_hold_command
+
+    settings = _settings(args)
+    return marker_hold_command(
+        settings, args.argv, session_id=args.session, label=args.label, expires_in=args.expires_in
+    )
+
+
 def _positive_seconds(text: str) -> float:
     try:
         value = float(text)
@@ -260,6 +269,32 @@ def _parser() -> argparse.ArgumentParser:
         "--interval", type=_positive_seconds, default=1.0, help="seconds between refreshes with --watch"
     )
     status.set_defaults(handler=_status)
+
+    marker = commands.add_parser(
+        "marker",
+        help="hold an execution marker for a session from another tool",
+        description="Execution markers tell expeditor that a silent session is blocked on work, not stuck. "
+        "Other tools hold one with `marker hold`; the file format is in the README (Execution marker format).",
+    )
+    marker_commands = marker.add_subparsers(dest="marker_command", required=True, metavar="ACTION")
+    hold = marker_commands.add_parser(
+        "hold",
+        help="vouch for a session while a command runs",
+        description="Hold a marker for session ID while COMMAND runs as this process's child, then remove it: "
+        "while the command runs, the session's silence is not taken for a stall (up to --expires-in, or "
+        "max_suppression_seconds without it, and never past the longest call expeditor allows). SIGINT, SIGTERM "
+        "and SIGHUP are forwarded to the command. Exits with the command's exit status; 2 on bad input.",
+    )
+    hold.add_argument("--session", required=True, metavar="ID", help="the id of the session to vouch for")
+    hold.add_argument("--label", default="hold", help="what the session waits on, shown by status (default: hold)")
+    hold.add_argument(
+        "--expires-in",
+        type=_positive_seconds,
+        metavar="S",
+        help="trust the marker for at most S seconds (default: no expiry, bounded by max_suppression_seconds)",
+    )
+    hold.add_argument("argv", nargs=argparse.REMAINDER, metavar="-- COMMAND...", help="the command to run")
+    hold.set_defaults(handler=_marker_hold)
 
     demo = commands.add_parser(
         "demo",

@@ -51,12 +51,19 @@ _MarkerFreshness = Annotated[
     float, Field(gt=0, le=86400, description="A marker not touched for this long is ignored, seconds.")
 ]
 _MaxSuppressionSeconds = Annotated[
-    float, Field(gt=0, le=30 * 86400, description="Longest continuous suppression by a marker without expiry.")
+    float,
+    Field(
+        gt=0,
+        le=30 * 86400,
+        description="Longest continuous suppression by a marker without expires_at, seconds (markers with one "
+        "are bounded by the longest call instead).",
+    ),
 ]
 _MarkersEnabled = Annotated[
     bool, Field(description="Whether execution markers may suppress a verdict; false only to prove what they do.")
 ]
-_KillGrace = Annotated[float, Field(ge=0, le=600, description="SIGTERM to SIGKILL grace, seconds.")]
+_MAX_KILL_GRACE = 600
+_KillGrace = Annotated[float, Field(ge=0, le=_MAX_KILL_GRACE, description="SIGTERM to SIGKILL grace, seconds.")]
 _ResultExitGrace = Annotated[
     float, Field(ge=0, le=600, description="How long a session may take to exit after its result event.")
 ]
@@ -78,6 +85,13 @@ class RunPolicy(BaseModel):
     children_cpu_floor: _ChildrenCpuFloor
     marker_freshness: _MarkerFreshness
     max_suppression_seconds: _MaxSuppressionSeconds
+    longest_call: float = Field(
+        gt=0,
+        le=_LONGEST_CALL + _MAX_KILL_GRACE,
+        description="The longest call expeditor allows, seconds: the larger of this run's timeout and "
+        "dispatch_timeout, plus kill_grace. No marker vouches past its started_at plus this, whatever its "
+        "expires_at says.",
+    )
     markers_enabled: _MarkersEnabled
     kill_grace: _KillGrace
     result_exit_grace: _ResultExitGrace
@@ -157,7 +171,7 @@ class Settings(BaseSettings):
         default=10, gt=0, le=3600, description="How often a held execution marker is touched, seconds."
     )
     marker_freshness: _MarkerFreshness = 30
-    max_suppression_seconds: _MaxSuppressionSeconds = 7800
+    max_suppression_seconds: _MaxSuppressionSeconds = 3600
     kill_grace: _KillGrace = 3
     result_exit_grace: _ResultExitGrace = 2
     shutdown_grace: float = Field(
@@ -242,6 +256,14 @@ class Settings(BaseSettings):
         return self.marker_dir
 
     @property
+    def longest_call(self) -> float:
+        """The longest call these settings allow, kill grace included: the bound on every marker's trust.
+
+        A run's own figure (``RunPolicy.longest_call``) also counts its per-call timeout.
+        """
+        return max(self.timeout, self.dispatch_timeout) + self.kill_grace
+
+    @property
     def sessions_dir(self) -> Path:
         return self.home / "sessions"
 
@@ -277,7 +299,8 @@ class Settings(BaseSettings):
         """The timings of one run: per-call overrides on top of these settings.
 
         The stdout idle timeout follows the stale threshold in effect unless set explicitly,
-        so a step's larger threshold is not undercut by a smaller global stdout limit.
+        so a step's larger threshold is not undercut by a smaller global stdout limit. The longest call
+        bounds the markers that vouch for this run: a dispatch it waits on may run for dispatch_timeout.
         """
         stale = stale_threshold if stale_threshold is not None else self.stale_threshold
         if idle_timeout is not None:
@@ -286,8 +309,9 @@ class Settings(BaseSettings):
             idle = self.idle_timeout
         else:
             idle = stale
+        run_timeout = timeout if timeout is not None else self.timeout
         return RunPolicy(
-            timeout=timeout if timeout is not None else self.timeout,
+            timeout=run_timeout,
             stale_threshold=stale,
             idle_timeout=idle,
             poll_interval=self.poll_interval,
@@ -295,6 +319,7 @@ class Settings(BaseSettings):
             children_cpu_floor=self.children_cpu_floor,
             marker_freshness=self.marker_freshness,
             max_suppression_seconds=self.max_suppression_seconds,
+            longest_call=max(run_timeout, self.dispatch_timeout) + self.kill_grace,
             markers_enabled=self.markers_enabled,
             kill_grace=self.kill_grace,
             result_exit_grace=self.result_exit_grace,

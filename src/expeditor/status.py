@@ -63,7 +63,13 @@ def live_sessions(settings: Settings, registry: SessionRegistry | None = None) -
     entries = registry.entries()
     infos: list[SessionInfo] = []
     for entry in entries:
-        marker = find_active_marker(settings.markers_path, entry.session_id, freshness=settings.marker_freshness)
+        # A status reader knows no run's per-call timeout: the settings' longest call bounds every marker.
+        marker = find_active_marker(
+            settings.markers_path,
+            entry.session_id,
+            freshness=settings.marker_freshness,
+            longest_call=settings.longest_call,
+        )
         children = [other for other in entries if other.caller_session_id == entry.session_id]
         silent = _silences(entry, now)
         owner_alive = entry.owner_alive()

@@ -134,8 +134,8 @@ async def test_status_shows_what_a_live_session_waits_on_and_why_it_is_alive(tmp
     import anyio
 
     from expeditor.executor import RunControl
-    from expeditor.monitor import execution_marker
     from tests.support.fake import fake_settings, scenario_request
+    from tests.support.marker_hold import marker_hold
 
     settings = fake_settings(tmp_path)
     executor = build_executor(settings)
@@ -147,7 +147,9 @@ async def test_status_shows_what_a_live_session_waits_on_and_why_it_is_alive(tmp
         async def look() -> None:
             await control.started.wait()
             assert control.session is not None
-            async with execution_marker(settings.markers_path, "run-skill", control.session.session_id):
+            # Held by an expeditor process of its own, as a server would: status, another process, counts it.
+            session_id = control.session.session_id
+            async with marker_hold(settings.home, session_id, "--label", "run-skill", marker_dir=settings.markers_path):
                 done = await anyio.to_thread.run_sync(
                     lambda: expeditor(tmp_path, "status", extra_env={"COLUMNS": "250"}),
                 )

@@ -6,11 +6,14 @@ that keeps the session alive, which is killed, so each test can fail.
 
 from __future__ import annotations
 
+import logging
 import os
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import anyio
 import pytest
 
 from expeditor.executor import RunResult, SessionContainment, Termination, cgroups, choose_containment
@@ -133,6 +136,81 @@ async def test_a_marker_is_trusted_until_its_expires_at_beyond_max_suppression(t
         max_suppression_seconds=0.3,
     )
     assert result.success, result.reason
+
+
+class _MarkerWarnings(logging.Handler):
+    """The warnings the marker reader logs in this process, whatever logging an earlier test configured."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())
+
+
+@pytest.fixture
+def marker_warnings() -> Iterator[list[str]]:
+    source, collected = logging.getLogger("expeditor.monitor.markers"), _MarkerWarnings()
+    source.addHandler(collected)
+    try:
+        yield collected.messages
+    finally:
+        source.removeHandler(collected)
+
+
+@pytest.mark.skipif(os.getpid() == 1, reason="pid 1 is this reader here, and the reader is always trusted")
+async def test_a_session_that_forges_a_marker_for_itself_is_killed_at_its_threshold_plus_one_poll(
+    tmp_path: Path, marker_warnings: list[str]
+) -> None:
+    # Owned by init, touched an hour into the future, expiring in an hour: every claim it can make for itself.
+    poll, threshold = 0.1, 0.5
+    forged = marker(hold=10 * threshold, owner_pid=1, mtime_ahead=3600, expires_in=3600)
+    result = await run(tmp_path, [{"assistant": "calling"}, forged], stale_threshold=threshold, poll_interval=poll)
+    assert result.termination is Termination.STALE
+    assert result.suppressed_by == []
+    assert result.ended_at is not None
+    silence = result.ended_at - max(result.last_moved.values())
+    assert threshold <= silence <= threshold + poll + 0.1
+    (warning,) = [message for message in marker_warnings if "-in-progress-" in message]
+    assert str(tmp_path / "markers") in warning
+
+
+async def test_a_marker_whose_owner_is_not_an_expeditor_process_protects_nothing(
+    tmp_path: Path, marker_warnings: list[str]
+) -> None:
+    async with await anyio.open_process(["sleep", "60"]) as stranger:
+        try:
+            result = await run(
+                tmp_path,
+                [{"assistant": "calling"}, marker(owner_pid=stranger.pid, expires_in=60), *DONE],
+                stale_threshold=THRESHOLD,
+            )
+        finally:
+            stranger.kill()
+    assert result.termination is Termination.STALE
+    assert result.suppressed_by == []
+    # Looked at every poll while the session was silent, logged once.
+    (warning,) = [message for message in marker_warnings if "-in-progress-" in message]
+    assert "not an expeditor process" in warning
+
+
+async def test_a_dispatch_marker_protects_its_caller_past_timeout_while_dispatch_timeout_is_larger(
+    tmp_path: Path,
+) -> None:
+    # The caller is an orchestrator, whose own limit is dispatch_timeout; it waits longer than `timeout` (0.4 s)
+    # plus kill_grace on a dispatch, whose marker is trusted until that dispatch's deadline.
+    settings: dict[str, Any] = {"timeout": 0.4, "dispatch_timeout": 4, "kill_grace": 0.5, "stale_threshold": THRESHOLD}
+    waiting = marker(hold=1.5, expires_in=settings["dispatch_timeout"] + settings["kill_grace"])
+    executor = build_executor(fake_settings(tmp_path, **settings))
+    request = scenario_request(
+        tmp_path,
+        {"steps": [{"assistant": "waiting on a dispatch"}, waiting, *DONE]},
+        timeout=settings["dispatch_timeout"],
+    )
+    result = await executor.run(request, marker_dir=tmp_path / "markers", caller_session_id="the-caller")
+    assert result.success, result.reason
+    assert result.suppressed_s > settings["timeout"] + settings["kill_grace"] - THRESHOLD
 
 
 async def test_with_markers_disabled_the_marker_keeps_nobody_alive(tmp_path: Path) -> None:

@@ -23,6 +23,7 @@ _UNNAMED: dict[str, Any] = {
     "children_cpu_floor": 0.05,
     "marker_freshness": 30,
     "max_suppression_seconds": 3600,
+    "longest_call": 14403,
     "markers_enabled": True,
     "kill_grace": 3,
     "result_exit_grace": 2,

@@ -16,7 +16,8 @@ def test_defaults_match_the_settled_table(tmp_path: Path) -> None:
     assert (settings.timeout, settings.stale_threshold, settings.idle_timeout) == (7200, 1200, None)
     assert (settings.poll_interval, settings.children_interval, settings.children_cpu_floor) == (0.5, 5, 0.05)
     assert (settings.marker_heartbeat_interval, settings.marker_freshness) == (10, 30)
-    assert settings.max_suppression_seconds == 7800 > settings.timeout
+    # Below the default timeout: a marker of unknown length never outlasts the session's own wall clock.
+    assert settings.max_suppression_seconds == 3600 < settings.timeout
     assert (settings.kill_grace, settings.result_exit_grace, settings.shutdown_grace) == (3, 2, 0.05)
     assert (settings.progress_interval, settings.dispatch_timeout, settings.max_concurrent_dispatches) == (
         30,
@@ -67,8 +68,10 @@ _OUT_OF_BOUNDS = [
 ]
 
 
-def test_the_bound_checks_below_cover_every_bounded_run_policy_field_but_timeout() -> None:
-    assert {name for name, _ in _OUT_OF_BOUNDS} == set(RunPolicy.model_fields) - {"timeout", "markers_enabled"}
+def test_the_bound_checks_below_cover_every_bounded_run_policy_field_but_timeout_and_longest_call() -> None:
+    # longest_call is no setting: it is derived from bounded ones (see the test of its figure below).
+    derived_or_unbounded = {"timeout", "markers_enabled", "longest_call"}
+    assert {name for name, _ in _OUT_OF_BOUNDS} == set(RunPolicy.model_fields) - derived_or_unbounded
 
 
 @pytest.mark.parametrize(("field", "value"), _OUT_OF_BOUNDS)
@@ -93,6 +96,17 @@ def test_a_run_policy_fits_the_longest_dispatch_timeout(tmp_path: Path) -> None:
     assert settings.run_policy(timeout=settings.dispatch_timeout).timeout == 30 * 86400
     with pytest.raises(ValidationError, match="timeout"):
         settings.run_policy(timeout=30 * 86400 + 1)
+    longest = load_settings(home=tmp_path, dispatch_timeout=30 * 86400, kill_grace=600).run_policy()
+    assert longest.longest_call == 30 * 86400 + 600
+
+
+def test_the_longest_call_is_the_larger_of_timeout_and_dispatch_timeout_plus_kill_grace(tmp_path: Path) -> None:
+    settings = load_settings(home=tmp_path, timeout=100, dispatch_timeout=1000, kill_grace=3)
+    assert settings.longest_call == 1003
+    assert settings.run_policy().longest_call == 1003
+    assert settings.run_policy(timeout=5000).longest_call == 5003
+    assert load_settings(home=tmp_path, timeout=2000, dispatch_timeout=1000, kill_grace=3).longest_call == 2003
+    assert load_settings(home=tmp_path).longest_call == 14400 + 3
 
 
 def test_run_timings_are_flat_environment_variables(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

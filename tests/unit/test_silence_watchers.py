@@ -93,7 +93,8 @@ def move(session: LiveSession, clock: FakeClock, signal: Signal) -> None:
 def hold(marker_dir: Path, clock: FakeClock, *, heartbeat: float, beats: int, expires_in: float | None = None) -> Path:
     """A marker for the session, touched now and then ``beats`` times every ``heartbeat`` seconds."""
     expires_at = None if expires_in is None else clock.wall() + expires_in
-    path = write_marker(marker_dir, "run-skill", "abc", expires_at=expires_at)
+    # Started at the fake wall time: a started_at ahead of the reader's clock would read as forged.
+    path = write_marker(marker_dir, "run-skill", "abc", expires_at=expires_at, started_at=clock.wall())
 
     def touch() -> None:
         with contextlib.suppress(FileNotFoundError):

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 from tests.support.monitoring import live_session, policy_with
 
+from expeditor.config import load_settings
 from expeditor.monitor.markers import write_marker
 from expeditor.monitor.suppression import Clock, SuppressionPolicy
 
@@ -44,7 +45,7 @@ def touch(path: Path, clock: FakeClock) -> None:
 def hold(marker_dir: Path, clock: FakeClock, *, session_id: str = "abc", expires_in: float | None = None) -> Path:
     """A marker for ``session_id`` touched now, expiring ``expires_in`` from now when given."""
     expires_at = None if expires_in is None else clock.wall() + expires_in
-    path = write_marker(marker_dir, "run-skill", session_id, expires_at=expires_at)
+    path = write_marker(marker_dir, "run-skill", session_id, expires_at=expires_at, started_at=clock.wall())
     touch(path, clock)
     return path
 
@@ -245,3 +246,43 @@ async def test_without_a_marker_dir_nothing_suppresses(tmp_path: Path) -> None:
     hold(tmp_path / "markers", clock)
     decision = SuppressionPolicy(session, clock=clock).decide(silence_started=0.0)
     assert (decision.suppress, decision.marker, decision.note) == (False, None, "")
+
+
+async def test_expires_at_is_honoured_only_up_to_started_at_plus_the_longest_call(tmp_path: Path) -> None:
+    clock, markers = FakeClock(), tmp_path / "markers"
+    policy_settings = policy_with(marker_freshness=30, max_suppression_seconds=50, longest_call=100)
+    session = live_session(tmp_path, policy_settings, marker_dir=markers)
+    path = hold(markers, clock, expires_in=10_000)  # a holder that claims far more than any call may last
+    policy = SuppressionPolicy(session, clock=clock)
+    for _ in range(5):
+        assert policy.decide(silence_started=0.0).suppress
+        clock.advance(20)
+        touch(path, clock)
+    assert clock.elapsed == 100
+    assert policy.decide(silence_started=0.0).suppress
+    clock.advance(1)
+    touch(path, clock)
+    decision = policy.decide(silence_started=0.0)
+    assert (decision.suppress, decision.marker, decision.note) == (False, None, "")
+
+
+@pytest.mark.parametrize("run_timeout", [None, 1000], ids=["the-settings-timeout", "a-dispatch-s-timeout"])
+async def test_a_dispatch_marker_protects_a_caller_past_timeout_while_dispatch_timeout_is_larger(
+    tmp_path: Path, run_timeout: float | None
+) -> None:
+    settings = load_settings(home=tmp_path, timeout=100, dispatch_timeout=1000, kill_grace=3, marker_freshness=30)
+    clock, markers = FakeClock(), tmp_path / "markers"
+    session = live_session(tmp_path, settings.run_policy(timeout=run_timeout), marker_dir=markers)
+    # What the server holds for a caller waiting on a dispatch: trusted until the dispatch's own deadline.
+    path = hold(markers, clock, expires_in=settings.dispatch_timeout + settings.kill_grace)
+    policy = SuppressionPolicy(session, clock=clock)
+    while clock.elapsed < 1000:
+        assert policy.decide(silence_started=0.0).suppress, clock.elapsed
+        clock.advance(25)
+        touch(path, clock)
+    clock.advance(3)
+    touch(path, clock)
+    assert policy.decide(silence_started=0.0).suppress
+    clock.advance(1)
+    touch(path, clock)
+    assert not policy.decide(silence_started=0.0).suppress

@@ -3,7 +3,9 @@
 While a session is silent past its threshold, an active marker for *that session's own id*
 suppresses the verdict: until the marker's ``expires_at`` when it has one, otherwise for at
 most ``max_suppression_seconds`` of continuous suppression of that silence. Then the verdict
-fires anyway, and says so.
+fires anyway, and says so. No marker is trusted past its ``started_at`` plus the run's
+``longest_call``, nor with a time ahead of this host's clock, nor unless an expeditor process holds it
+(see ``expeditor.monitor.markers``): bounds a marker cannot set for itself.
 
 The policy and the silence watchers read the time through a ``Clock``: the system's clocks by
 default, one a test advances by hand otherwise, so every branch can be driven without sleeping.
@@ -78,7 +80,13 @@ class SuppressionPolicy:
         if not policy.markers_enabled or session.marker_dir is None:
             return SuppressionDecision(False, None, "")
         now = self._clock.wall()
-        marker = find_active_marker(session.marker_dir, session.session_id, freshness=policy.marker_freshness, now=now)
+        marker = find_active_marker(
+            session.marker_dir,
+            session.session_id,
+            freshness=policy.marker_freshness,
+            longest_call=policy.longest_call,
+            now=now,
+        )
         if marker is None:
             self._suppressing_since = None
             self._last_check = None
@@ -95,7 +103,8 @@ class SuppressionPolicy:
                     f"{now - self._suppressing_since:.1f}s, the max_suppression_seconds bound "
                     f"({policy.max_suppression_seconds:g}s)",
                 )
-        # Markers with expires_at are trusted until then; expired ones are never found active.
+        # Markers with expires_at are trusted until then (capped at started_at + longest_call): past it they
+        # are never found active.
         self._account(marker, now)
         self.vouched_at = self._clock.loop()
         return SuppressionDecision(True, marker, f"suppressed by marker {marker.name}")
