@@ -53,6 +53,19 @@ class SessionEntry(BaseModel):
         return process_alive(self.pid, self.pid_start_time)
 
 
+_TEMPORARY = ".tmp-"
+
+
+def _pid_exists(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 class SessionRegistry:
     """Reads and writes the registry directory; every write is atomic (write, fsync-free rename)."""
 
@@ -65,7 +78,11 @@ class SessionRegistry:
     def write(self, entry: SessionEntry) -> None:
         self.directory.mkdir(parents=True, exist_ok=True)
         target = self._path(entry.session_id)
-        descriptor, temporary = tempfile.mkstemp(dir=self.directory, prefix=".tmp-", suffix=".json")
+        # The writer's pid in the name: a writer killed between create and rename leaves a file that
+        # ``remove_abandoned_writes`` can tell from a live writer's.
+        descriptor, temporary = tempfile.mkstemp(
+            dir=self.directory, prefix=f"{_TEMPORARY}{os.getpid()}-", suffix=".json"
+        )
         try:
             with os.fdopen(descriptor, "w", encoding="utf-8") as stream:
                 stream.write(entry.model_dump_json())
@@ -74,6 +91,21 @@ class SessionRegistry:
             with contextlib.suppress(OSError):
                 os.unlink(temporary)
             raise
+
+    def remove_abandoned_writes(self) -> list[str]:
+        """Delete the temporary files of writers that died mid-write (SIGKILLed); returns their names."""
+        removed: list[str] = []
+        try:
+            names = [path.name for path in self.directory.glob(f"{_TEMPORARY}*")]
+        except OSError:
+            return removed
+        for name in names:
+            writer = name[len(_TEMPORARY) :].split("-", 1)[0]
+            if writer.isdigit() and not _pid_exists(int(writer)):
+                with contextlib.suppress(FileNotFoundError):
+                    (self.directory / name).unlink()
+                    removed.append(name)
+        return removed
 
     def remove(self, session_id: str) -> None:
         with contextlib.suppress(FileNotFoundError):

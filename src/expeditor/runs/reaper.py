@@ -2,8 +2,9 @@
 
 Registry entries whose owning server is dead describe sessions nobody supervises: their trees
 are killed (a pid is only signalled when its start time matches the entry) and their runs are
-marked ``interrupted``; markers whose holder died are removed. Entries of live servers are left
-alone: they are someone else's.
+marked ``interrupted``; so are the dispatch records a dead process claimed, so that nobody reads
+them as still running; markers whose holder died are removed. Entries and records of live
+servers are left alone: they are someone else's.
 """
 
 from __future__ import annotations
@@ -43,7 +44,8 @@ def _figures_of_orphaned_runs(store: CampaignStore) -> dict[tuple[str, int], Ses
 async def reap_leftovers(
     settings: Settings, registry: SessionRegistry, store: CampaignStore, containment: SessionContainment | None = None
 ) -> int:
-    """Kill the sessions of dead servers, forget their entries, interrupt their runs; returns how many.
+    """Kill the sessions of dead servers, forget their entries, interrupt their runs and dispatches; returns
+    how many sessions were reaped.
 
     With cgroup containment, the session groups of dead servers are killed and removed too: what a
     clean-environment daemon of theirs left is in them, whatever the registry knew.
@@ -71,6 +73,8 @@ async def reap_leftovers(
             await end_group(Path(entry.cgroup), within=settings.shutdown_grace + 2)
         registry.remove(entry.session_id)
         reaped += 1
+    for name in registry.remove_abandoned_writes():
+        logger.info("removed %s: its writer died mid-write", name)
     if containment is not None:
         for name in await anyio.to_thread.run_sync(containment.reap_dead_servers, settings.shutdown_grace + 2):
             logger.warning("killed and removed control group %s: its server died", name)
@@ -84,4 +88,11 @@ async def reap_leftovers(
     else:
         for run in interrupted:
             logger.warning("session=%s marked interrupted: its server died", run.run_id)
+    try:
+        orphaned = await anyio.to_thread.run_sync(store.interrupt_dispatches_of_dead_owners)
+    except ExpeditorError as exc:
+        logger.warning("could not mark the dispatches of dead servers interrupted: %s", exc)
+    else:
+        for record in orphaned:
+            logger.warning("%s/%s marked interrupted: %s", record.campaign_id, record.name, record.error)
     return reaped
