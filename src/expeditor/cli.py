@@ -91,7 +91,9 @@ def _serve(args: argparse.Namespace) -> int:
 
     settings = _settings(args)
     configure_logging(settings.logs_dir)
-    return serve(settings, transport=args.transport, host=args.host, port=args.port)
+    return serve(
+        settings, transport=args.transport, host=args.host, port=args.port, insecure_no_token=args.insecure_no_token
+    )
 
 
 def _marker_hold(args: argparse.Namespace) -> int:
@@ -155,6 +157,12 @@ def _dispatch(args: argparse.Namespace) -> int:
             f"{outcome.campaign_id}/{outcome.name}: {outcome.status.value} (attempt {outcome.attempts}, "
             f"dispatch {outcome.dispatch_id}, session {outcome.dispatched_session_id})\n{outcome.message}\n"
         )
+    if outcome.record_error is not None:
+        # The run finished; only its record is missing. Its result is all there is of it: show it whole.
+        if outcome.result is not None and not args.json:
+            _print_result(outcome.result, as_json=False)
+        sys.stderr.write(f"expeditor: {outcome.record_error}\n")
+        return EXIT_RUN_FAILED
     return EXIT_OK if outcome.status is DispatchStatus.SUCCESS or outcome.already_running else EXIT_RUN_FAILED
 
 
@@ -235,6 +243,12 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--transport", choices=("stdio", "http"), default="stdio")
     serve.add_argument("--host", help="HTTP bind address (default: the http_host setting, 127.0.0.1)")
     serve.add_argument("--port", type=int, help="HTTP port (default: the http_port setting, 8765)")
+    serve.add_argument(
+        "--insecure-no-token",
+        action="store_true",
+        help="serve HTTP on an address other than loopback without http_token, for a network you trust "
+        "(refused otherwise; a warning is logged at every start)",
+    )
     serve.set_defaults(handler=_serve)
 
     dispatch = commands.add_parser(

@@ -201,7 +201,25 @@ class Settings(BaseSettings):
     )
     http_host: str = Field(default="127.0.0.1", min_length=1, description="Bind address of the HTTP transport.")
     http_port: int = Field(default=8765, ge=1, le=65535, description="Port of the HTTP transport.")
-    http_token: str | None = Field(default=None, description="Bearer token required over HTTP, if set.")
+    http_token: str | None = Field(
+        default=None,
+        description="Bearer token required over HTTP, if set; a bind other than loopback refuses to start without "
+        "one (unless --insecure-no-token).",
+    )
+    http_allowed_hosts: Annotated[tuple[str, ...], NoDecode] = Field(
+        default=(),
+        max_length=64,
+        description="Host header values the HTTP transport accepts besides its bind address and port (and loopback "
+        "names on a loopback bind): 'name' admits it on any port, 'name:port' on that port only (in the "
+        "environment: separated by ',').",
+    )
+    http_allowed_origins: Annotated[tuple[str, ...], NoDecode] = Field(
+        default=(),
+        max_length=64,
+        description="Origin header values the HTTP transport accepts besides its own and, on a loopback bind, "
+        "loopback ones: 'https://name' admits it on any port, 'https://name:port' on that port only (in the "
+        "environment: separated by ',').",
+    )
 
     @classmethod
     def settings_customise_sources(
@@ -221,6 +239,30 @@ class Settings(BaseSettings):
         if isinstance(value, str | Path):
             return tuple(Path(part) for part in str(value).split(os.pathsep) if part)
         return value
+
+    @field_validator("http_allowed_hosts", "http_allowed_origins", mode="before")
+    @classmethod
+    def _split_names(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return tuple(part.strip() for part in value.split(",") if part.strip())
+        return value
+
+    @field_validator("http_allowed_hosts")
+    @classmethod
+    def _host_header_values(cls, hosts: tuple[str, ...]) -> tuple[str, ...]:
+        for host in hosts:
+            _check_authority(host)
+        return hosts
+
+    @field_validator("http_allowed_origins")
+    @classmethod
+    def _origin_header_values(cls, origins: tuple[str, ...]) -> tuple[str, ...]:
+        for origin in origins:
+            scheme, separator, authority = origin.partition("://")
+            if scheme not in ("http", "https") or not separator:
+                raise ValueError(f"{origin!r} is not an origin: expected e.g. https://expeditor.example.com")
+            _check_authority(authority)
+        return origins
 
     @field_validator("default_model")
     @classmethod
@@ -324,6 +366,18 @@ class Settings(BaseSettings):
             kill_grace=self.kill_grace,
             result_exit_grace=self.result_exit_grace,
         )
+
+
+def _check_authority(authority: str) -> None:
+    """Refuse what a Host header never carries, so a typo fails at start rather than as refused requests."""
+    if not authority or any(char.isspace() or char in "/?#@" for char in authority):
+        raise ValueError(f"{authority!r} is not a host name: expected a name, optionally with :port")
+    after_address = authority.rpartition("]")[2] if authority.startswith("[") else authority
+    _, has_port, port = after_address.partition(":")
+    if ":" in port:
+        raise ValueError(f"{authority!r}: write an IPv6 address in brackets, e.g. [fd00::1]")
+    if has_port and not (port == "*" or (port.isdigit() and 0 < int(port) < 65536)):
+        raise ValueError(f"{authority!r}: the port must be a number or '*'")
 
 
 def _home_from(*sources: dict[str, Any]) -> Path:

@@ -68,6 +68,11 @@ class DispatchOutcome(BaseModel):
     outputs: dict[str, Any] = Field(default_factory=dict)
     usage: SessionUsage | None = None
     result: RunResult | None = Field(default=None, description="The orchestrator's run, when this call launched it.")
+    record_error: str | None = Field(
+        default=None,
+        description="Why the run's end could not be recorded (the store could not be written); the job may "
+        "then run again on the next dispatch. None once it is on record.",
+    )
     message: str = Field(description="One sentence saying what happened.")
 
     @classmethod
@@ -223,7 +228,8 @@ class DispatchService:
                 return JobEnd(RunStatus.CANCELLED, "the dispatch call was cancelled")
             return ended_by(exc)
 
-        final = await self.runtime.jobs.launch(claimed, attempt_body, stopped=stopped)
+        recorded = await self.runtime.jobs.launch(claimed, attempt_body, stopped=stopped)
+        final = recorded.record
         result = control.result
         assert result is not None
         verdict = {DispatchStatus.SUCCESS: "succeeded", DispatchStatus.CANCELLED: "was cancelled"}.get(
@@ -233,7 +239,10 @@ class DispatchService:
         if pipeline and result.termination is Termination.COMPLETED:
             # The runner's own verdict ("pipeline failure: step 'test' failed ...") says more than its exit.
             why = (result.result_text.strip().splitlines() or [why])[0]
-        return DispatchOutcome.of(final, f"{campaign}/{name} {verdict}: {why}", resumed=resume, result=result)
+        message = f"{campaign}/{name} {verdict}: {why}"
+        if recorded.error is not None:
+            message += f"; but {recorded.error}, so the next dispatch may run it again"
+        return DispatchOutcome.of(final, message, resumed=resume, result=result, record_error=recorded.error)
 
     def _orchestrator_request(
         self,

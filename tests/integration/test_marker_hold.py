@@ -60,7 +60,8 @@ async def test_a_held_marker_protects_its_session_while_the_command_runs_and_not
     assert held.seconds > 2 * THRESHOLD
     # Once the command ended, its marker vouched no more: the session got one more threshold, then the verdict.
     assert result.ended_at is not None
-    assert command_ended - 0.2 <= result.ended_at - THRESHOLD <= command_ended + POLL + 0.3
+    # (The upper slack is for a busy machine: the verdict, the kill and the holder's exit each wait their turn.)
+    assert command_ended - 0.2 <= result.ended_at - THRESHOLD <= command_ended + POLL + 1.0
     assert list(markers.iterdir()) == []
 
 

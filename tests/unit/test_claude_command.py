@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
@@ -51,9 +50,10 @@ def test_allowed_tools_come_last_so_they_cannot_swallow_the_prompt(settings: Set
         mcp_config={"mcpServers": {"expeditor": {"command": "expeditor", "args": ["serve"]}}},
         extra_args=("--max-turns", "3"),
     )
-    argv = build_command(settings, request, "sid", mcp_config=request.mcp_config)
+    config_file = tmp_path / "mcp-config.json"  # the config goes by path: inline JSON would sit in /proc/PID/cmdline
+    argv = build_command(settings, request, "sid", mcp_config=config_file)
     assert argv[-3:] == ["--allowedTools", "mcp__expeditor__run_skill", "Read"]
-    assert json.loads(argv[argv.index("--mcp-config") + 1])["mcpServers"]["expeditor"]["args"] == ["serve"]
+    assert argv[argv.index("--mcp-config") + 1] == str(config_file)
     assert argv[argv.index("--max-turns") + 1] == "3"
 
 

@@ -131,9 +131,26 @@ def test_allowed_roots_come_from_a_colon_separated_variable(tmp_path: Path, monk
     assert load_settings(home=tmp_path).allowed_roots == (tmp_path.resolve(), Path("/var").resolve())
 
 
+def test_http_allowed_names_come_from_comma_separated_variables_or_config_yaml_lists(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "config.yaml").write_text("http_allowed_hosts: [team.example, '[fd00::1]:8765']\n")
+    assert load_settings(home=tmp_path).http_allowed_hosts == ("team.example", "[fd00::1]:8765")
+    monkeypatch.setenv("EXPEDITOR_HTTP_ALLOWED_HOSTS", "a.example, b.example:8765")
+    monkeypatch.setenv("EXPEDITOR_HTTP_ALLOWED_ORIGINS", "https://a.example,http://b.example:*")
+    settings = load_settings(home=tmp_path)
+    assert settings.http_allowed_hosts == ("a.example", "b.example:8765")
+    assert settings.http_allowed_origins == ("https://a.example", "http://b.example:*")
+
+
 @pytest.mark.parametrize(
     ("field", "value"),
     [
+        ("http_allowed_hosts", ["https://team.example"]),
+        ("http_allowed_hosts", ["team.example:port"]),
+        ("http_allowed_hosts", ["fd00::1"]),
+        ("http_allowed_origins", ["team.example"]),
+        ("http_allowed_origins", ["ftp://team.example"]),
         ("stale_threshold", 0),
         ("timeout", -1),
         ("http_port", 70000),

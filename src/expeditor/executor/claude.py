@@ -18,6 +18,7 @@ from expeditor.claude_paths import transcript_path
 from expeditor.config import RunPolicy, Settings
 from expeditor.errors import InvalidInput
 from expeditor.executor.containment import SessionContainment
+from expeditor.executor.launch_files import LaunchFile
 from expeditor.executor.models import RunRequest, RunResult, Suppression, Termination, usable_path
 from expeditor.executor.registry import SessionRegistry
 from expeditor.executor.runner import LaunchSpec, ManagedOutcome, RunControl, run_managed
@@ -26,6 +27,7 @@ from expeditor.ids import new_session_id, validate_identifier
 from expeditor.usage.transcript import usage_from_transcript
 
 __all__ = [
+    "SECRET_SETTINGS",
     "ClaudeCodeExecutor",
     "WatcherFactory",
     "build_command",
@@ -40,13 +42,14 @@ WatcherFactory = Callable[[LaunchSpec, RunPolicy], Sequence[Watcher]]
 
 # An argument longer than this cannot be passed to exec on Linux (MAX_ARG_STRLEN).
 _MAX_PROMPT_BYTES = 128 * 1024 - 1
-_STRIPPED_FROM_CHILD = ("CLAUDE_CODE_SESSION_ID",)
+SECRET_SETTINGS = frozenset({"http_token"})
+"""Settings whose values are credentials: never passed to a session, in its environment or its argv."""
+# The parent's session id would be mistaken for the child's own; a secret is not the child's to have.
+_STRIPPED_FROM_CHILD = frozenset({"CLAUDE_CODE_SESSION_ID", *(f"EXPEDITOR_{name.upper()}" for name in SECRET_SETTINGS)})
 _DEFAULT_CONFIG_DIR = Path.home() / ".claude"
 
 
-def build_command(
-    settings: Settings, request: RunRequest, session_id: str, *, mcp_config: Mapping[str, object] | None
-) -> list[str]:
+def build_command(settings: Settings, request: RunRequest, session_id: str, *, mcp_config: Path | None) -> list[str]:
     """The argv of one session: the configured command, then our flags, prompt right after ``-p``.
 
     With ``settings.bundled_skills`` the session also gets expeditor's bundled plugin, whose skills
@@ -67,7 +70,7 @@ def build_command(
     for directory in request.add_dirs:
         argv += ["--add-dir", str(directory)]
     if mcp_config is not None:
-        argv += ["--mcp-config", json.dumps(mcp_config, separators=(",", ":"))]
+        argv += ["--mcp-config", str(mcp_config)]
     argv += list(request.extra_args)
     if request.allowed_tools:
         # Variadic: keep it last so it cannot swallow anything that follows.
@@ -171,10 +174,16 @@ class ClaudeCodeExecutor:
             raise InvalidInput(
                 f"session id {session_id!r} is not a UUID: Claude Code accepts only UUIDs as session ids"
             ) from None
+        files: tuple[LaunchFile, ...] = ()
+        if request.argv is None and request.mcp_config is not None:
+            # By path, not inline: a command line is readable by every local user, and the config may
+            # carry a credential. Unique per launch: a resumed session keeps its id.
+            path = self.settings.home / "launch" / f"{session_id}-{uuid.uuid4().hex[:8]}.mcp.json"
+            files = (LaunchFile(path, json.dumps(request.mcp_config, separators=(",", ":"))),)
         argv = (
             list(request.argv)
             if request.argv is not None
-            else build_command(self.settings, request, session_id, mcp_config=request.mcp_config)
+            else build_command(self.settings, request, session_id, mcp_config=files[0].path if files else None)
         )
         env = child_environment(
             self.base_env,
@@ -196,6 +205,7 @@ class ClaudeCodeExecutor:
             caller_session_id=caller_session_id,
             marker_dir=marker_dir,
             reports_result=request.argv is None or request.argv_reports_result,
+            files=files,
         )
         policy = self.settings.run_policy(
             timeout=request.timeout,

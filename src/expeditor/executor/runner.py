@@ -29,6 +29,7 @@ from expeditor.config import RunPolicy
 from expeditor.executor import cgroups
 from expeditor.executor.containment import SessionContainment, end_group, end_session_group
 from expeditor.executor.control import Decision, ManagedOutcome, RunControl
+from expeditor.executor.launch_files import LaunchFile, remove_launch_files, write_launch_files
 from expeditor.executor.models import DecidedBy, KilledProcess, SessionKind, Termination
 from expeditor.executor.pipes import SessionPipes
 from expeditor.executor.process_tree import snapshot_targets, terminate
@@ -70,6 +71,8 @@ class LaunchSpec:
     marker_dir: Path | None = None
     reports_result: bool = True
     """False for a plain command: its exit is its outcome, and its stdout is kept as its result text."""
+    files: tuple[LaunchFile, ...] = ()
+    """Files the command reads (its MCP config): written before it starts, removed when it ends."""
 
 
 def _file_size(path: Path | None) -> int:
@@ -127,11 +130,32 @@ async def run_managed(
     control: RunControl | None = None,
     containment: SessionContainment | None = None,
 ) -> ManagedOutcome:
-    """Run one session to its end and return what happened. Never leaves a process behind.
+    """Run one session to its end and return what happened. Never leaves a process behind, nor its launch files.
 
     With a cgroup ``containment`` the session gets its own control group, which the agent's process
     joins before it runs any code; its end is then ``cgroup.kill`` of that group.
     """
+    try:
+        write_launch_files(spec.files)
+    except OSError as exc:
+        return _launch_failed(spec, f"could not write its launch files: {exc.strerror or exc} ({exc.filename})")
+    try:
+        return await _run_managed(
+            spec, policy, watchers=watchers, registry=registry, control=control, containment=containment
+        )
+    finally:
+        remove_launch_files(spec.files)
+
+
+async def _run_managed(
+    spec: LaunchSpec,
+    policy: RunPolicy,
+    *,
+    watchers: Sequence[Watcher],
+    registry: SessionRegistry | None,
+    control: RunControl | None,
+    containment: SessionContainment | None,
+) -> ManagedOutcome:
     if control is not None and control.pending is not None:
         # Cancelled before it started (a shutdown during its preparation): start nothing.
         return _not_started(spec, control.pending)

@@ -7,6 +7,7 @@ through the ``JobLifecycle``.
 
 from expeditor.runs.caller import CALLER_HEADER, CallerContext
 from expeditor.runs.child_config import SERVER_NAME, allowed_tools, child_mcp_config, settings_environment
+from expeditor.runs.endings import EndRetry
 from expeditor.runs.handle import RunHandle, describe_activity
 from expeditor.runs.jobs import (
     AttemptBody,
@@ -14,6 +15,7 @@ from expeditor.runs.jobs import (
     JobEnd,
     JobLifecycle,
     MarkRunning,
+    RecordedEnd,
     ended_by,
     record_job_end,
     steps_to_forget,
@@ -30,9 +32,11 @@ __all__ = [
     "AttemptBody",
     "CallerContext",
     "ClaimedJob",
+    "EndRetry",
     "JobEnd",
     "JobLifecycle",
     "MarkRunning",
+    "RecordedEnd",
     "RunContext",
     "RunHandle",
     "Runtime",

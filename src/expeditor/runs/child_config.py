@@ -3,7 +3,8 @@
 By default the child gets a nested stdio ``expeditor serve`` (absolute interpreter, absolute home
 and marker dir, the parent's settings in its environment) that learns its caller from
 ``CLAUDE_CODE_SESSION_ID``. When expeditor runs as a shared HTTP server, the child gets an
-``http`` entry pointing back at it, with the caller header written literally.
+``http`` entry pointing back at it that carries the child's own session token (never the server's):
+the token alone says who is calling, so no caller header is written.
 """
 
 from __future__ import annotations
@@ -12,8 +13,8 @@ import sys
 from typing import Any
 
 from expeditor.config import Settings
+from expeditor.executor.claude import SECRET_SETTINGS
 from expeditor.executor.models import SessionKind
-from expeditor.runs.caller import CALLER_HEADER
 
 __all__ = ["SERVER_NAME", "allowed_tools", "child_mcp_config", "settings_environment"]
 
@@ -32,9 +33,12 @@ def allowed_tools(kind: SessionKind) -> tuple[str, ...]:
 
 
 def settings_environment(settings: Settings) -> dict[str, str]:
-    """The settings that were set explicitly, as ``EXPEDITOR_*`` variables, so a nested server agrees."""
+    """The settings that were set explicitly, as ``EXPEDITOR_*`` variables, so a nested server agrees.
+
+    Credentials excepted: a nested stdio server needs none, and its environment is the session's to read.
+    """
     env: dict[str, str] = {}
-    for name in sorted(settings.model_fields_set):
+    for name in sorted(settings.model_fields_set - SECRET_SETTINGS):
         value: Any = getattr(settings, name)
         if value is None:
             continue
@@ -51,17 +55,20 @@ def settings_environment(settings: Settings) -> dict[str, str]:
 
 
 def child_mcp_config(
-    settings: Settings, *, kind: SessionKind, child_session_id: str, http_url: str | None = None
+    settings: Settings, *, kind: SessionKind, http_url: str | None = None, session_token: str | None = None
 ) -> dict[str, Any] | None:
-    """The MCP config for a child of ``kind``, or None when it may call no expeditor tool."""
+    """The MCP config for a child of ``kind``, or None when it may call no expeditor tool.
+
+    Over HTTP (``http_url``) the entry authenticates with ``session_token``, the child's own credential.
+    """
     if not _TOOLS_BY_KIND[kind]:
         return None
     # Claude Code's per-server idle timeout (ms) must outlast the longest call the child makes.
     timeout_ms = int((settings.timeout + settings.kill_grace + 60) * 1000)
     if http_url is not None:
-        headers = {CALLER_HEADER: child_session_id}
-        if settings.http_token:
-            headers["authorization"] = f"Bearer {settings.http_token}"
+        if session_token is None:
+            raise ValueError("an http entry needs the child's session token")
+        headers = {"authorization": f"Bearer {session_token}"}
         entry: dict[str, Any] = {"type": "http", "url": http_url, "headers": headers, "timeout": timeout_ms}
     else:
         entry = {

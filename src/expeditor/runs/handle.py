@@ -48,10 +48,14 @@ class RunHandle:
         caller_session_id: str | None,
         control: RunControl,
         body: Callable[[RunHandle], Awaitable[RunResult]],
+        *,
+        launched_by: tuple[str, ...] = (),
     ) -> None:
         self.session_id = session_id
         self.kind = kind
         self.caller_session_id = caller_session_id
+        # Every session above this one, nearest first: whoever is in it may cancel this run.
+        self.launched_by = launched_by
         self.control = control
         self.started_at = time.time()
         self._body = body

@@ -5,14 +5,16 @@ orchestrator or pipeline-runner session; ``expeditor recipe run`` runs its pipel
 Both go through ``JobLifecycle``: the claim half (``claim``) decides, atomically, whether this
 caller launches; the launch half (``launch``) marks the attempt running, runs it within the
 process's concurrency limit and records its end through ``record_job_end``, the one function that
-writes a job's end, whatever stopped it. The two halves meet only in the store's ``Claim``, so
-claiming in one process and launching in another is a cut between them.
+writes a job's end, whatever stopped it and whatever happened to the store meanwhile (see
+``expeditor.runs.endings``). The two halves meet only in the store's ``Claim``, so claiming in one
+process and launching in another is a cut between them.
 """
 
 from __future__ import annotations
 
 import functools
 import logging
+import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 
@@ -20,6 +22,7 @@ import anyio
 
 from expeditor.errors import ExpeditorError
 from expeditor.reports import campaign_runs, job_usage
+from expeditor.runs.endings import EndRetry, encodable_copy, land_end
 from expeditor.state import (
     CampaignStore,
     Claim,
@@ -30,6 +33,7 @@ from expeditor.state import (
     RunStatus,
     inputs_hash,
 )
+from expeditor.usage import SessionUsage
 
 __all__ = [
     "AttemptBody",
@@ -37,6 +41,7 @@ __all__ = [
     "JobEnd",
     "JobLifecycle",
     "MarkRunning",
+    "RecordedEnd",
     "ended_by",
     "record_job_end",
     "steps_to_forget",
@@ -57,6 +62,16 @@ class JobEnd:
     reason: str
     summary: str | None = None
     outputs: Mapping[str, str] | None = None
+
+
+@dataclass(frozen=True)
+class RecordedEnd:
+    """A job's record once its end was written; ``error`` says why it could not be, and ``record`` is then
+    the record as the end would have left it."""
+
+    record: DispatchRecord
+    restored: bool = False
+    error: str | None = None
 
 
 MarkRunning = Callable[[str], Awaitable[None]]
@@ -100,18 +115,69 @@ def steps_to_forget(previous: DispatchRecord | None, inputs: Mapping[str, str], 
     return None
 
 
-def record_job_end(store: CampaignStore, campaign_id: str, name: str, attempt: int, end: JobEnd) -> DispatchRecord:
-    """Write the end of the job's attempt, with what the job cost: every session it ran, in every attempt,
-    the run_skill calls of its orchestrators included. Fenced by ``attempt``."""
+def record_job_end(
+    store: CampaignStore,
+    claimed: DispatchRecord,
+    end: JobEnd,
+    *,
+    session_id: str | None = None,
+    retry: EndRetry | None = None,
+) -> tuple[DispatchRecord, bool]:
+    """Write the end of the attempt ``claimed`` (the record its claim returned) with what the job cost: every
+    session it ran, in every attempt, the run_skill calls of its orchestrators included. Fenced by attempt.
+
+    ``session_id`` is the attempt's session, when it started. What fails while writing is handled as
+    ``land_end`` says: retried, else the whole ended record is written again (a recreated store gets it
+    back); returns the record as stored and whether it had to be restored. Raises when even that fails.
+    """
+    campaign_id, name, attempt = claimed.campaign_id, claimed.name, claimed.attempts
     usage = job_usage(campaign_runs(store, campaign_id, name))
-    if end.status is RunStatus.SUCCESS:
-        outputs = dict(end.outputs) if end.outputs is not None else _step_captures(store, campaign_id, name)
-        return store.mark_succeeded(
-            campaign_id, name, attempt=attempt, summary=end.summary, outputs=outputs, usage=usage
-        )
-    if end.status is RunStatus.CANCELLED:
-        return store.mark_cancelled(campaign_id, name, attempt=attempt, reason=end.reason, usage=usage)
-    return store.mark_failed(campaign_id, name, attempt=attempt, error=end.reason, summary=end.summary, usage=usage)
+    succeeded = end.status is RunStatus.SUCCESS
+    outputs = dict(end.outputs) if end.outputs is not None else _step_captures(store, campaign_id, name)
+
+    def mark() -> DispatchRecord:
+        if succeeded:
+            return store.mark_succeeded(
+                campaign_id, name, attempt=attempt, summary=end.summary, outputs=outputs, usage=usage
+            )
+        if end.status is RunStatus.CANCELLED:
+            return store.mark_cancelled(campaign_id, name, attempt=attempt, reason=end.reason, usage=usage)
+        return store.mark_failed(campaign_id, name, attempt=attempt, error=end.reason, summary=end.summary, usage=usage)
+
+    def restore() -> DispatchRecord:
+        return store.restore_dispatch(_ended_record(claimed, end, session_id=session_id, outputs=outputs, usage=usage))
+
+    return land_end(f"recording the end of {campaign_id}/{name}", mark, restore, retry or EndRetry())
+
+
+def _ended_record(
+    claimed: DispatchRecord,
+    end: JobEnd,
+    *,
+    session_id: str | None,
+    outputs: Mapping[str, str],
+    usage: SessionUsage | None,
+) -> DispatchRecord:
+    """The whole record as ``end`` leaves the attempt ``claimed``, its text encodable: what a store that lost
+    the record is given back, and what the caller is shown when no store would take it."""
+    status = {RunStatus.SUCCESS: DispatchStatus.SUCCESS, RunStatus.CANCELLED: DispatchStatus.CANCELLED}.get(
+        end.status, DispatchStatus.FAILURE
+    )
+    now = time.time()
+    record = claimed.model_copy(
+        update={
+            "status": status,
+            "dispatched_session_id": session_id or claimed.dispatched_session_id,
+            "result_summary": end.summary,
+            "outputs": dict(outputs) if status is DispatchStatus.SUCCESS else {},
+            "usage": usage,
+            "error": None if status is DispatchStatus.SUCCESS else end.reason,
+            "started_at": claimed.started_at or (now if session_id else None),
+            "finished_at": now,
+            "updated_at": now,
+        }
+    )
+    return encodable_copy(record)
 
 
 def _step_captures(store: CampaignStore, campaign_id: str, name: str) -> dict[str, str]:
@@ -124,9 +190,11 @@ def _step_captures(store: CampaignStore, campaign_id: str, name: str) -> dict[st
 class JobLifecycle:
     """Claims and launches the jobs of one process, at most ``max_concurrent`` launches at a time."""
 
-    def __init__(self, store: CampaignStore, *, max_concurrent: int) -> None:
+    def __init__(self, store: CampaignStore, *, max_concurrent: int, end_retry: EndRetry | None = None) -> None:
+        """``end_retry``: how often and how far apart an end is written again to a store that is unavailable."""
         self.store = store
         self._slots = anyio.Semaphore(max_concurrent)
+        self._end_retry = end_retry or EndRetry()
 
     async def completed(self, campaign_id: str, name: str) -> DispatchRecord | None:
         """The job's recorded success, or None; a store that cannot be read counts as no success."""
@@ -181,41 +249,57 @@ class JobLifecycle:
         attempt_body: AttemptBody,
         *,
         stopped: Callable[[BaseException], JobEnd] = ended_by,
-    ) -> DispatchRecord:
+    ) -> RecordedEnd:
         """Run the claimed attempt within this process's concurrency limit and record its end.
 
         ``attempt_body(mark_running)`` prepares the attempt, awaits ``mark_running(session_id)`` right
         before its session starts, and returns how the attempt ended. The end is recorded whatever
         happens, waiting for a slot included: what the body returns, or, when anything raises, what
         ``stopped`` makes of the exception (which is then re-raised). Recording is shielded, so a process
-        stopping at that moment does not leave the job ``pending`` or ``running``.
+        stopping at that moment does not leave the job ``pending`` or ``running``; a store that fails then
+        does not turn a finished attempt into an error: the returned ``RecordedEnd`` says what was kept.
         """
         record = claimed.record
         campaign_id, name, attempt = record.campaign_id, record.name, claimed.claim.attempt
+        session_id: str | None = None
 
-        async def mark_running(session_id: str) -> None:
+        async def mark_running(started_session_id: str) -> None:
+            nonlocal session_id
             await anyio.to_thread.run_sync(
                 functools.partial(
-                    self.store.mark_running, campaign_id, name, attempt=attempt, dispatched_session_id=session_id
+                    self.store.mark_running,
+                    campaign_id,
+                    name,
+                    attempt=attempt,
+                    dispatched_session_id=started_session_id,
                 )
             )
+            session_id = started_session_id
 
         try:
             async with self._slots:
                 end = await attempt_body(mark_running)
         except BaseException as exc:
-            await self._record_end(claimed, stopped(exc))
+            await self._record_end(claimed, stopped(exc), session_id)
             raise
-        return await self._record_end(claimed, end)
+        return await self._record_end(claimed, end, session_id)
 
-    async def _record_end(self, claimed: ClaimedJob, end: JobEnd) -> DispatchRecord:
+    async def _record_end(self, claimed: ClaimedJob, end: JobEnd, session_id: str | None = None) -> RecordedEnd:
         record = claimed.record
-        final: DispatchRecord | None = None
+        job = f"{record.campaign_id}/{record.name}"
+        write = functools.partial(record_job_end, self.store, record, end, session_id=session_id, retry=self._end_retry)
+        recorded: RecordedEnd | None = None
         with anyio.CancelScope(shield=True):
-            final = await anyio.to_thread.run_sync(
-                functools.partial(
-                    record_job_end, self.store, record.campaign_id, record.name, claimed.claim.attempt, end
-                )
-            )
-        assert final is not None
-        return final
+            try:
+                final, restored = await anyio.to_thread.run_sync(write)
+            except Exception as exc:  # whatever the store did, the attempt ended: say so, do not raise it as ours
+                logger.error("%s: the end of attempt %d could not be recorded", job, record.attempts, exc_info=exc)
+                kept = _ended_record(record, end, session_id=session_id, outputs=end.outputs or {}, usage=None)
+                why = f"the end of {job} attempt {record.attempts} could not be recorded: {exc}"
+                recorded = RecordedEnd(kept, error=why)
+            else:
+                if restored:
+                    logger.warning("%s: its record was written again, whole, with its end", job)
+                recorded = RecordedEnd(final, restored=restored)
+        assert recorded is not None, "a shielded scope is never cancelled"
+        return recorded

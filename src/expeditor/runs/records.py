@@ -2,13 +2,15 @@
 
 The lines a run changed are measured here too (a git snapshot of its working tree before and
 after), because they belong on its record and nowhere else. A store that cannot be written
-never stops a run: the run stays supervised, and the log says which record is missing.
+never stops a run: the run stays supervised, and the log says which record is missing. A run's
+end is pressed harder (``expeditor.runs.endings``): retried, then written whole, so a store that
+was recreated while the run went on gets the run back with its end.
 """
 
 from __future__ import annotations
 
-import functools
 import logging
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +20,7 @@ import anyio
 from expeditor.config import Settings
 from expeditor.errors import ExpeditorError
 from expeditor.executor import OWN_CHILDREN, RunControl, RunRequest, RunResult, SessionKind, Termination
+from expeditor.runs.endings import EndRetry, encodable_copy, land_end
 from expeditor.state import CampaignStore, Owner, RunEvidence, RunRecord, RunStatus
 from expeditor.usage import SessionUsage, WorktreeState, lines_changed, worktree_state
 
@@ -50,10 +53,20 @@ class RunContext:
 class RunRecorder:
     """Writes the runs of one supervisor to its store (or nowhere, without one)."""
 
-    def __init__(self, settings: Settings, store: CampaignStore | None, base_env: Mapping[str, str]) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        store: CampaignStore | None,
+        base_env: Mapping[str, str],
+        *,
+        end_retry: EndRetry | None = None,
+    ) -> None:
         self.settings = settings
         self.store = store
         self._base_env = base_env
+        self._end_retry = end_retry or EndRetry()
+        # Each live run's record as started, by session id: what is written whole if its end cannot be.
+        self._started: dict[str, RunRecord] = {}
 
     async def started(
         self,
@@ -85,8 +98,9 @@ class RunRecorder:
             owner=Owner.current(),
             started_at=started_at,
         )
+        self._started[session_id] = record
         try:
-            await anyio.to_thread.run_sync(self.store.record_run_started, record)
+            self._started[session_id] = await anyio.to_thread.run_sync(self.store.record_run_started, record)
         except ExpeditorError as exc:
             # The run is still supervised; only its record is missing, and the log says so.
             logger.warning("session=%s could not be recorded as started: %s", session_id, exc)
@@ -97,19 +111,13 @@ class RunRecorder:
             return
         cancelled = isinstance(exc, anyio.get_cancelled_exc_class() | KeyboardInterrupt)
         reason = "cancelled before the session started" if cancelled else f"expeditor failed to start it: {exc!r}"
-        try:
-            await anyio.to_thread.run_sync(
-                functools.partial(
-                    self.store.record_run_finished,
-                    session_id,
-                    status=RunStatus.CANCELLED if cancelled else RunStatus.FAILURE,
-                    termination=Termination.CANCELLED if cancelled else Termination.LAUNCH_FAILED,
-                    usage=SessionUsage(),
-                    reason=reason,
-                )
-            )
-        except ExpeditorError as error:
-            logger.warning("session=%s could not be recorded as ended: %s", session_id, error)
+        end = _RunEnd(
+            status=RunStatus.CANCELLED if cancelled else RunStatus.FAILURE,
+            termination=Termination.CANCELLED if cancelled else Termination.LAUNCH_FAILED,
+            usage=SessionUsage(),
+            reason=reason,
+        )
+        await self._write_end(session_id, end)
 
     async def worktree_before(self, request: RunRequest, control: RunControl) -> WorktreeState | None:
         """The work tree before the run, unless the run is cancelled first: then nothing is measured.
@@ -146,18 +154,66 @@ class RunRecorder:
             with OWN_CHILDREN.commands_in_threads():
                 after = await anyio.to_thread.run_sync(worktree_state, request.cwd, self.settings.git_objects_cache)
                 loc_changed = await anyio.to_thread.run_sync(lines_changed, request.cwd, before, after)
-        try:
-            await anyio.to_thread.run_sync(
-                functools.partial(
-                    self.store.record_run_finished,
-                    result.session_id,
-                    status=RunStatus.from_termination(result.termination, is_error=result.is_error),
-                    termination=result.termination,
-                    usage=result.usage,
-                    reason=result.reason,
-                    loc_changed=loc_changed,
-                    evidence=RunEvidence.of(result),
-                )
+        end = _RunEnd(
+            status=RunStatus.from_termination(result.termination, is_error=result.is_error),
+            termination=result.termination,
+            usage=result.usage,
+            reason=result.reason,
+            loc_changed=loc_changed,
+            evidence=RunEvidence.of(result),
+        )
+        await self._write_end(result.session_id, end)
+
+    async def _write_end(self, session_id: str, end: _RunEnd) -> None:
+        """Close the run's record, whatever the store went through since it started; never raises."""
+        assert self.store is not None
+        store, started = self.store, self._started.pop(session_id, None)
+
+        def mark() -> RunRecord:
+            return store.record_run_finished(
+                session_id,
+                status=end.status,
+                termination=end.termination,
+                usage=end.usage,
+                reason=end.reason,
+                loc_changed=end.loc_changed,
+                evidence=end.evidence,
             )
-        except ExpeditorError as exc:
-            logger.warning("session=%s could not be recorded as finished: %s", result.session_id, exc)
+
+        def restore() -> RunRecord:
+            if started is None:  # nothing to write whole: only a run this recorder started is known to it
+                return mark()
+            now = time.time()
+            ended = started.model_copy(update={**end.fields(), "finished_at": now, "updated_at": now})
+            return store.restore_run(encodable_copy(ended))
+
+        doing = f"session={session_id} recording the end of its run"
+        try:
+            _, restored = await anyio.to_thread.run_sync(land_end, doing, mark, restore, self._end_retry)
+        except Exception as exc:  # the run ended all the same: its caller gets its result, the log the rest
+            logger.error("session=%s could not be recorded as ended: %s", session_id, exc, exc_info=exc)
+            return
+        if restored:
+            logger.warning("session=%s: its run was written again, whole, with its end", session_id)
+
+
+@dataclass(frozen=True)
+class _RunEnd:
+    """How a run ended, as its record will say."""
+
+    status: RunStatus
+    termination: Termination
+    usage: SessionUsage
+    reason: str | None
+    loc_changed: int | None = None
+    evidence: RunEvidence | None = None
+
+    def fields(self) -> dict[str, object]:
+        return {
+            "status": self.status,
+            "termination": self.termination,
+            "usage": self.usage,
+            "reason": self.reason,
+            "loc_changed": self.loc_changed,
+            "evidence": self.evidence,
+        }

@@ -4,6 +4,9 @@
 execution marker around the run (trusted until the run's own deadline plus the kill grace), records
 the run from start to end, and keeps its handle until it ends, so shutdown and cancel_session reach
 it. The server's tools, the dispatcher and the pipeline runner all launch through here.
+
+When this process serves HTTP, each run's session gets its own token (``credentials``), valid from
+the moment the run starts until it ends, however it ends.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from expeditor.ids import new_session_id
 from expeditor.monitor import execution_marker
 from expeditor.runs.caller import CallerContext
 from expeditor.runs.child_config import allowed_tools, child_mcp_config
+from expeditor.runs.credentials import SessionCredential, SessionCredentials, new_session_token
 from expeditor.runs.handle import RunHandle
 from expeditor.runs.records import RunContext, RunRecorder
 from expeditor.state import CampaignStore
@@ -55,6 +59,7 @@ class Supervisor:
         # Where this process's markers go and its sessions' watchers look: read once, passed down.
         self.marker_dir: Path = settings.markers_path
         self.live: dict[str, RunHandle] = {}
+        self.credentials = SessionCredentials()
         self._records = RunRecorder(settings, store, executor.base_env)
         self._changed = anyio.Event()
         self._closing: str | None = None
@@ -79,15 +84,26 @@ class Supervisor:
         second run of a session this server is running now (a resume of a session still in flight).
         ``marker`` is the label of the execution marker held for ``caller`` while the run goes on.
         """
-        request = self._with_child_config(request)
+        token = new_session_token() if self.http_url is not None else None
+        request = self._with_child_config(request, token)
         spec, policy = self.executor.prepare(request, marker_dir=self.marker_dir, caller_session_id=caller.session_id)
         self._refuse_a_second_run_of(spec.session_id)
+        launched_by = caller.chain()
 
         async def body(handle: RunHandle) -> RunResult:
-            async with self._caller_marker(marker, caller, policy):
-                return await self._supervise(handle, request, spec, policy, context or RunContext())
+            # Granted only while the run is driven, so a handle never run leaves no live token behind.
+            if token is not None:
+                self.credentials.grant(token, SessionCredential(handle.session_id, handle.kind, launched_by))
+            try:
+                async with self._caller_marker(marker, caller, policy):
+                    return await self._supervise(handle, request, spec, policy, context or RunContext())
+            finally:
+                if token is not None:
+                    self.credentials.revoke(token)
 
-        return RunHandle(spec.session_id, request.kind, caller.session_id, control or RunControl(), body)
+        return RunHandle(
+            spec.session_id, request.kind, caller.session_id, control or RunControl(), body, launched_by=launched_by
+        )
 
     async def run(
         self,
@@ -125,10 +141,10 @@ class Supervisor:
                 "before resuming it again"
             )
 
-    def _with_child_config(self, request: RunRequest) -> RunRequest:
-        """Choose the child's id now, so its generated MCP config can name it."""
+    def _with_child_config(self, request: RunRequest, session_token: str | None) -> RunRequest:
+        """Choose the child's id now, and give it the MCP config that carries its own credential."""
         session_id = request.resume_session_id or request.session_id or new_session_id()
-        config = child_mcp_config(self.settings, kind=request.kind, child_session_id=session_id, http_url=self.http_url)
+        config = child_mcp_config(self.settings, kind=request.kind, http_url=self.http_url, session_token=session_token)
         update: dict[str, object] = {"session_id": None if request.resume_session_id else session_id}
         if config is not None and request.mcp_config is None:
             update["mcp_config"] = config
@@ -195,6 +211,11 @@ class Supervisor:
         """Return once no run of this server is live."""
         while self.live:
             await self._changed.wait()
+
+    def launched_by(self, session_id: str) -> tuple[str, ...] | None:
+        """The sessions that launched a live run of this server (nearest first), or None if it is not live."""
+        live = self.live.get(session_id)
+        return None if live is None else live.launched_by
 
     def cancel(self, session_id: str, reason: str, *, grace: float | None = None) -> bool:
         """Cancel one live run of this server; False when it is not one of ours."""

@@ -39,6 +39,11 @@ class StateHolder:
     def __init__(self) -> None:
         self.state: ServerState | None = None
 
+    def session_token_is_live(self, token: str) -> bool:
+        """Whether ``token`` is the credential of a run this server has live (the bearer check asks)."""
+        state = self.state
+        return state is not None and state.supervisor.credentials.identify(token) is not None
+
 
 def build_server(
     settings: Settings,

@@ -1,8 +1,10 @@
 """``expeditor serve``: run the server over stdio (default) or streamable HTTP.
 
 Over stdio, stdout is the protocol: nothing here prints; logs go to stderr and the log file.
-Over HTTP the server binds to 127.0.0.1 by default, keeps the SDK's DNS-rebinding protection
-on, and requires ``Authorization: Bearer <http_token>`` when a token is set.
+Over HTTP the server binds to 127.0.0.1 by default and requires ``Authorization: Bearer <http_token>``
+when a token is set, or the token of a session it launched (which says who is calling); a bind
+reachable from other machines needs a token (or ``--insecure-no-token``), and DNS-rebinding
+protection stays on for every bind (:mod:`expeditor.server.http_access`).
 
 SIGINT and SIGTERM take one path: every live session is cancelled with ``shutdown_grace``
 (Claude Code sends SIGTERM 100 ms after SIGINT and SIGKILL about 400 ms later), the runs end as
@@ -12,40 +14,28 @@ SIGINT and SIGTERM take one path: every live session is cancelled with ``shutdow
 from __future__ import annotations
 
 import contextlib
-import hmac
 import logging
 import signal
 from collections.abc import Awaitable, Callable, Generator
-from typing import Any, Literal
+from typing import Literal
 
 import anyio
-from starlette.middleware.base import BaseHTTPMiddleware, RequestResponseEndpoint
-from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
 
 from expeditor.config import Settings
 from expeditor.executor import OWN_CHILDREN
 from expeditor.executor.registry import SessionRegistry
 from expeditor.runs import become_subreaper, kill_leftovers, reap_exited
 from expeditor.server.app import StateHolder, build_server
+from expeditor.server.http_access import (
+    BearerTokenMiddleware,
+    HostOriginMiddleware,
+    check_bind_is_protected,
+    transport_security,
+)
 
 __all__ = ["serve", "shut_down_on_signals"]
 
 logger = logging.getLogger(__name__)
-
-
-class BearerTokenMiddleware(BaseHTTPMiddleware):
-    """Refuse every request that does not carry the configured static bearer token."""
-
-    def __init__(self, app: Any, token: str) -> None:
-        super().__init__(app)
-        self._expected = f"Bearer {token}".encode()
-
-    async def dispatch(self, request: Request, call_next: RequestResponseEndpoint) -> Response:
-        given = request.headers.get("authorization", "").encode()
-        if not hmac.compare_digest(given, self._expected):
-            return JSONResponse({"error": "missing or wrong bearer token"}, status_code=401)
-        return await call_next(request)
 
 
 async def shut_down_on_signals(holder: StateHolder, settings: Settings, serving: anyio.CancelScope) -> None:
@@ -97,6 +87,7 @@ def serve(
     transport: Literal["stdio", "http"] = "stdio",
     host: str | None = None,
     port: int | None = None,
+    insecure_no_token: bool = False,
 ) -> int:
     holder = StateHolder()
     if transport == "stdio":
@@ -107,11 +98,21 @@ def serve(
 
     bind_host = host or settings.http_host
     bind_port = port or settings.http_port
+    check_bind_is_protected(bind_host, token=settings.http_token, insecure_no_token=insecure_no_token)
     url = f"http://{bind_host}:{bind_port}/mcp"
     server = build_server(settings, http_url=url, holder=holder)
-    app = server.streamable_http_app(host=bind_host)
-    if settings.http_token:
-        app.add_middleware(BearerTokenMiddleware, token=settings.http_token)
+    security = transport_security(
+        bind_host,
+        bind_port,
+        allowed_hosts=settings.http_allowed_hosts,
+        allowed_origins=settings.http_allowed_origins,
+    )
+    app = server.streamable_http_app(host=bind_host, transport_security=security)
+    # The middleware added last runs first: Host and Origin are checked before the bearer token.
+    app.add_middleware(
+        BearerTokenMiddleware, token=settings.http_token, session_token_is_live=holder.session_token_is_live
+    )
+    app.add_middleware(HostOriginMiddleware, security=security)
     logger.info("serving MCP over HTTP at %s", url)
     config = uvicorn.Config(app, host=bind_host, port=bind_port, log_level="warning", lifespan="on")
 

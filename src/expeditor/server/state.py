@@ -10,6 +10,7 @@ from mcp.server.mcpserver import Context
 
 from expeditor.config import Settings
 from expeditor.dispatch import DispatchService
+from expeditor.errors import InvalidInput
 from expeditor.runs import CallerContext, Runtime, Supervisor
 from expeditor.state import CampaignStore
 
@@ -42,7 +43,15 @@ class ServerState:
         return state
 
     def caller(self, ctx: Context[Any]) -> CallerContext:
-        """The calling session: from the HTTP header when there is a request, else the stdio environment."""
+        """The calling session: from the bearer token when there is an HTTP request, else the stdio environment."""
         request = ctx.request_context.request
         headers: Mapping[str, str] | None = getattr(request, "headers", None)
-        return self.stdio_caller.with_header(headers)
+        if headers is None:
+            return self.stdio_caller
+        caller = self.stdio_caller.over_http(
+            headers.get("authorization"), server_token=self.settings.http_token, sessions=self.supervisor.credentials
+        )
+        if caller is None:
+            # The bearer check let it in, so its run ended between that check and this call.
+            raise InvalidInput("this session's credential is no longer valid: the run it was issued for has ended")
+        return caller

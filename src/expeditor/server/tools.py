@@ -90,10 +90,17 @@ def register_tools(server: MCPServer[Any]) -> None:
         """Stop a session this server launched: its whole process tree is killed and the run ends as cancelled.
 
         The call that launched it (run_skill or dispatch) then returns with termination "cancelled".
+        A launched session may stop only the sessions it launched, directly or through its children.
         """
         state = ServerState.of(ctx)
         with tool_errors("cancel_session"):
             caller = state.caller(ctx)
+            launched_by = state.supervisor.launched_by(session_id)
+            if launched_by is not None and not caller.may_cancel(launched_by):
+                raise ToolError(
+                    f"session {session_id} was not launched by you ({caller.session_id}) or by a session you "
+                    "launched: only its launchers or the holder of the server's token may cancel it"
+                )
             reason = f"cancelled by cancel_session from {caller.session_id or 'an unidentified caller'}"
             if state.supervisor.cancel(session_id, reason):
                 return CancelOutcome(cancelled=True, message=f"session {session_id} is being stopped")

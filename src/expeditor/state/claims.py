@@ -26,7 +26,7 @@ from expeditor.state.models import (
 )
 from expeditor.state.rows import close_run, read_dispatch, run_from_row
 
-__all__ = ["ClaimRequest", "claim_in"]
+__all__ = ["ClaimRequest", "OwnerAlive", "claim_in", "interrupt_in", "short_circuit"]
 
 OwnerAlive = Callable[[DispatchRecord | RunRecord], bool]
 
@@ -55,17 +55,11 @@ def claim_in(connection: sqlite3.Connection, request: ClaimRequest, owner_alive:
     current = read_dispatch(connection, request.campaign_id, request.name)
     if current is None:
         return _create(connection, request)
+    recorded = short_circuit(current, request)
+    if recorded is not None:
+        return recorded
     changed = current.inputs_hash != request.inputs_hash
     status, attempt = current.status, current.attempts
-    if status is DispatchStatus.SUCCESS and not request.force:
-        note = "; its inputs differ from this call's (force reruns it)" if changed else ""
-        return Claim(
-            action=ClaimAction.SHORT_CIRCUIT,
-            record=current,
-            previous_status=status,
-            inputs_changed=changed,
-            reason=f"{request.job} succeeded in attempt {attempt}: its recorded result stands{note}",
-        )
     interrupted_owner: Owner | None = None
     if status in (DispatchStatus.RUNNING, DispatchStatus.PENDING):
         if owner_alive(current):
@@ -78,7 +72,7 @@ def claim_in(connection: sqlite3.Connection, request: ClaimRequest, owner_alive:
             )
         if status is DispatchStatus.RUNNING:
             interrupted_owner = current.owner
-            current = _interrupt(connection, current, owner_alive, request.now)
+            current = interrupt_in(connection, current, owner_alive, request.now)
     retried = status is not DispatchStatus.SUCCESS
     if interrupted_owner is not None:
         why = f"attempt {attempt} was running under {interrupted_owner.describe()}, which is gone: interrupted"
@@ -94,6 +88,21 @@ def claim_in(connection: sqlite3.Connection, request: ClaimRequest, owner_alive:
         interrupted_owner=interrupted_owner,
         prior_session_id=current.dispatched_session_id if retried else None,
         reason=f"{request.job}: {why}; launch attempt {attempt + 1}",
+    )
+
+
+def short_circuit(current: DispatchRecord | None, request: ClaimRequest) -> Claim | None:
+    """The answer to a claim of a job that succeeded (unless forced), or None: it needs no write."""
+    if current is None or current.status is not DispatchStatus.SUCCESS or request.force:
+        return None
+    changed = current.inputs_hash != request.inputs_hash
+    note = "; its inputs differ from this call's (force reruns it)" if changed else ""
+    return Claim(
+        action=ClaimAction.SHORT_CIRCUIT,
+        record=current,
+        previous_status=current.status,
+        inputs_changed=changed,
+        reason=f"{request.job} succeeded in attempt {current.attempts}: its recorded result stands{note}",
     )
 
 
@@ -152,10 +161,10 @@ def _relaunch(connection: sqlite3.Connection, current: DispatchRecord, request: 
     return _reread(connection, current.campaign_id, current.name)
 
 
-def _interrupt(
+def interrupt_in(
     connection: sqlite3.Connection, record: DispatchRecord, owner_alive: OwnerAlive, now: float
 ) -> DispatchRecord:
-    """running -> interrupted for a record whose owner died, and the runs it left running."""
+    """pending or running -> interrupted for a record whose owner died, and the runs it left running."""
     check_transition(record.status, DispatchStatus.INTERRUPTED, what=f"dispatch {record.campaign_id}/{record.name}")
     reason = f"attempt {record.attempts} was interrupted: {_holder(record)} is gone"
     connection.execute(

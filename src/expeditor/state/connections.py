@@ -14,6 +14,10 @@ and a fresh store is created in its place. This happens under an exclusive ``flo
 a fresh store the other just created. Every call checks (one ``stat``) that the name still
 refers to the file its connections were opened on; when another process moved it aside,
 the pool is dropped and the new file opened, so no write lands in a file nobody consults.
+
+Read-only: a file this process may not write, or in a directory it may not write (a read-only
+home), cannot be prepared (lock file, WAL, migrations) but is still read through a read-only
+connection, so lookups answer; every write fails as before.
 """
 
 from __future__ import annotations
@@ -68,6 +72,7 @@ class SqliteFile:
         self._ready = False
         self._corruption_seen = False
         self._closed = False
+        self._read_only_logged = False
 
     @property
     def opened(self) -> bool:
@@ -77,7 +82,17 @@ class SqliteFile:
     # --- the two ways in -----------------------------------------------------------------
 
     def read(self, doing: str, query: Callable[[sqlite3.Connection], T]) -> T:
-        """Run ``query`` outside any explicit transaction; raise StoreUnavailable if it cannot."""
+        """Run ``query`` outside any explicit transaction; raise StoreUnavailable if it cannot.
+
+        A file this process may not write (a read-only home) cannot be prepared for use, yet it is
+        still read, through a read-only connection: finished work must be found without a write.
+        """
+        try:
+            self._ensure_ready(doing)
+        except StoreUnavailable as exc:
+            if not self._read_only():
+                raise
+            return self._read_only_query(doing, query, exc)
         with self._connection(doing) as connection:
             return query(connection)
 
@@ -179,6 +194,37 @@ class SqliteFile:
             connection.close()
             raise
         return connection
+
+    def _read_only(self) -> bool:
+        """Whether the file exists but neither it nor its directory may be written by this process."""
+        try:
+            exists = self.path.is_file()
+        except OSError:
+            return False
+        return exists and not (os.access(self.path, os.W_OK) and os.access(self.path.parent, os.W_OK))
+
+    def _read_only_query(self, doing: str, query: Callable[[sqlite3.Connection], T], cause: StoreUnavailable) -> T:
+        if not self._read_only_logged:
+            self._read_only_logged = True
+            logger.warning("%s; reading it read-only: lookups are answered, nothing can be recorded", cause)
+        uri = self.path.absolute().as_uri()
+        failure: Exception | None = None
+        # A WAL file needs its -shm beside it even to be read; where that cannot be created, the file
+        # is read as immutable: nothing writes it through a read-only home meanwhile.
+        for options in ("mode=ro", "mode=ro&immutable=1"):
+            try:
+                connection = sqlite3.connect(f"{uri}?{options}", uri=True, timeout=self.busy_timeout)
+            except sqlite3.Error as exc:
+                failure = exc
+                continue
+            try:
+                connection.row_factory = sqlite3.Row
+                return query(connection)
+            except (sqlite3.Error, ValidationError, json.JSONDecodeError) as exc:
+                failure = exc
+            finally:
+                connection.close()
+        raise StoreUnavailable(f"{cause}; reading it read-only failed too: {failure}") from failure
 
     # --- errors ----------------------------------------------------------------------------
 

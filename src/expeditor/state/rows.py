@@ -20,13 +20,64 @@ __all__ = [
     "insert_run",
     "latest_run",
     "read_dispatch",
+    "read_run_launch",
     "run_from_row",
     "step_from_row",
+    "upsert_step",
     "usage_text",
+    "write_dispatch",
 ]
 
 _DISPATCH = "SELECT * FROM dispatches WHERE campaign_id = ? AND name = ?"
 _LATEST_RUN = "SELECT * FROM runs WHERE run_id = ? ORDER BY launch DESC LIMIT 1"
+_RUN_LAUNCH = "SELECT * FROM runs WHERE run_id = ? AND launch = ?"
+_DISPATCH_COLUMNS = (
+    "campaign_id",
+    "name",
+    "dispatch_id",
+    "status",
+    "attempts",
+    "recipe",
+    "inputs",
+    "inputs_hash",
+    "caller_session_id",
+    "dispatched_session_id",
+    "result_summary",
+    "outputs",
+    "usage",
+    "error",
+    "owner_pid",
+    "owner_start_time",
+    "owner_host",
+    "created_at",
+    "updated_at",
+    "started_at",
+    "finished_at",
+)
+_WRITE_DISPATCH = (
+    f"INSERT INTO dispatches ({', '.join(_DISPATCH_COLUMNS)}) VALUES ({', '.join('?' * len(_DISPATCH_COLUMNS))}) "
+    "ON CONFLICT (campaign_id, name) DO UPDATE SET "
+    + ", ".join(f"{column} = excluded.{column}" for column in _DISPATCH_COLUMNS[2:])
+)
+_STEP_COLUMNS = (
+    "campaign_id",
+    "job_name",
+    "sequence",
+    "step",
+    "status",
+    "captures",
+    "run_id",
+    "started_at",
+    "finished_at",
+    "usage",
+    "attempts",
+    "reason",
+)
+_UPSERT_STEP = (
+    f"INSERT INTO step_executions ({', '.join(_STEP_COLUMNS)}) VALUES ({', '.join('?' * len(_STEP_COLUMNS))}) "
+    "ON CONFLICT (campaign_id, job_name, sequence) DO UPDATE SET "
+    + ", ".join(f"{column} = excluded.{column}" for column in _STEP_COLUMNS[3:])
+)
 _RUN_COLUMNS = (
     "run_id",
     "launch",
@@ -101,6 +152,21 @@ def read_dispatch(connection: sqlite3.Connection, campaign_id: str, name: str) -
     return None if row is None else dispatch_from_row(row)
 
 
+def write_dispatch(connection: sqlite3.Connection, record: DispatchRecord) -> None:
+    """Insert the whole record, or replace every field of the job's record with it."""
+    owner = record.owner
+    values = {
+        **record.model_dump(mode="json", exclude={"owner", "usage", "inputs", "outputs"}),
+        "inputs": dump_json(record.inputs),
+        "outputs": dump_json(record.outputs),
+        "usage": usage_text(record.usage),
+        "owner_pid": None if owner is None else owner.pid,
+        "owner_start_time": None if owner is None else owner.start_time,
+        "owner_host": None if owner is None else owner.host,
+    }
+    connection.execute(_WRITE_DISPATCH, [values[column] for column in _DISPATCH_COLUMNS])
+
+
 def run_from_row(row: sqlite3.Row) -> RunRecord:
     return RunRecord(
         run_id=row["run_id"],
@@ -131,6 +197,11 @@ def run_from_row(row: sqlite3.Row) -> RunRecord:
 
 def latest_run(connection: sqlite3.Connection, run_id: str) -> RunRecord | None:
     row = connection.execute(_LATEST_RUN, (run_id,)).fetchone()
+    return None if row is None else run_from_row(row)
+
+
+def read_run_launch(connection: sqlite3.Connection, run_id: str, launch: int) -> RunRecord | None:
+    row = connection.execute(_RUN_LAUNCH, (run_id, launch)).fetchone()
     return None if row is None else run_from_row(row)
 
 
@@ -200,3 +271,13 @@ def step_from_row(row: sqlite3.Row) -> StepExecution:
         attempts=row["attempts"],
         reason=row["reason"],
     )
+
+
+def upsert_step(connection: sqlite3.Connection, step: StepExecution) -> None:
+    """Insert the execution, or replace the one recorded under its (campaign, job, sequence)."""
+    values = {
+        **step.model_dump(mode="json", exclude={"captures", "usage"}),
+        "captures": dump_json(step.captures),
+        "usage": usage_text(step.usage),
+    }
+    connection.execute(_UPSERT_STEP, [values[column] for column in _STEP_COLUMNS])

@@ -25,7 +25,7 @@ from typing import Any, TypeVar
 from expeditor.errors import ClaimRefused, IllegalTransition, StaleAttempt, StoreUnavailable
 from expeditor.executor.models import Termination
 from expeditor.process_identity import process_alive
-from expeditor.state.claims import ClaimRequest, claim_in
+from expeditor.state.claims import ClaimRequest, claim_in, short_circuit
 from expeditor.state.connections import SqliteFile
 from expeditor.state.models import (
     Claim,
@@ -40,15 +40,16 @@ from expeditor.state.models import (
     check_transition,
     inputs_hash,
 )
+from expeditor.state.recovery import interrupt_dispatches_in, restore_dispatch_in, restore_run_in
 from expeditor.state.rows import (
     close_run,
     dispatch_from_row,
-    dump_json,
     insert_run,
     latest_run,
     read_dispatch,
     run_from_row,
     step_from_row,
+    upsert_step,
     usage_text,
 )
 from expeditor.usage.models import SessionUsage
@@ -181,12 +182,27 @@ class SqliteCampaignStore:
             force=force,
             now=time.time(),
         )
+        recorded = self._recorded_success(request)
+        if recorded is not None:
+            return recorded
         try:
-            return self._file.write(f"claiming {campaign_id}/{name}", lambda c: claim_in(c, request, self.owner_alive))
+            return self._file.write(f"claiming {request.job}", lambda c: claim_in(c, request, self.owner_alive))
         except StoreUnavailable as exc:
             raise ClaimRefused(
                 f"{exc}; the claim was not recorded, so nothing was launched: retry the dispatch"
             ) from exc
+
+    def _recorded_success(self, request: ClaimRequest) -> Claim | None:
+        """A success answered from a read: repeating a finished job needs no write, so a read-only home answers it."""
+        if request.force or (not self._file.opened and not self.path.exists()):
+            return None
+        doing = f"looking up a success of {request.job}"
+        try:
+            return self._file.read(
+                doing, lambda c: short_circuit(read_dispatch(c, request.campaign_id, request.name), request)
+            )
+        except StoreUnavailable:
+            return None  # the claim's own transaction says what is wrong with the store
 
     # --- fenced transitions ----------------------------------------------------------------
 
@@ -314,6 +330,8 @@ class SqliteCampaignStore:
         self, usage: Mapping[tuple[str, int], SessionUsage] | None = None
     ) -> builtins.list[RunRecord]:
         known = usage or {}
+        if not self._dead_owners_hold("SELECT * FROM runs WHERE status = 'running'", run_from_row):
+            return []
 
         def work(connection: sqlite3.Connection) -> builtins.list[RunRecord]:
             now = time.time()
@@ -335,35 +353,43 @@ class SqliteCampaignStore:
 
         return self._file.write("interrupting the runs of dead owners", work)
 
+    def interrupt_dispatches_of_dead_owners(self) -> builtins.list[DispatchRecord]:
+        unfinished = "SELECT * FROM dispatches WHERE status IN ('pending', 'running')"
+        if not self._dead_owners_hold(unfinished, dispatch_from_row):
+            return []
+
+        def work(connection: sqlite3.Connection) -> builtins.list[DispatchRecord]:
+            return interrupt_dispatches_in(connection, self.owner_alive, time.time())
+
+        return self._file.write("interrupting the dispatches of dead owners", work)
+
+    def _dead_owners_hold(self, sql: str, from_row: Callable[[sqlite3.Row], DispatchRecord | RunRecord]) -> bool:
+        """Whether a record ``sql`` selects has a dead owner, found by a read: a start-up with nothing to
+        interrupt writes nothing (a read-only home opens quietly). When the store cannot be read, the
+        write that follows says why."""
+
+        def query(connection: sqlite3.Connection) -> bool:
+            return any(not self.owner_alive(from_row(row)) for row in connection.execute(sql))
+
+        try:
+            return self._file.read("looking for the records of dead owners", query)
+        except StoreUnavailable:
+            return True
+
+    # --- ends the store lost -----------------------------------------------------------------
+
+    def restore_dispatch(self, record: DispatchRecord) -> DispatchRecord:
+        job = f"{record.campaign_id}/{record.name}"
+        return self._file.write(f"restoring the end of {job}", lambda c: restore_dispatch_in(c, record))
+
+    def restore_run(self, run: RunRecord) -> RunRecord:
+        return self._file.write(f"restoring the end of run {run.run_id}", lambda c: restore_run_in(c, run))
+
     # --- pipeline steps --------------------------------------------------------------------
 
     def record_step(self, step: StepExecution) -> None:
-        def work(connection: sqlite3.Connection) -> None:
-            connection.execute(
-                "INSERT INTO step_executions (campaign_id, job_name, sequence, step, status, captures, run_id, "
-                "started_at, finished_at, usage, attempts, reason) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
-                "ON CONFLICT (campaign_id, job_name, sequence) DO UPDATE SET step = excluded.step, "
-                "status = excluded.status, captures = excluded.captures, run_id = excluded.run_id, "
-                "started_at = excluded.started_at, finished_at = excluded.finished_at, usage = excluded.usage, "
-                "attempts = excluded.attempts, reason = excluded.reason",
-                (
-                    step.campaign_id,
-                    step.job_name,
-                    step.sequence,
-                    step.step,
-                    step.status.value,
-                    dump_json(step.captures),
-                    step.run_id,
-                    step.started_at,
-                    step.finished_at,
-                    usage_text(step.usage),
-                    step.attempts,
-                    step.reason,
-                ),
-            )
-
         job = f"{step.campaign_id}/{step.job_name}"
-        self._file.write(f"recording step {step.sequence} ({step.step}) of {job}", work)
+        self._file.write(f"recording step {step.sequence} ({step.step}) of {job}", lambda c: upsert_step(c, step))
 
     def clear_steps(self, campaign_id: str, name: str, *, from_sequence: int = 1) -> int:
         def work(connection: sqlite3.Connection) -> int:

@@ -8,6 +8,11 @@ Written so a PostgreSQL store fits beside the SQLite one:
 - every write to a dispatch carries the attempt number its claim returned, and a write whose
   attempt is no longer the record's is refused (``StaleAttempt``), so a claimer that was
   presumed dead cannot overwrite the work of the one that replaced it;
+- a claim of a job that succeeded is answered from a read, without a write transaction, so a
+  store this process can only read (a read-only home) still short-circuits finished work;
+- a claimed record always reaches an end: when the store lost it (it was recreated) or cannot take
+  the end as a transition, its owner writes the whole ended record again (``restore_dispatch``,
+  ``restore_run``), and at start-up the records of dead owners are interrupted;
 - nothing host-local leaks through: whether a record's owner is alive is asked of the store
   (``owner_alive``), which the SQLite store answers from the process table and a shared
   store would answer with leases.
@@ -67,7 +72,8 @@ class CampaignStore(Protocol):
         ``already_running`` (``force`` does not launch twice). ``running`` under a dead owner:
         mark it ``interrupted``, then relaunch. Relaunching sets the record ``pending`` under
         ``owner`` with attempts + 1 and the new recipe and inputs. Raises ``ClaimRefused``
-        when the claim cannot be written.
+        when the claim cannot be written. The short-circuit needs no write: a store that can
+        only be read answers it.
         """
         ...
 
@@ -127,6 +133,20 @@ class CampaignStore(Protocol):
         """pending or running -> interrupted: its owner stopped before the run ended."""
         ...
 
+    def interrupt_dispatches_of_dead_owners(self) -> builtins.list[DispatchRecord]:
+        """Mark every pending or running record whose owner is gone ``interrupted``, with the runs it
+        left running; returns them (start-up, so no record outlives its owner as "running")."""
+        ...
+
+    def restore_dispatch(self, record: DispatchRecord) -> DispatchRecord:
+        """Write an attempt's end that could not be written as a transition; returns the record as stored.
+
+        ``record`` is the whole record as the end leaves it. With no record of the job (the store was
+        recreated) it is inserted; the same attempt still pending or running takes its end; an end
+        already recorded stands. A record at another attempt raises ``StaleAttempt``.
+        """
+        ...
+
     # --- runs --------------------------------------------------------------------------
 
     def record_run_started(self, run: RunRecord) -> RunRecord:
@@ -149,6 +169,14 @@ class CampaignStore(Protocol):
         evidence: RunEvidence | None = None,
     ) -> RunRecord:
         """Close the latest launch of ``run_id``, which must be running; ``loc_changed`` as measured by git."""
+        ...
+
+    def restore_run(self, run: RunRecord) -> RunRecord:
+        """Write an ended launch that could not be closed as a transition; returns it as stored.
+
+        Missing (the store was recreated) it is inserted; still running it is closed with ``run``'s
+        end; an end already recorded stands; a launch number another launch holds makes it the next.
+        """
         ...
 
     def get_run(self, run_id: str) -> RunRecord | None:
