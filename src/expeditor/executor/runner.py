@@ -16,7 +16,7 @@ import os
 import signal
 import subprocess
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -33,7 +33,8 @@ from expeditor.executor.launch_files import LaunchFile, remove_launch_files, wri
 from expeditor.executor.models import DecidedBy, KilledProcess, SessionKind, Termination
 from expeditor.executor.pipes import SessionPipes
 from expeditor.executor.process_tree import snapshot_targets, terminate
-from expeditor.executor.registry import SessionEntry, SessionRegistry
+from expeditor.executor.registration import register
+from expeditor.executor.registry import SessionRegistry
 from expeditor.executor.session import LiveSession, SignalClock, Verdict, Watcher
 from expeditor.executor.spawning import (
     GUARD,
@@ -44,13 +45,11 @@ from expeditor.executor.spawning import (
     use_pidfd_exit_events,
 )
 from expeditor.executor.stream import StreamState
-from expeditor.process_identity import process_start_time
 
 __all__ = ["OWN_CHILDREN", "LaunchSpec", "ManagedOutcome", "RunControl", "run_managed"]
 
 logger = logging.getLogger(__name__)
 
-_REGISTRY_REFRESH = 1.0
 _REAP_TIMEOUT = 2.0
 
 
@@ -82,28 +81,6 @@ def _file_size(path: Path | None) -> int:
         return path.stat().st_size
     except OSError:
         return 0
-
-
-_OWNER_START = process_start_time(os.getpid()) or 0.0
-
-
-def _registry_entry(spec: LaunchSpec, session: LiveSession) -> SessionEntry:
-    return SessionEntry(
-        session_id=spec.session_id,
-        kind=spec.kind,
-        pid=session.pid,
-        pid_start_time=session.process.create_time(),
-        pgid=session.pgid,
-        caller_session_id=spec.caller_session_id,
-        run_id=spec.session_id,
-        cwd=str(spec.cwd),
-        transcript_path=str(spec.transcript_path) if spec.transcript_path else None,
-        started_at=session.clock.started_wall,
-        owner_pid=os.getpid(),
-        owner_start_time=_OWNER_START,
-        last_moved=session.clock.wall(),
-        cgroup=None if session.cgroup is None else str(session.cgroup),
-    )
 
 
 def _launch_failed(spec: LaunchSpec, reason: str) -> ManagedOutcome:
@@ -225,7 +202,7 @@ async def _run_managed(
     outcome: ManagedOutcome | None = None
     try:
         if registry is not None:
-            _register(registry, spec, session, decision)
+            register(registry, spec, session, decision)
         async with anyio.create_task_group() as race:
             race.start_soon(pipes.pump_stdout)
             race.start_soon(pipes.pump_stderr)
@@ -262,29 +239,6 @@ async def _run_managed(
                     logger.warning("session=%s: its registry entry could not be removed: %s", spec.session_id, exc)
     assert outcome is not None
     return outcome
-
-
-def _register(registry: SessionRegistry, spec: LaunchSpec, session: LiveSession, decision: Decision) -> None:
-    """Enter the session in the registry, or end it at once: a session nobody could find after a crash must not run.
-
-    Later rewrites (movement timestamps) are best effort: a failure is logged once and retried on the
-    next movement, never allowed to end supervision.
-    """
-    try:
-        registry.write(_registry_entry(spec, session))
-    except OSError as exc:
-        where = f" ({exc.filename})" if exc.filename else ""
-        decision.offer(
-            Verdict(
-                Termination.LAUNCH_FAILED,
-                DecidedBy.EXIT,
-                f"its live-session registry entry could not be written: {exc.strerror or exc}{where}; a session "
-                "the next start could not find after a crash must not run, so it was killed at once",
-                kill_grace=0,
-            )
-        )
-        return
-    session.clock.listener = _registry_writer(registry, spec, session)
 
 
 async def _watch_exit(process: anyio.abc.Process, pipes: SessionPipes, policy: RunPolicy, reports_result: bool) -> None:
@@ -380,32 +334,6 @@ async def _watch_deadline(decision: Decision, policy: RunPolicy) -> None:
 
 async def _run_watcher(watcher: Watcher, session: LiveSession, decision: Decision) -> None:
     decision.offer(await watcher.watch(session))
-
-
-def _registry_writer(registry: SessionRegistry, spec: LaunchSpec, session: LiveSession) -> Callable[[], None]:
-    """A clock listener that rewrites the session's registry entry at most once a second.
-
-    Idle sessions cost nothing; the entry on disk lags the last movement by under a second.
-    """
-    written = anyio.current_time()
-
-    failing = False
-
-    def on_movement() -> None:
-        nonlocal written, failing
-        now = anyio.current_time()
-        if now - written >= _REGISTRY_REFRESH:
-            written = now
-            try:
-                registry.write(_registry_entry(spec, session))
-            except OSError as exc:
-                if not failing:
-                    logger.warning("session=%s: its registry entry could not be updated: %s", spec.session_id, exc)
-                failing = True
-            else:
-                failing = False
-
-    return on_movement
 
 
 async def _finish(
