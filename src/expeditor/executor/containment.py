@@ -30,6 +30,7 @@ import psutil
 
 from expeditor.executor import cgroups
 from expeditor.executor.models import KilledProcess
+from expeditor.executor.process_tree import running
 from expeditor.executor.spawning import GUARD, OWN_CHILDREN
 from expeditor.process_identity import boot_ticks, same_boot_ticks
 
@@ -163,13 +164,6 @@ def _listed(pid: int, pgid: int) -> _Listed | None:
     return _Listed(pid, [part.decode(errors="replace") for part in raw.rstrip(b"\0").split(b"\0")], in_group)
 
 
-def _running(process: psutil.Process) -> bool:
-    try:
-        return process.is_running() and process.status() != psutil.STATUS_ZOMBIE
-    except psutil.Error:
-        return False
-
-
 def _signal(pid: int, signum: signal.Signals) -> None:
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.kill(pid, signum)
@@ -205,7 +199,7 @@ async def end_session_group(
             survivors = set(cgroups.members(group))
     except cgroups.CgroupUnavailable:
         survivors = {entry.pid for entry in listed}
-    if first.pid not in survivors and _running(first):
+    if first.pid not in survivors and running(first):
         # Not in the group (it never joined): only a signal reaches it.
         survivors.add(first.pid)
         with contextlib.suppress(psutil.Error):

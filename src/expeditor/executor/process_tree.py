@@ -25,6 +25,7 @@ __all__ = [
     "SESSION_TAG_VARIABLE",
     "TreeTarget",
     "group_member_pids",
+    "running",
     "snapshot_targets",
     "tagged_processes",
     "targets_of",
@@ -57,7 +58,8 @@ def group_member_pids(pgid: int) -> list[int]:
     return members
 
 
-def _alive(process: psutil.Process) -> bool:
+def running(process: psutil.Process) -> bool:
+    """True while ``process`` (the same one, by start time) runs: neither gone nor a zombie."""
     try:
         return process.is_running() and process.status() != psutil.STATUS_ZOMBIE
     except psutil.Error:
@@ -145,7 +147,7 @@ def targets_of(processes: Iterable[psutil.Process], pgid: int) -> list[TreeTarge
     """The live ones of ``processes`` as kill targets, with their command lines read now (for ``killed``)."""
     targets: list[TreeTarget] = []
     for process in processes:
-        if process.pid == os.getpid() or not _alive(process):
+        if process.pid == os.getpid() or not running(process):
             continue
         try:
             cmdline = tuple(process.cmdline())
@@ -172,11 +174,11 @@ def _signal_each(targets: Iterable[TreeTarget], signum: signal.Signals) -> None:
 async def _wait_gone(targets: list[TreeTarget], deadline: float) -> list[TreeTarget]:
     """Wait until every target is gone or ``deadline`` passes; return the survivors."""
     delay = _FIRST_POLL
-    survivors = [target for target in targets if _alive(target.process)]
+    survivors = [target for target in targets if running(target.process)]
     while survivors and anyio.current_time() < deadline:
         await anyio.sleep(min(delay, max(deadline - anyio.current_time(), 0)))
         delay = min(delay * 2, _MAX_POLL)
-        survivors = [target for target in survivors if _alive(target.process)]
+        survivors = [target for target in survivors if running(target.process)]
     return survivors
 
 

@@ -54,11 +54,18 @@ _DISPATCH_COLUMNS = (
     "started_at",
     "finished_at",
 )
-_WRITE_DISPATCH = (
-    f"INSERT INTO dispatches ({', '.join(_DISPATCH_COLUMNS)}) VALUES ({', '.join('?' * len(_DISPATCH_COLUMNS))}) "
-    "ON CONFLICT (campaign_id, name) DO UPDATE SET "
-    + ", ".join(f"{column} = excluded.{column}" for column in _DISPATCH_COLUMNS[2:])
-)
+
+
+def _upsert(table: str, columns: tuple[str, ...], key_length: int) -> str:
+    """Insert a whole row, or overwrite every column but its key (the first ``key_length`` columns)."""
+    key, rest = columns[:key_length], columns[key_length:]
+    return (
+        f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))}) "
+        f"ON CONFLICT ({', '.join(key)}) DO UPDATE SET " + ", ".join(f"{column} = excluded.{column}" for column in rest)
+    )
+
+
+_WRITE_DISPATCH = _upsert("dispatches", _DISPATCH_COLUMNS, 2)
 _STEP_COLUMNS = (
     "campaign_id",
     "job_name",
@@ -73,11 +80,7 @@ _STEP_COLUMNS = (
     "attempts",
     "reason",
 )
-_UPSERT_STEP = (
-    f"INSERT INTO step_executions ({', '.join(_STEP_COLUMNS)}) VALUES ({', '.join('?' * len(_STEP_COLUMNS))}) "
-    "ON CONFLICT (campaign_id, job_name, sequence) DO UPDATE SET "
-    + ", ".join(f"{column} = excluded.{column}" for column in _STEP_COLUMNS[3:])
-)
+_UPSERT_STEP = _upsert("step_executions", _STEP_COLUMNS, 3)
 _RUN_COLUMNS = (
     "run_id",
     "launch",
