@@ -29,6 +29,7 @@ __all__ = [
     "LogTail",
     "direct_launch",
     "helpers_between",
+    "kill_sample",
     "pss_kib",
     "sigterm_after",
     "wait_for_tree",
@@ -283,10 +284,10 @@ async def _kill_once(
     returned = time.time()
     if how == "timeout":
         decided = recorder.deadlines[0]
-    return _sample(log, watch, decided, returned, termination)
+    return kill_sample(log, watch, decided, returned, termination)
 
 
-def _sample(log: LogTail, watch: ExitWatch, decided: float, returned: float, termination: str) -> dict[str, Any]:
+def kill_sample(log: LogTail, watch: ExitWatch, decided: float, returned: float, termination: str) -> dict[str, Any]:
     """One kill run's figures, from the decision instant (wall clock, seconds)."""
     last = watch.last_exit()
     return {

@@ -44,8 +44,8 @@ from bench._peer_driver import (
     direct_launch,
     helper_figures,
     helpers_between,
+    kill_sample,
     pss_kib,
-    sigterm_after,
     wait_for_tree,
 )
 from expeditor.executor import ClaudeCodeExecutor, RunRequest, choose_containment
@@ -239,15 +239,7 @@ class Bench:
             runner_module._watch_deadline = original  # pyright: ignore[reportPrivateUsage]
         if how == "timeout":
             decided = deadlines[0]
-        last = watch.last_exit()
-        return {
-            "first_sigterm": sigterm_after(log, decided),
-            "last_exit": None if last is None else last - decided,
-            "returned": returned - decided,
-            "whole_before_decision": watch.opened_wall <= decided,
-            "processes": len(watch.pids),
-            "termination": termination,
-        }
+        return kill_sample(log, watch, decided, returned, termination)
 
     # 3. 200 sessions at once ------------------------------------------------------------------
 
