@@ -3,9 +3,12 @@
 Shapes mix SIGTERM-ignoring agents, plain children, setsid children, double-forked daemons and
 CPU burners; with cgroup containment also daemons that exec with a clean environment (which the
 tree fallback cannot find: the README says so). Each run is cancelled at a random moment (some
-before they even finish starting), while its caller holds an execution marker. Reported: sessions,
-survivors (processes still alive afterwards), markers, registry entries and session groups left
-behind. Target: 0 of each.
+before they even finish starting), while its caller holds an execution marker. Every
+``settle_every``-th session is cancelled only once all its children are running (each agent logs
+to its own file, so "all its children" is known, not guessed): however slow the machine, those
+sessions prove the kill of a whole tree, while the rest probe the start-up races. Reported:
+sessions, processes seen, survivors (processes still alive afterwards), markers, registry entries
+and session groups left behind. Target: 0 of each.
 """
 
 from __future__ import annotations
@@ -44,8 +47,16 @@ def random_scenario(rng: random.Random, *, clean_env: bool) -> dict[str, Any]:
 
 
 async def one_session(
-    executor: ClaudeCodeExecutor, settings: Settings, root: Path, rng: random.Random, log: Path, index: int
-) -> None:
+    executor: ClaudeCodeExecutor,
+    settings: Settings,
+    root: Path,
+    rng: random.Random,
+    log: Path,
+    index: int,
+    *,
+    settle: bool,
+) -> bool:
+    """Run one session and cancel it; True when it was cancelled with all its children running."""
     scenario = random_scenario(
         rng, clean_env=executor.containment is not None and executor.containment.kind == "cgroup"
     )
@@ -56,10 +67,19 @@ async def one_session(
     )
     control = RunControl()
     caller = f"stress-caller-{index}"
+    children = scenario["steps"][1]["spawn"]["count"]
+    delay = rng.uniform(0.0, 0.3) if settle else rng.uniform(0.0, 1.5)
+    settled = False
     async with anyio.create_task_group() as group:
 
         async def cancel_at_random() -> None:
-            await anyio.sleep(rng.uniform(0.0, 1.5))
+            nonlocal settled
+            if settle:
+                # The agent's log is the only word on when its children are in their final state.
+                while len(await anyio.to_thread.run_sync(_logged_pids, log, "spawned")) < children:
+                    await anyio.sleep(0.02)
+                settled = True
+            await anyio.sleep(delay)
             if rng.random() < 0.5:
                 control.cancel("stress: cancelled", grace=rng.choice([0.0, 0.05, 0.2]))
             else:
@@ -69,10 +89,11 @@ async def one_session(
         async with execution_marker(settings.markers_path, "run-skill", caller, heartbeat_interval=0.2):
             await executor.run(request, marker_dir=settings.markers_path, caller_session_id=caller, control=control)
         group.cancel_scope.cancel()
+    return settled
 
 
 async def stress(
-    sessions: int, concurrency: int, seed: int, containment: ContainmentSetting = "auto"
+    sessions: int, concurrency: int, seed: int, containment: ContainmentSetting = "auto", settle_every: int = 4
 ) -> dict[str, Any]:
     rng = random.Random(seed)
     with tempfile.TemporaryDirectory(prefix="expeditor-stress-") as name:
@@ -87,17 +108,21 @@ async def stress(
         )
         chosen = choose_containment(containment)
         executor = build_executor(settings, containment=chosen)
-        log = root / "agents.log"
+        logs = [root / f"agent-{index}.log" for index in range(sessions)]
         slots = anyio.Semaphore(concurrency)
+        settled = 0
 
         async def bounded(index: int) -> None:
+            nonlocal settled
             async with slots:
-                await one_session(executor, settings, root, rng, log, index)
+                settle = index % settle_every == 0
+                if await one_session(executor, settings, root, rng, logs[index], index, settle=settle):
+                    settled += 1
 
         async with anyio.create_task_group() as group:
             for index in range(sessions):
                 group.start_soon(bounded, index)
-        pids = await anyio.to_thread.run_sync(_logged_pids, log)
+        pids = [pid for log in logs for pid in await anyio.to_thread.run_sync(_logged_pids, log)]
         await anyio.sleep(0.5)  # init reaps what it adopted
         survivors = [pid for pid in pids if _alive(pid)]
         if survivors and "--verbose" in sys.argv:
@@ -114,6 +139,8 @@ async def stress(
             "containment": chosen.kind,
             "groups_left": len(groups),
             "sessions": sessions,
+            "settled": settled,
+            "settled_expected": len(range(0, sessions, settle_every)),
             "processes": len(pids),
             "survivors": len(survivors),
             "markers_left": len(markers),
@@ -121,11 +148,13 @@ async def stress(
         }
 
 
-def _logged_pids(log: Path) -> list[int]:
+def _logged_pids(log: Path, *events: str) -> list[int]:
+    """Pids an agent's log records for ``events`` (default: its launch and every child it spawned)."""
     if not log.exists():
         return []
-    entries = [json.loads(line) for line in log.read_text().splitlines()]
-    return [entry["pid"] for entry in entries if entry["event"] in ("launch", "spawned")]
+    wanted = events or ("launch", "spawned")
+    entries = [json.loads(line) for line in log.read_text().splitlines() if line.endswith("}")]
+    return [entry["pid"] for entry in entries if entry["event"] in wanted]
 
 
 def _alive(pid: int) -> bool:
@@ -147,7 +176,8 @@ def main() -> None:
     figures = anyio.run(stress, arguments.sessions, arguments.concurrency, arguments.seed, arguments.containment)
     elapsed = time.perf_counter() - started
     print(
-        f"{figures['sessions']} sessions ({figures['processes']} processes, containment {figures['containment']}) "
+        f"{figures['sessions']} sessions ({figures['processes']} processes, {figures['settled']} sessions killed with "
+        f"all their children running, containment {figures['containment']}) "
         f"killed at random moments in {elapsed:.1f}s: {figures['survivors']} survivors, {figures['markers_left']} "
         f"markers left, {figures['registry_left']} registry entries left, {figures['groups_left']} session groups "
         "left (target 0, 0, 0, 0)"

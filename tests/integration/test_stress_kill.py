@@ -10,10 +10,10 @@ pytestmark = pytest.mark.anyio
 
 @pytest.mark.parametrize("containment", ["auto", "tree"])
 async def test_random_sessions_killed_at_random_moments_leave_no_survivor_marker_or_entry(containment: str) -> None:
-    # 48 sessions, so that enough of them start their children before their random cancellation however
-    # slow the launches are (a cgroup's migration costs ~16 ms each; 24 sessions gave 16 to 30 processes):
-    # the count says the run did something, it is a figure, not a verdict.
-    figures = await stress(sessions=48, concurrency=8, seed=11, containment=containment)  # type: ignore[arg-type]
-    assert figures["processes"] > 16
+    # How many processes a random cancellation happens to catch alive depends on the machine's load (a bench
+    # figure); every 4th session is cancelled only once all its children run, so whole trees are always killed.
+    figures = await stress(sessions=32, concurrency=8, seed=11, containment=containment, settle_every=4)  # type: ignore[arg-type]
+    assert figures["settled"] == figures["settled_expected"] == 8
+    assert figures["processes"] >= 2 * figures["settled"]
     assert (figures["survivors"], figures["markers_left"], figures["registry_left"]) == (0, 0, 0)
     assert figures["groups_left"] == 0
