@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import signal
+import tempfile
 import time
 import uuid
 from collections.abc import Iterator
@@ -14,6 +17,11 @@ import pytest
 # Every process a test starts inherits this tag, so the leak guard can find what escaped.
 TEST_TAG_VARIABLE = "EXPEDITOR_TEST_TAG"
 os.environ.setdefault(TEST_TAG_VARIABLE, uuid.uuid4().hex)
+
+# Set before any test (or a process it starts) resolves a default home, so that no test ever writes
+# into the real ~/.local/state: this run's per-user state lives in a directory of its own.
+os.environ["XDG_STATE_HOME"] = tempfile.mkdtemp(prefix="expeditor-test-state-")
+atexit.register(shutil.rmtree, os.environ["XDG_STATE_HOME"], ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

@@ -8,12 +8,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import anyio
 from pydantic import ValidationError
 
+from expeditor import __version__
 from expeditor.config import Settings, load_settings
-from expeditor.errors import ExpeditorError, InvalidInput
-from expeditor.executor import RunRequest, RunResult
+from expeditor.errors import ExpeditorError, InvalidInput, Unusable
+from expeditor.executor import RunRequest
 from expeditor.logs import configure_logging
 
 __all__ = ["main"]
@@ -24,10 +24,11 @@ jobs as managed processes, kills a session that is truly stuck (with its whole p
 but never one that is waiting on a long tool call, records every run and job so finished
 work is never rerun, and reports what each step cost in tokens.
 
-Start with `expeditor demo` (no API key needed), then `claude mcp add expeditor -- expeditor serve`."""
+Start with `expeditor demo` (no API key needed), then register it with Claude Code for every project:
+claude mcp add --scope user expeditor -- /abs/path/to/expeditor serve"""
 
-EXIT_OK = 0
-EXIT_RUN_FAILED = 1
+# 0: done; 1: it failed, or what was named does not exist or cannot be used; 2: the command line was wrong.
+EXIT_FAILED = 1
 EXIT_BAD_INPUT = 2
 
 
@@ -35,22 +36,11 @@ def _settings(args: argparse.Namespace, **overrides: Any) -> Settings:
     return load_settings(home=getattr(args, "home", None), **overrides)
 
 
-def _print_result(result: RunResult, *, as_json: bool) -> None:
-    if as_json:
-        sys.stdout.write(result.model_dump_json(indent=2) + "\n")
-        return
-    from rich.console import Console
-
-    from expeditor.result_view import result_table
-
-    Console().print(result_table(result))
-
-
 def _run_skill(args: argparse.Namespace) -> int:
-    from expeditor.runs import CallerContext, open_runtime
+    from expeditor.runs.commands import run_skill_command
 
     settings = _settings(args)
-    configure_logging(settings.logs_dir)
+    configure_logging(settings)
     request = RunRequest(
         prompt=args.command,
         cwd=Path(args.cwd),
@@ -60,21 +50,14 @@ def _run_skill(args: argparse.Namespace) -> int:
         resume_session_id=args.resume,
         add_dirs=tuple(Path(d) for d in args.add_dir),
     )
-
-    async def run() -> RunResult:
-        async with open_runtime(settings) as runtime:
-            # A person at a terminal is no managed session: nobody's watchers need a marker for them.
-            return await runtime.supervisor.run(request, CallerContext(None, None))
-
-    result = anyio.run(run)
-    _print_result(result, as_json=args.json)
-    return EXIT_OK if result.success else EXIT_RUN_FAILED
+    return run_skill_command(settings, request, sys.stdout, as_json=args.json)
 
 
 def _status(args: argparse.Namespace) -> int:
     from expeditor.status import show_status
 
-    return show_status(_settings(args), campaign=args.campaign, watch=args.watch, interval=args.interval)
+    settings = _settings(args)
+    return show_status(settings, campaign=args.campaign, watch=args.watch, interval=args.interval, as_json=args.json)
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -90,7 +73,7 @@ def _serve(args: argparse.Namespace) -> int:
     from expeditor.server.serve import serve
 
     settings = _settings(args)
-    configure_logging(settings.logs_dir)
+    configure_logging(settings)
     return serve(
         settings, transport=args.transport, host=args.host, port=args.port, insecure_no_token=args.insecure_no_token
     )
@@ -115,61 +98,36 @@ def _positive_seconds(text: str) -> float:
     return value
 
 
-def _parse_inputs(pairs: Sequence[str]) -> dict[str, str]:
-    inputs: dict[str, str] = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep or not key:
-            raise InvalidInput(f"--input {pair!r} is not key=value: expected e.g. --input problem='tests hang'")
-        inputs[key] = value
-    return inputs
-
-
 def _dispatch(args: argparse.Namespace) -> int:
     import os
 
-    from expeditor.dispatch import DispatchOutcome, DispatchService
-    from expeditor.runs import CallerContext, open_runtime
-    from expeditor.state import DispatchStatus
+    from expeditor.dispatch import dispatch_command
+    from expeditor.recipes.commands import parse_inputs
+    from expeditor.runs import CallerContext
 
     settings = _settings(args)
-    configure_logging(settings.logs_dir)
-    inputs = _parse_inputs(args.input)
-
-    async def run() -> DispatchOutcome:
-        async with open_runtime(settings) as runtime:
-            return await DispatchService(runtime).dispatch(
-                args.campaign,
-                args.name,
-                args.recipe,
-                inputs,
-                caller=CallerContext.from_env(os.environ),
-                force=args.force,
-                cwd=Path(args.cwd) if args.cwd else None,
-                stale_threshold=args.stale_threshold,
-            )
-
-    outcome = anyio.run(run)
-    if args.json:
-        sys.stdout.write(outcome.model_dump_json(indent=2) + "\n")
-    else:
-        sys.stdout.write(
-            f"{outcome.campaign_id}/{outcome.name}: {outcome.status.value} (attempt {outcome.attempts}, "
-            f"dispatch {outcome.dispatch_id}, session {outcome.dispatched_session_id})\n{outcome.message}\n"
-        )
-    if outcome.record_error is not None:
-        # The run finished; only its record is missing. Its result is all there is of it: show it whole.
-        if outcome.result is not None and not args.json:
-            _print_result(outcome.result, as_json=False)
-        sys.stderr.write(f"expeditor: {outcome.record_error}\n")
-        return EXIT_RUN_FAILED
-    return EXIT_OK if outcome.status is DispatchStatus.SUCCESS or outcome.already_running else EXIT_RUN_FAILED
+    configure_logging(settings)
+    return dispatch_command(
+        settings,
+        args.campaign,
+        args.name,
+        args.recipe,
+        parse_inputs(args.input),
+        caller=CallerContext.from_env(os.environ),
+        force=args.force,
+        cwd=Path(args.cwd) if args.cwd else None,
+        stale_threshold=args.stale_threshold,
+        as_json=args.json,
+        out=sys.stdout,
+        err=sys.stderr,
+    )
 
 
 def _report(args: argparse.Namespace) -> int:
     from expeditor.reports import report_command
 
-    fmt = args.format or ("table" if sys.stdout.isatty() else "md")
+    chosen = args.format or ("table" if sys.stdout.isatty() else "markdown")
+    fmt = "md" if chosen in ("markdown", "md") else chosen
     return report_command(_settings(args), args.campaign, job_name=args.job, fmt=fmt, out=sys.stdout)
 
 
@@ -182,15 +140,16 @@ def _recipe_validate(args: argparse.Namespace) -> int:
 def _recipe_list(args: argparse.Namespace) -> int:
     from expeditor.recipes.commands import list_recipes
 
-    return list_recipes(_settings(args), sys.stdout)
+    return list_recipes(_settings(args), sys.stdout, as_json=args.json)
 
 
 def _recipe_run(args: argparse.Namespace) -> int:
+    from expeditor.recipes.commands import parse_inputs
     from expeditor.recipes.run import RecipeRun, run_recipe
 
     request = RecipeRun(
         recipe=args.name,
-        inputs=_parse_inputs(args.input),
+        inputs=parse_inputs(args.input),
         campaign_id=args.campaign,
         job_name=args.job,
         cwd=Path(args.cwd) if args.cwd else None,
@@ -204,14 +163,15 @@ def _recipe_run(args: argparse.Namespace) -> int:
 def _recipe_show(args: argparse.Namespace) -> int:
     from expeditor.recipes.commands import show_recipe
 
-    return show_recipe(_settings(args), args.name, sys.stdout)
+    return show_recipe(_settings(args), args.name, sys.stdout, as_json=args.json)
 
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="expeditor", description=_DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--home", help="expeditor's home directory (default: ./.expeditor)")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    parser.add_argument("--home", help="expeditor's home (default: a per-user state directory for this project)")
     commands = parser.add_subparsers(dest="command_name", required=True, metavar="COMMAND")
 
     run_skill = commands.add_parser(
@@ -237,10 +197,12 @@ def _parser() -> argparse.ArgumentParser:
         help="run the MCP server (stdio by default)",
         description="Run the MCP server: run_skill, dispatch, get_dispatch, list_dispatches, list_sessions, "
         "cancel_session, list_recipes, validate_recipe and token_report. Over stdio (the "
-        "default) it is started by Claude Code: claude mcp add expeditor -- expeditor serve. Logs go to stderr and "
-        "<home>/logs, never stdout.",
+        "default) it is started by Claude Code: claude mcp add --scope user expeditor -- /abs/path/to/expeditor "
+        "serve. Over HTTP it prints "
+        "its URL (http://HOST:PORT/mcp) on stderr once it listens. SIGINT or SIGTERM stops it (exit 0). Logs go to "
+        "stderr and <home>/logs, never stdout.",
     )
-    serve.add_argument("--transport", choices=("stdio", "http"), default="stdio")
+    serve.add_argument("--transport", choices=("stdio", "http"), default="stdio", help="stdio (default) or http")
     serve.add_argument("--host", help="HTTP bind address (default: the http_host setting, 127.0.0.1)")
     serve.add_argument("--port", type=int, help="HTTP port (default: the http_port setting, 8765)")
     serve.add_argument(
@@ -275,10 +237,15 @@ def _parser() -> argparse.ArgumentParser:
         help="live sessions (and a campaign's jobs): what each waits on, why alive",
         description="Show every live managed session (from the live-session registry): what it waits on and why it "
         "counts as alive; with --campaign also the campaign's jobs and each pipeline job's steps. Works while a "
-        "server or pipeline runs in another process.",
+        "server or pipeline runs in another process. Exit 1 when nothing has run for this project (no home) or "
+        "the campaign is unknown.",
     )
     status.add_argument("--campaign", help="also show this campaign's dispatch records")
-    status.add_argument("--watch", action="store_true", help="refresh until interrupted")
+    status_output = status.add_mutually_exclusive_group()
+    status_output.add_argument(
+        "--watch", action="store_true", help="refresh until interrupted (plain snapshots when not on a terminal)"
+    )
+    status_output.add_argument("--json", action="store_true", help="print sessions and dispatch records as JSON")
     status.add_argument(
         "--interval", type=_positive_seconds, default=1.0, help="seconds between refreshes with --watch"
     )
@@ -330,9 +297,10 @@ def _parser() -> argparse.ArgumentParser:
     report.add_argument("--job", help="only this job of the campaign")
     report.add_argument(
         "--format",
-        choices=("md", "json", "table"),
+        choices=("markdown", "json", "table", "md"),
         default=None,
-        help="md (to paste into a pull request), json, or table (default: table on a terminal, md otherwise)",
+        help="markdown (to paste into a pull request; md for short), json (as token_report's), or table (default: "
+        "table on a terminal, markdown otherwise)",
     )
     report.set_defaults(handler=_report)
 
@@ -352,6 +320,7 @@ def _parser() -> argparse.ArgumentParser:
     listing = recipe_commands.add_parser(
         "list", help="bundled and project recipes", description="List bundled and project recipes."
     )
+    listing.add_argument("--json", action="store_true", help="print the recipes as a JSON list")
     listing.set_defaults(handler=_recipe_list)
     run = recipe_commands.add_parser(
         "run",
@@ -375,6 +344,7 @@ def _parser() -> argparse.ArgumentParser:
         description="Show a recipe's inputs and steps with each step's effective model, thresholds and routes.",
     )
     show.add_argument("name")
+    show.add_argument("--json", action="store_true", help="print the recipe and each step's settings as JSON")
     show.set_defaults(handler=_recipe_show)
     return parser
 
@@ -385,12 +355,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(args.handler(args))
     except ExpeditorError as exc:
         sys.stderr.write(f"expeditor: {exc}\n")
-        return EXIT_BAD_INPUT
+        # 2 says "fix the command line"; a name that matches nothing or a broken file is 1, as a failure is.
+        return EXIT_BAD_INPUT if isinstance(exc, InvalidInput) and not isinstance(exc, Unusable) else EXIT_FAILED
     except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(part) for part in error['loc']) or 'value'}: {error['msg']}" for error in exc.errors()
-        )
-        sys.stderr.write(f"expeditor: invalid input: {problems}\n")
+        from expeditor.server.boundary import argument_problems  # the MCP tools' wording, loaded only when needed
+
+        sys.stderr.write(f"expeditor: invalid input: {argument_problems(exc)}\n")
         return EXIT_BAD_INPUT
     except KeyboardInterrupt:
         sys.stderr.write("expeditor: interrupted\n")

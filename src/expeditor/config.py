@@ -14,9 +14,10 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic.fields import FieldInfo
-from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic_settings import BaseSettings, InitSettingsSource, NoDecode, PydanticBaseSettingsSource, SettingsConfigDict
 
 from expeditor.errors import InvalidInput
+from expeditor.homes import CONFIG_FILE_NAME, STATE_FILE_NAME, default_home
 
 __all__ = ["MODEL_ALIASES", "RunPolicy", "Settings", "load_settings", "validate_model"]
 
@@ -102,7 +103,7 @@ class _YamlFileSource(PydanticBaseSettingsSource):
 
     def __init__(self, settings_cls: type[BaseSettings], home: Path) -> None:
         super().__init__(settings_cls)
-        self._path = home / "config.yaml"
+        self._path = home / CONFIG_FILE_NAME
 
     def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
         return None, field_name, False
@@ -127,8 +128,9 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="EXPEDITOR_", frozen=True, extra="forbid")
 
     home: Path = Field(
-        default=Path(".expeditor"),
-        description="Directory for config.yaml, state.sqlite3, markers/, sessions/, recipes/ and logs/.",
+        default_factory=default_home,
+        description="Directory for config.yaml, state.sqlite3, markers/, sessions/, recipes/ and logs/ (default: "
+        "a per-user state directory keyed by project, e.g. ~/.local/state/expeditor/<project>-<hash>).",
     )
     marker_dir: Path | None = Field(
         default=None, description="Shared directory of execution markers (default: <home>/markers)."
@@ -220,6 +222,12 @@ class Settings(BaseSettings):
         "loopback ones: 'https://name' admits it on any port, 'https://name:port' on that port only (in the "
         "environment: separated by ',').",
     )
+    log_max_bytes: int = Field(
+        default=10 * 1024 * 1024, ge=1024, description="Size at which <home>/logs/expeditor.log is rotated, bytes."
+    )
+    log_backup_count: int = Field(
+        default=5, ge=1, le=1000, description="Rotated log files kept (expeditor.log.1 is the newest)."
+    )
 
     @classmethod
     def settings_customise_sources(
@@ -230,8 +238,11 @@ class Settings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        home = _home_from(init_settings(), env_settings())
-        return (init_settings, env_settings, _YamlFileSource(settings_cls, home))
+        # The default home is resolved once here (it asks git), and config.yaml is read from it.
+        given = [found["home"] for found in (init_settings(), env_settings()) if found.get("home") is not None]
+        home = Path(given[0]).expanduser().absolute() if given else default_home()
+        default = InitSettingsSource(settings_cls, {"home": home})
+        return (init_settings, env_settings, default, _YamlFileSource(settings_cls, home))
 
     @field_validator("allowed_roots", mode="before")
     @classmethod
@@ -316,7 +327,7 @@ class Settings(BaseSettings):
 
     @property
     def state_path(self) -> Path:
-        return self.home / "state.sqlite3"
+        return self.home / STATE_FILE_NAME
 
     @property
     def logs_dir(self) -> Path:
@@ -378,13 +389,6 @@ def _check_authority(authority: str) -> None:
         raise ValueError(f"{authority!r}: write an IPv6 address in brackets, e.g. [fd00::1]")
     if has_port and not (port == "*" or (port.isdigit() and 0 < int(port) < 65536)):
         raise ValueError(f"{authority!r}: the port must be a number or '*'")
-
-
-def _home_from(*sources: dict[str, Any]) -> Path:
-    for source in sources:
-        if source.get("home") is not None:
-            return Path(source["home"]).expanduser().absolute()
-    return Path(".expeditor").absolute()
 
 
 def load_settings(**overrides: Any) -> Settings:

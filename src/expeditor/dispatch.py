@@ -20,7 +20,7 @@ import logging
 import sys
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 import anyio
 from pydantic import BaseModel, Field, ValidationError
@@ -39,12 +39,14 @@ from expeditor.runs import (
     RunContext,
     Runtime,
     ended_by,
+    open_runtime,
     settings_environment,
 )
+from expeditor.runs.commands import print_result
 from expeditor.state import ClaimAction, DispatchRecord, DispatchStatus, RunStatus, inputs_hash
 from expeditor.usage import SessionUsage
 
-__all__ = ["DISPATCH_MARKER_LABEL", "DispatchOutcome", "DispatchService"]
+__all__ = ["DISPATCH_MARKER_LABEL", "DispatchOutcome", "DispatchService", "dispatch_command"]
 
 logger = logging.getLogger(__name__)
 
@@ -54,19 +56,22 @@ DISPATCH_MARKER_LABEL = "dispatch"
 class DispatchOutcome(BaseModel):
     """What a dispatch call did, and the job's record as it stands."""
 
-    campaign_id: str
-    name: str
-    dispatch_id: str
-    status: DispatchStatus
+    campaign_id: str = Field(description="The job's campaign.")
+    name: str = Field(description="The job's name within its campaign.")
+    dispatch_id: str = Field(description="The job record's id, stable across attempts.")
+    status: DispatchStatus = Field(description="The job's status now: success, failure, running, cancelled, ...")
     short_circuited: bool = Field(default=False, description="A recorded success was returned; nothing ran.")
     inputs_changed: bool = Field(default=False, description="The recorded job ran with other inputs.")
     already_running: bool = Field(default=False, description="Another caller's launch of this job is live.")
     resumed: bool = Field(default=False, description="This attempt resumed the previous attempt's session.")
-    attempts: int
-    dispatched_session_id: str | None
-    summary: str | None = None
-    outputs: dict[str, Any] = Field(default_factory=dict)
-    usage: SessionUsage | None = None
+    attempts: int = Field(description="Attempts made at the job so far, this one included.")
+    dispatched_session_id: str | None = Field(description="The session of its latest attempt.")
+    summary: str | None = Field(default=None, description="The final text of its latest finished attempt.")
+    outputs: dict[str, Any] = Field(default_factory=dict, description="What the job captured.")
+    usage: SessionUsage | None = Field(
+        default=None,
+        description="The job's recorded token usage (every attempt); null when it is the same as result.usage.",
+    )
     result: RunResult | None = Field(default=None, description="The orchestrator's run, when this call launched it.")
     record_error: str | None = Field(
         default=None,
@@ -164,11 +169,8 @@ class DispatchService:
     ) -> tuple[Recipe, dict[str, str], Path]:
         """Everything a launch needs that can be refused, refused before the claim: a job must not be
         recorded as claimed for a launch that cannot happen."""
-        try:
-            recipe = self.library.load(recipe_name)
-            resolved = recipe.resolve_inputs(inputs)
-        except RecipeError as exc:
-            raise InvalidInput(str(exc)) from exc
+        recipe = self.library.load(recipe_name)
+        resolved = recipe.resolve_inputs(inputs)
         try:
             self.settings.run_policy(timeout=self.settings.dispatch_timeout, stale_threshold=stale_threshold)
         except ValidationError as exc:
@@ -305,3 +307,43 @@ def _job_end(result: RunResult) -> JobEnd:
     """The job's end as its run says: a pipeline's outputs are its recorded steps' captures (None reads them)."""
     status = RunStatus.from_termination(result.termination, is_error=result.is_error)
     return JobEnd(status, result.reason, summary=result.result_text[-4000:] or None)
+
+
+def dispatch_command(
+    settings: Settings,
+    campaign: str,
+    name: str,
+    recipe: str,
+    inputs: Mapping[str, str],
+    *,
+    caller: CallerContext,
+    force: bool,
+    cwd: Path | None,
+    stale_threshold: float | None,
+    as_json: bool,
+    out: TextIO,
+    err: TextIO,
+) -> int:
+    """``expeditor dispatch``: run the job and print its outcome; 0 when it succeeded or already runs, else 1."""
+
+    async def run() -> DispatchOutcome:
+        async with open_runtime(settings) as runtime:
+            return await DispatchService(runtime).dispatch(
+                campaign, name, recipe, inputs, caller=caller, force=force, cwd=cwd, stale_threshold=stale_threshold
+            )
+
+    outcome = anyio.run(run)
+    if as_json:
+        out.write(outcome.model_dump_json(indent=2) + "\n")
+    else:
+        out.write(
+            f"{outcome.campaign_id}/{outcome.name}: {outcome.status.value} (attempt {outcome.attempts}, "
+            f"dispatch {outcome.dispatch_id}, session {outcome.dispatched_session_id})\n{outcome.message}\n"
+        )
+    if outcome.record_error is not None:
+        # The run finished; only its record is missing. Its result is all there is of it: show it whole.
+        if outcome.result is not None and not as_json:
+            print_result(outcome.result, out, as_json=False)
+        err.write(f"expeditor: {outcome.record_error}\n")
+        return 1
+    return 0 if outcome.status is DispatchStatus.SUCCESS or outcome.already_running else 1

@@ -3,8 +3,11 @@
     ExpeditorError
     ├── InvalidInput          the caller asked for something malformed or forbidden: fix the request
     │   ├── InvalidIdentifier a session id or label that cannot become a file name
-    │   └── RecipeError       a recipe is malformed, unknown, or cannot run with the values given
-    │                         (defined beside the recipes, ``expeditor.recipes.problems``: it carries their problems)
+    │   ├── RecipeError       a recipe is malformed, unknown, or cannot run with the values given
+    │   │                     (defined beside the recipes, ``expeditor.recipes.problems``: it carries their problems)
+    │   └── Unusable          the request is well formed, but what it names does not exist or cannot be used
+    │                         as it is (an unknown recipe, a recipe file with problems): fix the name or the
+    │                         thing named. The command line exits 1 for it, 2 for any other InvalidInput
     ├── LaunchFailed          expeditor's own installation cannot launch a session (its bundled plugin is
     │                         missing): reinstall. An agent command that cannot start is no error but a run
     │                         that ends as ``launch_failed``, with the reason in its result
@@ -30,6 +33,7 @@ __all__ = [
     "ScenarioError",
     "StaleAttempt",
     "StoreUnavailable",
+    "Unusable",
 ]
 
 
@@ -43,6 +47,10 @@ class InvalidInput(ExpeditorError):
 
 class InvalidIdentifier(InvalidInput):
     """A session id or label contains characters that cannot be part of a file name."""
+
+
+class Unusable(InvalidInput):
+    """What a well-formed request names does not exist or cannot be used as it is."""
 
 
 class LaunchFailed(ExpeditorError):

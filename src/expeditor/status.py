@@ -7,32 +7,46 @@ works from any process while a server or a pipeline runs in another.
 from __future__ import annotations
 
 import os
+import sys
 import time
 from collections.abc import Sequence
+from typing import TextIO
 
 from pydantic import BaseModel, Field
 from rich.console import Console, Group, RenderableType
 from rich.live import Live
 from rich.table import Table
+from rich.text import Text
 
 from expeditor.config import Settings
 from expeditor.executor.models import Signal
 from expeditor.executor.registry import SessionEntry, SessionRegistry
 from expeditor.monitor import find_active_marker
-from expeditor.state import DispatchRecord, StepExecution, StepStatus, open_store
+from expeditor.state import CampaignStore, DispatchRecord, StepExecution, StepStatus, open_store
 
-__all__ = ["SessionInfo", "dispatch_table", "live_sessions", "session_table", "show_status", "steps_table"]
+__all__ = [
+    "SessionInfo",
+    "StatusSnapshot",
+    "dispatch_table",
+    "live_sessions",
+    "session_table",
+    "show_status",
+    "steps_table",
+]
+
+
+_PIPE_WIDTH = 200
 
 
 class SessionInfo(BaseModel):
     """One live managed session, as the live-session registry and the marker directory describe it."""
 
-    session_id: str
-    kind: str
-    pid: int
-    caller_session_id: str | None
-    cwd: str
-    elapsed_s: float
+    session_id: str = Field(description="The session's id (cancel_session takes it).")
+    kind: str = Field(description="skill, orchestrator, pipeline or command.")
+    pid: int = Field(description="Its process id.")
+    caller_session_id: str | None = Field(description="The session waiting on it, if known.")
+    cwd: str = Field(description="Its working directory.")
+    elapsed_s: float = Field(description="How long it has run, seconds.")
     silent_s: dict[str, float] = Field(description="Seconds since each liveness signal last moved.")
     active_marker: str | None = Field(description="The marker vouching for this session, if any.")
     owner_alive: bool = Field(description="False when the server that launched it is gone (orphaned).")
@@ -41,6 +55,10 @@ class SessionInfo(BaseModel):
     containment: str = Field(
         default="tree", description="cgroup (the session's own group) or tree (process group, tree, environment tag)."
     )
+
+
+def _count(number: int, noun: str) -> str:
+    return f"{number} {noun}" if number == 1 else f"{number} {noun}s"
 
 
 def _silences(entry: SessionEntry, now: float) -> dict[str, float]:
@@ -137,7 +155,7 @@ def session_table(sessions: Sequence[SessionInfo]) -> Table:
 
 
 def dispatch_table(campaign: str, records: Sequence[DispatchRecord]) -> Table:
-    table = Table(title=f"Campaign {campaign} ({len(records)} jobs)")
+    table = Table(title=f"Campaign {campaign} ({_count(len(records), 'job')})")
     for column in ("job", "status", "attempts", "session", "tokens (in/out/cache read)", "updated"):
         table.add_column(column)
     for record in records:
@@ -155,7 +173,7 @@ def dispatch_table(campaign: str, records: Sequence[DispatchRecord]) -> Table:
 
 def steps_table(campaign: str, name: str, executions: Sequence[StepExecution]) -> Table:
     """A pipeline job's step executions: where it stands, and where a rerun would resume."""
-    table = Table(title=f"Pipeline {campaign}/{name} ({len(executions)} step executions)")
+    table = Table(title=f"Pipeline {campaign}/{name} ({_count(len(executions), 'step execution')})")
     for column in ("#", "step", "status", "attempts", "run", "duration", "note"):
         table.add_column(column)
     now = time.time()
@@ -174,32 +192,103 @@ def steps_table(campaign: str, name: str, executions: Sequence[StepExecution]) -
     return table
 
 
-def show_status(settings: Settings, *, campaign: str | None, watch: bool, interval: float) -> int:
-    """Print the live sessions (and the campaign's jobs and pipeline steps); with ``watch``, until Ctrl-C."""
-    store = open_store(settings) if campaign else None
+class StatusSnapshot(BaseModel):
+    """What ``status --json`` prints: the home read, its live sessions, and a campaign's records."""
 
-    def render() -> Group:
-        parts: list[RenderableType] = [session_table(live_sessions(settings))]
-        if store is not None and campaign is not None:
-            records = store.list(campaign)
-            parts.append(dispatch_table(campaign, records))
-            for record in records:
-                executions = store.list_steps(campaign, record.name)
-                if executions:
-                    parts.append(steps_table(campaign, record.name, executions))
-        return Group(*parts)
+    home: str = Field(description="The home these records were read from.")
+    sessions: list[SessionInfo]
+    campaign: str | None = Field(default=None, description="The campaign asked for, if any.")
+    dispatches: list[DispatchRecord] = Field(default_factory=list[DispatchRecord])
+    steps: dict[str, list[StepExecution]] = Field(
+        default_factory=dict[str, list[StepExecution]],
+        description="Each pipeline job's step executions, by job name.",
+    )
 
-    console = Console()
+
+def _snapshot(settings: Settings, store: CampaignStore | None, campaign: str | None) -> StatusSnapshot:
+    snapshot = StatusSnapshot(home=str(settings.home), sessions=live_sessions(settings), campaign=campaign)
+    if store is not None and campaign is not None:
+        snapshot.dispatches = store.list(campaign)
+        for record in snapshot.dispatches:
+            executions = store.list_steps(campaign, record.name)
+            if executions:
+                snapshot.steps[record.name] = executions
+    return snapshot
+
+
+def _render(snapshot: StatusSnapshot) -> Group:
+    parts: list[RenderableType] = [
+        Text(f"Home: {snapshot.home}", no_wrap=True, overflow="ignore"),
+        session_table(snapshot.sessions),
+    ]
+    if snapshot.campaign is not None:
+        parts.append(dispatch_table(snapshot.campaign, snapshot.dispatches))
+        parts += [steps_table(snapshot.campaign, name, executions) for name, executions in snapshot.steps.items()]
+    return Group(*parts)
+
+
+def _open_campaign(settings: Settings, campaign: str, err: TextIO) -> CampaignStore | None:
+    """The store holding ``campaign``, or None (said on ``err``) when the home has no such campaign."""
+    if settings.state_path.is_file():
+        store = open_store(settings)
+        if store.list(campaign):
+            return store
+        store.close()
+    err.write(f"expeditor: no campaign {campaign!r} in the home {settings.home}\n")
+    return None
+
+
+def show_status(
+    settings: Settings,
+    *,
+    campaign: str | None,
+    watch: bool,
+    interval: float,
+    as_json: bool = False,
+    out: TextIO | None = None,
+    err: TextIO | None = None,
+) -> int:
+    """Print the live sessions (and the campaign's jobs and pipeline steps); with ``watch``, until Ctrl-C.
+
+    1 when the home does not exist (nothing has run for this project) or holds no such campaign.
+    On a terminal ``watch`` redraws one table; elsewhere it prints one plain snapshot per interval.
+    """
+    out_stream = out if out is not None else sys.stdout
+    err_stream = err if err is not None else sys.stderr
+    if not settings.home.is_dir():
+        err_stream.write(f"expeditor: nothing has run for this project: no home at {settings.home}\n")
+        return 1
+    store = None
+    if campaign is not None:
+        store = _open_campaign(settings, campaign, err_stream)
+        if store is None:
+            return 1
+    console = Console(file=out_stream)
+    if not console.is_terminal:  # a pipe has no width of its own: let the tables take their natural one
+        console = Console(file=out_stream, width=_PIPE_WIDTH)
     try:
-        if not watch:
-            console.print(render())
-            return 0
-        with Live(render(), console=console, refresh_per_second=2) as live:
+        if as_json:
+            out_stream.write(_snapshot(settings, store, campaign).model_dump_json(indent=2) + "\n")
+        elif not watch:
+            console.print(_render(_snapshot(settings, store, campaign)))
+        elif console.is_terminal:
+            with Live(_render(_snapshot(settings, store, campaign)), console=console, refresh_per_second=2) as live:
+                while True:
+                    time.sleep(interval)
+                    live.update(_render(_snapshot(settings, store, campaign)))
+        else:
             while True:
+                console.print(f"--- {time.strftime('%H:%M:%S')} ---")
+                console.print(_render(_snapshot(settings, store, campaign)))
+                out_stream.flush()
                 time.sleep(interval)
-                live.update(render())
     except KeyboardInterrupt:
-        return 0
+        pass
+    except BrokenPipeError:
+        # The reader went away (``status --watch | head``): that ends the watch, quietly.
+        if out_stream is sys.stdout:
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
     finally:
         if store is not None:
             store.close()
+    return 0

@@ -22,6 +22,7 @@ import sys
 import uuid
 from collections.abc import Generator, Mapping
 from contextlib import contextmanager, suppress
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -193,7 +194,7 @@ async def test_a_real_orchestrator_waiting_on_a_real_skill_session_is_not_killed
             run["reason"],
             [
                 (
-                    round(r.received_at - run["started_at"], 2),
+                    round(r.received_at - datetime.fromisoformat(run["started_at"]).timestamp(), 2),
                     r.route,
                     r.session_id,
                     type(r.answer).__name__,

@@ -253,7 +253,7 @@ async def test_after_a_server_sigkill_the_next_start_lists_its_job_and_run_inter
     async with Client(build_server(fake_settings(tmp_path), env=agent_env(tmp_path, FINISHES))) as client:
         listed = await client.call_tool("list_dispatches", {"campaign": "c1"})
     assert listed.structured_content is not None, listed.content
-    (job,) = listed.structured_content["result"]
+    (job,) = listed.structured_content["jobs"]
     assert (job["name"], job["status"], job["attempts"]) == ("job1", "interrupted", 1)
     assert job["dispatched_session_id"] == launch["session_id"]
     assert "is gone" in job["error"]

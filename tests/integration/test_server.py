@@ -149,7 +149,7 @@ async def test_list_sessions_and_cancel_session(tmp_path: Path) -> None:
             with anyio.fail_after(10):
                 while True:
                     listed = await client.call_tool("list_sessions", {})
-                    sessions = (listed.structured_content or {}).get("result") or []
+                    sessions = (listed.structured_content or {}).get("sessions") or []
                     if sessions:
                         break
                     await anyio.sleep(0.05)
@@ -198,7 +198,7 @@ async def test_list_recipes_and_validate_recipe(tmp_path: Path) -> None:
     async with Client(server) as client:
         listed = await client.call_tool("list_recipes", {})
         checked = await client.call_tool("validate_recipe", {"text": broken, "name": "mine"})
-    recipes = {recipe["name"]: recipe for recipe in (listed.structured_content or {}).get("result", [])}
+    recipes = {recipe["name"]: recipe for recipe in (listed.structured_content or {}).get("recipes", [])}
     assert {"demo", "diagnose", "implementation"} <= set(recipes)
     assert "problem" in recipes["diagnose"]["inputs"]
     assert recipes["diagnose"]["steps"] == ["reproduce", "investigate"]

@@ -6,13 +6,15 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
+import selectors
 import signal
 import socket
 import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Generator, Iterator, Mapping
 from pathlib import Path
 
 import anyio
@@ -68,18 +70,37 @@ def serve_command(host: str, port: int, *flags: str) -> list[str]:
     return [*serve, "--host", host, "--port", str(port), *flags]
 
 
-@contextlib.contextmanager
-def running_server(command: list[str], env: Mapping[str, str], port: int) -> Iterator[subprocess.Popen[bytes]]:
-    """Start `expeditor serve`, wait until it listens on 127.0.0.1:`port`, and stop it with SIGTERM afterwards."""
-    server = subprocess.Popen(
-        command, env=dict(env), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+def spawn_server(command: list[str], env: Mapping[str, str]) -> subprocess.Popen[bytes]:
+    """`expeditor serve` with its stdout and stderr piped to the test."""
+    return subprocess.Popen(
+        command, env=dict(env), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE
     )
+
+
+def ready_line(server: subprocess.Popen[bytes], within: float = 60.0) -> str:
+    """The line the server prints on stderr once it listens (what it printed before, a refusal, fails the test)."""
+    assert server.stderr is not None
+    seen: list[str] = []
+    deadline = time.monotonic() + within
+    with selectors.DefaultSelector() as selector:
+        selector.register(server.stderr, selectors.EVENT_READ)
+        while True:
+            remaining = deadline - time.monotonic()
+            assert remaining > 0, f"not listening after {within} s: {seen}"
+            assert selector.select(remaining), f"not listening after {within} s: {seen}"
+            line = server.stderr.readline().decode()
+            assert line, f"the server exited before it listened: {seen}"
+            if line.startswith("expeditor: serving MCP on "):
+                return line.rstrip("\n")
+            seen.append(line)
+
+
+@contextlib.contextmanager
+def running_server(command: list[str], env: Mapping[str, str], port: int) -> Generator[subprocess.Popen[bytes]]:
+    """Start `expeditor serve`, wait until it says it listens on `port`, and stop it with SIGTERM afterwards."""
+    server = spawn_server(command, env)
     try:
-        for _ in range(200):
-            if is_listening(port) or server.poll() is not None:
-                break
-            time.sleep(0.05)  # another process binding its port: no event to wait on
-        assert server.poll() is None, "the server exited before it listened"
+        assert f":{port}/mcp " in ready_line(server)
         yield server
     finally:
         server.send_signal(signal.SIGTERM)
@@ -88,8 +109,9 @@ def running_server(command: list[str], env: Mapping[str, str], port: int) -> Ite
         except subprocess.TimeoutExpired:
             server.kill()
             server.wait()
-        assert server.stderr is not None
-        server.stderr.close()
+        for stream in (server.stdout, server.stderr):
+            if stream is not None:
+                stream.close()
 
 
 @pytest.fixture
@@ -226,3 +248,104 @@ async def test_the_caller_header_names_nobody_so_the_server_token_holds_no_marke
     assert result.structured_content is not None
     assert result.structured_content["caller_session_id"] is None
     assert not seen_markers
+
+
+def ipv6_loopback_available() -> bool:
+    try:
+        with socket.socket(socket.AF_INET6) as probe:
+            probe.bind(("::1", 0))
+    except OSError:
+        return False
+    return True
+
+
+@pytest.mark.parametrize(
+    ("bind", "token", "expected"),
+    [
+        ("127.0.0.1", TOKEN, "http://127.0.0.1:{port}/mcp (bearer token required)"),
+        ("127.0.0.1", None, "http://127.0.0.1:{port}/mcp (no token)"),
+        pytest.param(
+            "::1",
+            None,
+            "http://[::1]:{port}/mcp (no token)",
+            marks=pytest.mark.skipif(not ipv6_loopback_available(), reason="no IPv6 loopback"),
+        ),
+    ],
+)
+async def test_the_http_server_prints_its_url_once_it_listens_and_a_client_reaches_it_there(
+    tmp_path: Path, bind: str, token: str | None, expected: str
+) -> None:
+    port = free_port() if bind == "127.0.0.1" else _free_ipv6_port()
+    env = server_environment(tmp_path, **({"http_token": token} if token else {}))
+    server = spawn_server(serve_command(bind, port), env)
+    try:
+        line = ready_line(server)
+        assert line == f"expeditor: serving MCP on {expected.format(port=port)}"
+        url = line.removeprefix("expeditor: serving MCP on ").split(" ")[0]
+        host = url.split("/")[2]
+        assert await initialize_status(url, host=host, token=token) == 200  # printed once it listens: no retry
+    finally:
+        server.send_signal(signal.SIGTERM)
+        server.wait(timeout=30)
+    assert server.stdout is not None
+    assert server.stderr is not None
+    assert server.stdout.read() == b""  # stdout stays clean over HTTP too
+    server.stdout.close()
+    server.stderr.close()
+
+
+def _free_ipv6_port() -> int:
+    with socket.socket(socket.AF_INET6) as probe:
+        probe.bind(("::1", 0))
+        return int(probe.getsockname()[1])
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+async def test_a_signal_stops_the_http_server_with_exit_0_and_no_traceback_while_a_client_is_connected(
+    tmp_path: Path, signum: signal.Signals
+) -> None:
+    port = free_port()
+    url = f"http://127.0.0.1:{port}/mcp"
+    server = spawn_server(serve_command("127.0.0.1", port), server_environment(tmp_path, http_token=TOKEN))
+    try:
+        ready_line(server)
+        headers = {"authorization": f"Bearer {TOKEN}"}
+        # A connected client keeps an event stream open (Claude Code does): the stop must end it, not wait on it.
+        with contextlib.suppress(Exception):
+            async with (
+                httpx2.AsyncClient(headers=headers, timeout=30) as http,
+                streamable_http_client(url, http_client=http) as (read, write),
+                ClientSession(read, write) as session,
+            ):
+                await session.initialize()
+                await session.list_tools()
+                server.send_signal(signum)
+                await anyio.to_thread.run_sync(lambda: server.wait(timeout=30))
+    finally:
+        if server.poll() is None:
+            server.kill()
+        server.wait()
+    assert server.stdout is not None
+    assert server.stderr is not None
+    server.stdout.close()
+    stderr = server.stderr.read().decode()
+    server.stderr.close()
+    assert server.returncode == 0, stderr
+    assert "Traceback" not in stderr, stderr
+    log = (tmp_path / "home" / "logs" / "expeditor.log").read_text()
+    assert "Traceback" not in log, log
+    assert " ERROR " not in log, log
+    # The SDK's and uvicorn's own lines come in expeditor's format, in its log.
+    assert re.search(r" INFO mcp\.server\.\S+ pid=\d+ Created new transport", log), log
+    assert re.search(r" INFO uvicorn\S* pid=\d+ Application shutdown complete", log), log
+    assert "session manager" not in stderr  # INFO lines stay in the file
+
+
+async def test_a_refused_request_says_a_bearer_token_is_expected(http_server: str) -> None:
+    # Without the challenge Claude Code starts an OAuth discovery and reports a failed client registration.
+    async with httpx2.AsyncClient() as client:
+        missing = await client.post(http_server, json=INITIALIZE)
+        wrong = await client.post(http_server, json=INITIALIZE, headers={"authorization": "Bearer wrong"})
+    for response in (missing, wrong):
+        assert response.status_code == 401
+        assert response.headers["www-authenticate"].split()[0] == "Bearer"

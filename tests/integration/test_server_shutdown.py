@@ -147,7 +147,7 @@ async def test_the_next_server_marks_the_runs_of_a_sigkilled_server_interrupted(
     settings = load_settings(home=home, claude_config_dir=tmp_path / "claude", allowed_roots=(tmp_path,))
     async with Client(build_server(settings, env=dict(os.environ))) as client:
         listed = await client.call_tool("list_sessions", {})
-    assert (listed.structured_content or {}).get("result") == []
+    assert (listed.structured_content or {}).get("sessions") == []
     assert list((home / "sessions").glob("*.json")) == []
     store = SqliteCampaignStore(home / "state.sqlite3")
     try:
@@ -181,7 +181,7 @@ async def test_the_server_adopts_and_reaps_orphans_so_no_zombie_lingers(tmp_path
 async def test_a_shutdown_does_not_wait_for_a_slow_first_git_snapshot_nor_start_the_session(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    def slow_snapshot(cwd: Path, cache: Path) -> None:
+    def slow_snapshot(cwd: Path, cache: Path, excluded: object = ()) -> None:
         time.sleep(3)  # a cold cache in a large repository
 
     monkeypatch.setattr(records_module, "worktree_state", slow_snapshot)

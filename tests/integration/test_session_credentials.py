@@ -248,7 +248,8 @@ async def test_cancel_session_of_a_session_the_caller_did_not_launch_is_refused(
     orchestrator_scenario = {
         "steps": [
             {"call_tool": {"server": "expeditor", "tool": "run_skill", "arguments": run_skill, "timeout": 60}},
-            {"result": {}},
+            # It stays until cancelled: ending by itself once its child is cancelled would race the last cancel.
+            {"hang": True},
         ]
     }
     env = environment(tmp_path, {"orchestrator": orchestrator_scenario, "skill": HANG})

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import uuid
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -100,23 +101,27 @@ async def test_token_report_covers_a_dispatched_job_and_the_skills_its_orchestra
     async with Client(build_server(fake_settings(tmp_path), env=env)) as client:
         dispatched = await client.call_tool("dispatch", {**dispatch, "cwd": str(tmp_path)})
         assert not dispatched.is_error, text_of(dispatched)
-        as_markdown = await client.call_tool("token_report", {"campaign_id": "release-7"})
+        assert text_of(dispatched).count("usage:") == 1  # the job's, its skill included: said once
+        as_markdown = await client.call_tool("token_report", {"campaign": "release-7"})
         as_json = await client.call_tool(
-            "token_report", {"campaign_id": "release-7", "job_name": "diagnose-cache", "format": "json"}
+            "token_report", {"campaign": "release-7", "job_name": "diagnose-cache", "format": "json"}
         )
-        unknown = await client.call_tool("token_report", {"campaign_id": "release-8"})
+        # The argument's name before this release, still accepted for one.
+        by_old_name = await client.call_tool("token_report", {"campaign_id": "release-7"})
+        unknown = await client.call_tool("token_report", {"campaign": "release-8"})
     assert not as_markdown.is_error, text_of(as_markdown)
-    content = as_markdown.structured_content
-    assert content is not None
-    assert content["text"].startswith("## Token Usage Summary\n")
-    steps = {row["step"]: row for row in content["report"]["steps"]}
+    (block,) = as_markdown.content
+    assert isinstance(block, TextContent)
+    assert block.text.startswith("## Token Usage Summary\n")
+    report = as_markdown.structured_content
+    assert report is not None
+    steps = {row["step"]: row for row in report["steps"]}
     assert len(steps) == 2
     skill = steps["/expeditor:diagnose-problem"]
     assert (skill["sessions"], skill["usage"]["cache_read_tokens"]) == (1, 1000)
-    assert content["report"]["total"]["sessions"] == 2
-    assert json.loads((as_json.structured_content or {})["text"]) == {
-        **content["report"],
-        "job_name": "diagnose-cache",
-    }
+    assert report["total"]["sessions"] == 2
+    assert datetime.fromisoformat(skill["started_at"]).tzinfo is not None
+    assert json.loads(text_of(as_json)) == {**report, "job_name": "diagnose-cache"}
+    assert by_old_name.structured_content == report
     assert unknown.is_error
     assert "no agent sessions recorded for campaign 'release-8'" in text_of(unknown)

@@ -189,15 +189,17 @@ LAYERS: tuple[set[str], ...] = (
     {"reports"},  # the usage reports read the store; the run service records a job's cost with them
     {"executor", "monitor", "state"},
     {"usage"},
-    {"config", "ids", "errors"},
+    {"config", "homes", "ids", "errors", "times"},
 )
 ABOVE: dict[str, set[str]] = {unit: set().union(*LAYERS[:rank]) for rank, layer in enumerate(LAYERS) for unit in layer}
 # What the layers alone do not forbid: edges within a layer, and for the lowest layer anything but errors.
 ALSO_FORBIDDEN: dict[str, set[str]] = {
     "executor": {"monitor"},
     "state": {"monitor"},
-    "config": UNITS - {"config", "errors"},
+    "config": UNITS - {"config", "homes", "errors"},
+    "homes": UNITS - {"homes", "errors"},
     "ids": UNITS - {"ids", "errors"},
+    "times": UNITS - {"times"},
     "errors": UNITS - {"errors"},
 }
 FORBIDDEN = {unit: ABOVE.get(unit, set()) | ALSO_FORBIDDEN.get(unit, set()) for unit in ABOVE.keys() | ALSO_FORBIDDEN}

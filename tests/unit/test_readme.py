@@ -50,3 +50,16 @@ def test_every_example_command_line_parses_and_names_real_recipes_and_inputs() -
             assert {name for name, spec_input in spec.inputs.items() if spec_input.is_required} <= set(given) or (
                 args.command_name == "recipe" and args.recipe_command == "show"
             ), command
+
+
+def test_every_file_the_readme_names_is_in_the_repository() -> None:
+    import re
+
+    package = README.parent / "src" / "expeditor"
+    named = set(re.findall(r"`([\w./-]+\.(?:md|py)|(?:src|bench|docs|tests|\.ci)/[\w./-]*)`", README.read_text()))
+    missing = [
+        name
+        for name in sorted(named)
+        if not (README.parent / name).exists() and not (package / name).exists() and not any(package.rglob(name))
+    ]
+    assert missing == []

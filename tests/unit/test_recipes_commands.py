@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import io
+import json
 from pathlib import Path
 
 import pytest
 
 from expeditor.config import Settings
+from expeditor.errors import InvalidInput, Unusable
+from expeditor.recipes import BrokenRecipe, UnknownRecipe
 from expeditor.recipes.commands import list_recipes, show_recipe, validate_recipes
 
 BUNDLED = Path(__file__).parents[2] / "src" / "expeditor" / "recipes" / "bundled"
@@ -65,8 +68,11 @@ def test_validate_lists_every_problem_of_every_file_and_exits_one(tmp_path: Path
 
 def test_validate_without_files_is_a_usage_error(tmp_path: Path) -> None:
     out = io.StringIO()
-    assert validate_recipes([tmp_path], out) == 2
-    assert out.getvalue() == "no recipe files given (expected FILE.yaml or a directory of them)\n"
+    with pytest.raises(InvalidInput) as raised:
+        validate_recipes([tmp_path], out)
+    assert not isinstance(raised.value, Unusable)  # the command line exits 2 for it
+    assert str(raised.value) == f"no recipe files in {tmp_path}: expected FILE.yaml or a directory of them"
+    assert out.getvalue() == ""
 
 
 def test_list_prints_name_source_and_description_as_plain_columns(settings: Settings) -> None:
@@ -112,16 +118,55 @@ def test_show_prints_inputs_and_steps_with_their_effective_settings(settings: Se
     assert "     on success: stop; on failure: fail\n" in text
 
 
-def test_show_an_unknown_recipe_lists_the_available_names_and_exits_one(settings: Settings) -> None:
+def test_show_an_unknown_recipe_lists_the_available_names_and_is_unusable(settings: Settings) -> None:
     out = io.StringIO()
-    assert show_recipe(settings, "diagnos", out) == 1
-    assert out.getvalue() == (
-        "no recipe named 'diagnos'; did you mean 'diagnose'? (available: demo, diagnose, implementation)\n"
+    with pytest.raises(UnknownRecipe) as raised:
+        show_recipe(settings, "diagnos", out)
+    assert isinstance(raised.value, Unusable)  # the command line exits 1 for it, not 2
+    assert str(raised.value) == (
+        "no recipe named 'diagnos'; did you mean 'diagnose'? (available: demo, diagnose, implementation)"
     )
+    assert out.getvalue() == ""
 
 
-def test_show_an_invalid_recipe_prints_its_problems_and_exits_one(settings: Settings) -> None:
+def test_show_an_invalid_recipe_names_its_problems_and_is_unusable(settings: Settings) -> None:
     (settings.recipes_dir / "broken.yaml").write_text(BROKEN, encoding="utf-8")
     out = io.StringIO()
-    assert show_recipe(settings, "broken", out) == 1
-    assert out.getvalue().startswith(f"{settings.recipes_dir}/broken.yaml: 2 problems\n")
+    with pytest.raises(BrokenRecipe) as raised:
+        show_recipe(settings, "broken", out)
+    assert isinstance(raised.value, Unusable)
+    assert str(raised.value).startswith(f"{settings.recipes_dir}/broken.yaml: 2 problems\n")
+    assert len(raised.value.problems) == 2
+    assert out.getvalue() == ""
+
+
+def test_show_as_json_gives_the_recipe_with_each_steps_effective_settings(settings: Settings) -> None:
+    out = io.StringIO()
+    assert show_recipe(settings, "diagnose", out, as_json=True) == 0
+    shown = json.loads(out.getvalue())
+    assert shown["name"] == "diagnose"
+    assert shown["source"]["kind"] == "bundled"
+    assert shown["inputs"]["problem"]["required"] is True
+    assert shown["inputs"]["work_dir"]["required"] is False
+    first = next(iter(shown["steps"].values()))
+    assert first["effective"] == {
+        "model": "opus",
+        "stale_threshold": 1200,
+        "timeout": 3600,
+        "on_success": "investigate",
+        "on_failure": "fail",
+    }
+
+
+def test_list_as_json_names_every_recipe_and_an_invalid_ones_problems(settings: Settings) -> None:
+    (settings.recipes_dir / "broken.yaml").write_text(BROKEN, encoding="utf-8")
+    out = io.StringIO()
+    assert list_recipes(settings, out, as_json=True) == 0
+    listed = {entry["name"]: entry for entry in json.loads(out.getvalue())}
+    assert {"broken", "demo", "diagnose", "implementation"} <= set(listed)
+    assert listed["demo"]["source"] == "project"
+    assert listed["demo"]["overrides_bundled"] is True
+    assert listed["demo"]["description"] == "Project demo, folded."
+    assert listed["broken"]["description"] is None
+    assert len(listed["broken"]["problems"]) == 2
+    assert listed["diagnose"]["problems"] == []

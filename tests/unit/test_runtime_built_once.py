@@ -15,7 +15,8 @@ import pytest
 REPOSITORY = Path(__file__).resolve().parents[2]
 ENTRY_POINTS = [
     "src/expeditor/server/app.py",
-    "src/expeditor/cli.py",
+    "src/expeditor/runs/commands.py",
+    "src/expeditor/dispatch.py",
     "src/expeditor/recipes/run.py",
     "src/expeditor/demo.py",
 ]

@@ -53,7 +53,20 @@ def test_an_error_wrapped_by_a_task_group_is_judged_by_what_it_wraps() -> None:
 def test_invalid_arguments_name_each_field() -> None:
     with pytest.raises(ValidationError) as invalid:
         RunRequest.model_validate({"prompt": "/x", "cwd": "/tmp", "timeout": "soon"})
-    assert message_of(invalid.value).startswith("invalid arguments: timeout: ")
+    message = message_of(invalid.value)
+    assert (
+        message
+        == "invalid arguments: timeout should be a valid number, unable to parse string as a number (got 'soon')"
+    )
+
+
+def test_a_validator_sentence_names_the_argument_once_without_pydantic_words() -> None:
+    with pytest.raises(ValidationError) as invalid:
+        RunRequest.model_validate({"prompt": "/x", "cwd": "/tmp", "model": "sonet", "resume_session_id": "../x"})
+    message = message_of(invalid.value)
+    assert message.startswith("invalid arguments: model 'sonet' is not known: expected one of sonnet")
+    assert "; resume_session_id: session id '../x' is not valid" in message
+    assert "Value error" not in message
 
 
 def test_a_validation_error_of_any_other_model_is_a_bug_not_bad_input() -> None:

@@ -204,3 +204,26 @@ def test_a_large_untracked_file_is_not_code_and_is_not_hashed(repo: Path) -> Non
         (repo / "small.py").write_text("a = 1\nb = 2\n")
 
     assert changed(repo, write_data) == 2
+
+
+def test_a_home_set_inside_the_repository_is_not_counted(repo: Path) -> None:
+    home = repo / ".expeditor"
+    (home / "logs").mkdir(parents=True)
+
+    def expeditor_writes() -> None:
+        (home / "logs" / "expeditor.log").write_text(TEN_LINES)
+        (home / "sessions.json").write_text("{}\n")
+
+    before = loc.worktree_state(repo, _CACHE[0], (home,))
+    expeditor_writes()
+    assert lines_changed(repo, before, loc.worktree_state(repo, _CACHE[0], (home,))) == 0
+    # Without the exclusion the same writes count: the exclusion is what keeps them out.
+    (home / "logs" / "expeditor.log").write_text("")
+    (home / "sessions.json").unlink()
+    assert changed(repo, expeditor_writes) == 11
+
+
+def test_an_excluded_directory_outside_the_repository_changes_nothing(repo: Path, tmp_path: Path) -> None:
+    before = loc.worktree_state(repo, _CACHE[0], (tmp_path / "elsewhere", repo))
+    (repo / "app.py").write_text(TEN_LINES + "more\n")
+    assert lines_changed(repo, before, loc.worktree_state(repo, _CACHE[0], (tmp_path / "elsewhere", repo))) == 1

@@ -12,6 +12,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from expeditor.homes import make_private_dir
+
 __all__ = ["LaunchFile", "remove_launch_files", "write_launch_files"]
 
 
@@ -26,7 +28,7 @@ def write_launch_files(files: tuple[LaunchFile, ...]) -> None:
     written: list[LaunchFile] = []
     try:
         for launch_file in files:
-            launch_file.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            make_private_dir(launch_file.path.parent)
             descriptor = os.open(launch_file.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
             written.append(launch_file)
             with os.fdopen(descriptor, "w", encoding="utf-8") as stream:

@@ -11,6 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema, field_validat
 from expeditor.config import validate_model
 from expeditor.errors import InvalidInput
 from expeditor.ids import validate_identifier
+from expeditor.times import Timestamp
 from expeditor.usage.models import SessionUsage
 
 __all__ = [
@@ -74,8 +75,8 @@ class KilledProcess(BaseModel):
 
     model_config = ConfigDict(frozen=True)
 
-    pid: int
-    cmdline: list[str]
+    pid: int = Field(description="Its process id.")
+    cmdline: list[str] = Field(description="Its command line, as the process table showed it.")
     signal: str = Field(description="The last signal it needed: SIGTERM or SIGKILL.")
     escaped: bool = Field(default=False, description="It had left the session's process group.")
 
@@ -85,8 +86,8 @@ class Suppression(BaseModel):
 
     model_config = ConfigDict(frozen=True)
 
-    marker: str
-    seconds: float
+    marker: str = Field(description="The execution marker's file name.")
+    seconds: float = Field(description="Silence it vouched for, seconds.")
 
 
 class RunRequest(BaseModel):
@@ -159,32 +160,43 @@ def usable_path(path: Path, *, what: str) -> Path:
 class RunResult(BaseModel):
     """How one managed session ended, with the evidence for the verdict."""
 
-    success: bool
-    termination: Termination
-    exit_code: int | None
-    session_id: str
-    caller_session_id: str | None = None
-    result_text: str = ""
+    success: bool = Field(description="The session completed and did not report an error.")
+    termination: Termination = Field(
+        description="How it ended: completed, stale (transcript silent), idle_stall (stdout silent), timeout, "
+        "cancelled, crashed or launch_failed."
+    )
+    exit_code: int | None = Field(description="The agent process's exit code; None when it never started.")
+    session_id: str = Field(description="The session's id: pass it as resume_session_id to continue the session.")
+    caller_session_id: str | None = Field(default=None, description="The session that asked for this run, if known.")
+    result_text: str = Field(default="", description="The session's final text (its result).")
     is_error: bool = Field(default=False, description="The session reported an error result.")
     permission_denials: list[str] = Field(
         default_factory=list,
         description="Tools the session tried to use and was refused (headless: no prompt).",
     )
-    usage: SessionUsage = Field(default_factory=SessionUsage)
-    duration_s: float
-    started_at: float | None = Field(default=None, description="Epoch seconds at spawn.")
-    ended_at: float | None = Field(default=None, description="Epoch seconds when the last process was gone.")
+    usage: SessionUsage = Field(default_factory=SessionUsage, description="The session's token usage.")
+    duration_s: float = Field(description="Wall time from spawn to the end of its last process, seconds.")
+    started_at: Timestamp | None = Field(default=None, description="When the session was spawned.")
+    ended_at: Timestamp | None = Field(default=None, description="When its last process was gone.")
     # A plain string in the schema: Claude Code's validator warns about the "path" format.
-    transcript_path: Annotated[Path, WithJsonSchema({"type": "string"})] | None = None
-    stderr_tail: str = ""
-    decided_by: DecidedBy
-    reason: str = Field(description="One sentence a person can act on.")
-    last_moved: dict[Signal, float] = Field(
-        default_factory=dict, description="Wall-clock time (epoch seconds) each signal last moved."
+    transcript_path: Annotated[Path, WithJsonSchema({"type": "string"})] | None = Field(
+        default=None, description="The session's transcript file (Claude Code's JSONL), when it has one."
     )
-    suppressed_by: list[Suppression] = Field(default_factory=list)
-    suppressed_s: float = 0.0
-    killed: list[KilledProcess] = Field(default_factory=list)
+    stderr_tail: str = Field(default="", description="The last lines the session wrote to stderr.")
+    decided_by: DecidedBy = Field(
+        description="The event that ended the run: exit, result, transcript, stdout, timeout, cancel or signal."
+    )
+    reason: str = Field(description="One sentence a person can act on.")
+    last_moved: dict[Signal, Timestamp] = Field(
+        default_factory=dict, description="When each liveness signal (stdout, stderr, transcript, children) last moved."
+    )
+    suppressed_by: list[Suppression] = Field(
+        default_factory=list, description="The execution markers that kept it alive while it was silent."
+    )
+    suppressed_s: float = Field(default=0.0, description="Silence vouched for by execution markers, seconds.")
+    killed: list[KilledProcess] = Field(
+        default_factory=list, description="Every process still alive when the run ended, and killed."
+    )
     containment: Literal["cgroup", "tree"] = Field(
         default="tree",
         description="What held the session's processes together for the kill: its own cgroup (nothing escapes "

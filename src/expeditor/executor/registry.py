@@ -16,6 +16,7 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from expeditor.executor.models import SessionKind, Signal
+from expeditor.homes import make_private_dir
 from expeditor.ids import validate_identifier
 from expeditor.process_identity import process_alive
 
@@ -76,7 +77,7 @@ class SessionRegistry:
         return self.directory / f"{validate_identifier(session_id)}.json"
 
     def write(self, entry: SessionEntry) -> None:
-        self.directory.mkdir(parents=True, exist_ok=True)
+        make_private_dir(self.directory)
         target = self._path(entry.session_id)
         # The writer's pid in the name: a writer killed between create and rename leaves a file that
         # ``remove_abandoned_writes`` can tell from a live writer's.

@@ -33,6 +33,7 @@ from typing import NamedTuple, cast
 
 import anyio
 
+from expeditor.homes import make_private_dir
 from expeditor.ids import RESERVED_INFIX, validate_identifier
 from expeditor.process_identity import process_alive, process_start_time, runs_expeditor
 
@@ -171,7 +172,7 @@ def write_marker(
     """
     validate_identifier(label, what="marker label")
     validate_identifier(session_id)
-    marker_dir.mkdir(parents=True, exist_ok=True)
+    make_private_dir(marker_dir)
     pid, start_time = owner if owner is not None else (os.getpid(), process_start_time(os.getpid()))
     body = {
         "version": MARKER_FORMAT_VERSION,

@@ -7,7 +7,7 @@ from expeditor.recipes.captures import extract_captures
 from expeditor.recipes.conditions import Condition
 from expeditor.recipes.loader import RecipeEntry, RecipeLibrary, RecipeSource
 from expeditor.recipes.placeholders import placeholder_names, substitute, substitute_argv
-from expeditor.recipes.problems import RecipeError, RecipeProblem
+from expeditor.recipes.problems import BrokenRecipe, RecipeError, RecipeProblem, UnknownRecipe
 from expeditor.recipes.prompt import RUN_SKILL_TOOL, orchestrator_prompt
 from expeditor.recipes.schema import (
     FAIL,
@@ -29,6 +29,7 @@ __all__ = [
     "RUN_SKILL_TOOL",
     "STOP",
     "TERMINALS",
+    "BrokenRecipe",
     "Condition",
     "Defaults",
     "InputSpec",
@@ -42,6 +43,7 @@ __all__ = [
     "RecipeSource",
     "Step",
     "StepSettings",
+    "UnknownRecipe",
     "extract_captures",
     "load_recipe_file",
     "orchestrator_prompt",

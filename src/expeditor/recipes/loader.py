@@ -14,7 +14,7 @@ from importlib.resources.abc import Traversable
 from pathlib import Path
 
 from expeditor.config import Settings
-from expeditor.recipes.problems import RecipeError, RecipeProblem
+from expeditor.recipes.problems import BrokenRecipe, RecipeProblem, UnknownRecipe
 from expeditor.recipes.schema import Recipe, validate_recipe_name
 from expeditor.recipes.validation import parse_recipe
 
@@ -77,10 +77,10 @@ class RecipeLibrary:
         try:
             return sorted(path for path in self.project_dir.iterdir() if path.name.endswith(_SUFFIX) and path.is_file())
         except OSError as exc:
-            raise RecipeError(f"cannot list project recipes in {self.project_dir}: {exc}") from exc
+            raise BrokenRecipe(f"cannot list project recipes in {self.project_dir}: {exc}") from exc
 
     def find(self, name: str) -> RecipeEntry:
-        """The entry for ``name``; RecipeError listing the available names when there is none."""
+        """The entry for ``name``; UnknownRecipe listing the available names when there is none."""
         validate_recipe_name(name)
         entries = {entry.name: entry for entry in self.entries()}
         if name in entries:
@@ -88,7 +88,7 @@ class RecipeLibrary:
         close = difflib.get_close_matches(name, list(entries), n=1)
         hint = f"; did you mean {close[0]!r}?" if close else ""
         available = ", ".join(entries) or "none"
-        raise RecipeError(f"no recipe named {name!r}{hint} (available: {available})")
+        raise UnknownRecipe(f"no recipe named {name!r}{hint} (available: {available})")
 
     def read_text(self, entry: RecipeEntry) -> str:
         """The YAML text of ``entry``."""
@@ -98,10 +98,10 @@ class RecipeLibrary:
             return Path(entry.location).read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError) as exc:
             problem = RecipeProblem(entry.location, None, (), f"cannot be read: {exc}")
-            raise RecipeError.from_problems(entry.location, [problem]) from exc
+            raise BrokenRecipe.from_problems(entry.location, [problem]) from exc
 
     def load(self, name: str) -> Recipe:
-        """The validated recipe called ``name``; RecipeError if it is unknown or has problems."""
+        """The validated recipe called ``name``; UnknownRecipe or BrokenRecipe if it cannot be had."""
         entry = self.find(name)
         return self.load_entry(entry)
 

@@ -10,9 +10,9 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from expeditor.errors import InvalidInput
+from expeditor.errors import InvalidInput, Unusable
 
-__all__ = ["Location", "RecipeError", "RecipeProblem", "describe_location"]
+__all__ = ["BrokenRecipe", "Location", "RecipeError", "RecipeProblem", "UnknownRecipe", "describe_location"]
 
 Location = tuple[str | int, ...]
 """A path into the recipe document, e.g. ``("steps", "test", "on_failure")``."""
@@ -73,8 +73,16 @@ class RecipeError(InvalidInput):
         self.problems: tuple[RecipeProblem, ...] = tuple(problems)
         super().__init__(message)
 
+
+class UnknownRecipe(RecipeError, Unusable):
+    """No recipe has the name asked for."""
+
+
+class BrokenRecipe(RecipeError, Unusable):
+    """A recipe file (or the directory of them) cannot be read or has problems."""
+
     @classmethod
-    def from_problems(cls, source: str, problems: Sequence[RecipeProblem]) -> RecipeError:
+    def from_problems(cls, source: str, problems: Sequence[RecipeProblem]) -> BrokenRecipe:
         """One error carrying every problem, its message listing them one per line."""
         count = len(problems)
         header = f"{source}: {count} problem{'s' if count != 1 else ''}"

@@ -28,14 +28,12 @@ import anyio
 from rich.console import Console
 
 from expeditor.config import Settings
-from expeditor.errors import InvalidInput
 from expeditor.executor import checked_directory
 from expeditor.ids import new_session_id, validate_identifier
 from expeditor.logs import configure_logging
 from expeditor.recipes.loader import RecipeLibrary
 from expeditor.recipes.observer import PipelineObserver
 from expeditor.recipes.pipeline import PipelineJob, PipelineOutcome, PipelineRunner
-from expeditor.recipes.problems import RecipeError
 from expeditor.recipes.progress import (
     LinesProgress,
     LiveProgress,
@@ -79,11 +77,8 @@ class RecipeRun:
 
 
 def _load(settings: Settings, request: RecipeRun) -> tuple[Recipe, dict[str, str]]:
-    try:
-        recipe = RecipeLibrary.from_settings(settings).load(request.recipe)
-        return recipe, recipe.resolve_inputs(request.inputs)
-    except RecipeError as exc:
-        raise InvalidInput(str(exc)) from exc
+    recipe = RecipeLibrary.from_settings(settings).load(request.recipe)
+    return recipe, recipe.resolve_inputs(request.inputs)
 
 
 def run_recipe(settings: Settings, request: RecipeRun, out: TextIO | None = None) -> int:
@@ -100,7 +95,7 @@ def run_recipe(settings: Settings, request: RecipeRun, out: TextIO | None = None
     run_id = (
         own_id if request.dispatched and own_id and os.environ.get("EXPEDITOR_SESSION_KIND") == "pipeline" else None
     ) or new_session_id()
-    configure_logging(settings.logs_dir)
+    configure_logging(settings)
     notes = sys.stderr if request.stream_json else target
     if request.campaign_id is None:
         notes.write(f"campaign {campaign} (rerun the same command to resume it)\n")

@@ -12,7 +12,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from expeditor.recipes.problems import RecipeError, RecipeProblem
+from expeditor.recipes.problems import BrokenRecipe, RecipeError, RecipeProblem
 from expeditor.recipes.rules import cross_step_problems
 from expeditor.recipes.schema import Recipe
 from expeditor.recipes.schema_errors import schema_problems
@@ -22,10 +22,10 @@ __all__ = ["load_recipe_file", "parse_recipe", "recipe_file_problems", "recipe_p
 
 
 def parse_recipe(text: str, *, source: str, expected_name: str | None = None) -> Recipe:
-    """The recipe in ``text``, or RecipeError listing every problem (``source`` names the file)."""
+    """The recipe in ``text``, or BrokenRecipe listing every problem (``source`` names the file)."""
     recipe, problems = _check(text, source=source, expected_name=expected_name)
     if problems or recipe is None:
-        raise RecipeError.from_problems(source, problems)
+        raise BrokenRecipe.from_problems(source, problems)
     return recipe
 
 
@@ -56,7 +56,7 @@ def _read(path: Path) -> str:
         return path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         problem = RecipeProblem(str(path), None, (), f"cannot be read: {exc}")
-        raise RecipeError.from_problems(str(path), [problem]) from exc
+        raise BrokenRecipe.from_problems(str(path), [problem]) from exc
 
 
 def _check(text: str, *, source: str, expected_name: str | None) -> tuple[Recipe | None, list[RecipeProblem]]:

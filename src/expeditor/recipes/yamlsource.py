@@ -12,7 +12,7 @@ from typing import Any
 
 import yaml
 
-from expeditor.recipes.problems import Location, RecipeError, RecipeProblem
+from expeditor.recipes.problems import BrokenRecipe, Location, RecipeProblem
 
 __all__ = ["YamlDocument", "load_yaml"]
 
@@ -39,7 +39,7 @@ class YamlDocument:
 
 
 def load_yaml(text: str, *, source: str) -> YamlDocument:
-    """Parse one YAML document with safe constructors; a syntax error raises RecipeError."""
+    """Parse one YAML document with safe constructors; a syntax error raises BrokenRecipe."""
     loader = yaml.SafeLoader(text)
     try:
         node = loader.get_single_node()
@@ -49,10 +49,10 @@ def load_yaml(text: str, *, source: str) -> YamlDocument:
         line = None if mark is None else mark.line + 1
         what = " ".join(part for part in (exc.context, exc.problem) if part)
         problem = RecipeProblem(source, line, (), f"is not valid YAML: {what}")
-        raise RecipeError.from_problems(source, [problem]) from exc
+        raise BrokenRecipe.from_problems(source, [problem]) from exc
     except yaml.YAMLError as exc:
         problem = RecipeProblem(source, None, (), f"is not valid YAML: {exc}")
-        raise RecipeError.from_problems(source, [problem]) from exc
+        raise BrokenRecipe.from_problems(source, [problem]) from exc
     finally:
         loader.dispose()
     lines: dict[Location, int] = {(): 1}

@@ -6,6 +6,7 @@ import json
 from typing import Literal, TextIO
 
 from rich.console import Console
+from rich.text import Text
 
 from expeditor.config import Settings
 from expeditor.reports.aggregate import campaign_report
@@ -25,21 +26,30 @@ def report_command(
     settings: Settings, campaign_id: str, *, job_name: str | None, fmt: ReportFormat, out: TextIO
 ) -> int:
     """Write the report of ``campaign_id`` (or of its job ``job_name``) to ``out``; 1 when no run is recorded."""
+    scope = f"job {job_name!r} of campaign {campaign_id!r}" if job_name else f"campaign {campaign_id!r}"
+    if not settings.state_path.is_file():  # read, never create, a home where nothing has run
+        return _nothing_recorded(
+            out, fmt, f"no agent sessions recorded for {scope}: nothing has run in the home {settings.home}"
+        )
     store = open_store(settings)
     try:
         report = campaign_report(store, campaign_id, job_name)
     finally:
         store.close()
     if not report.steps:
-        scope = f"job {job_name!r} of campaign {campaign_id!r}" if job_name else f"campaign {campaign_id!r}"
-        message = f"no agent sessions recorded for {scope} in {settings.state_path}"
-        out.write(json.dumps({"error": message}) + "\n" if fmt == "json" else message + "\n")
-        return EXIT_NOTHING_RECORDED
+        return _nothing_recorded(out, fmt, f"no agent sessions recorded for {scope} in {settings.state_path}")
     if fmt == "md":
         out.write(render_markdown(report))
     elif fmt == "json":
         out.write(render_json(report))
     else:
         # A pipe has no width of its own: let the tables take their natural one rather than 80 columns.
-        render_table(report, Console(file=out) if out.isatty() else Console(file=out, width=_PIPE_WIDTH))
+        console = Console(file=out) if out.isatty() else Console(file=out, width=_PIPE_WIDTH)
+        render_table(report, console)
+        console.print(Text(f"From the home {settings.home}", style="dim"))
     return EXIT_OK
+
+
+def _nothing_recorded(out: TextIO, fmt: ReportFormat, message: str) -> int:
+    out.write(json.dumps({"error": message}) + "\n" if fmt == "json" else message + "\n")
+    return EXIT_NOTHING_RECORDED

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from expeditor.times import Timestamp
 from expeditor.usage.models import TokenUsage
 
 __all__ = [
@@ -43,7 +44,7 @@ class StepRow(_Row):
     loc_changed: int | None = Field(
         default=None, ge=0, description="Lines added plus removed by its sessions; None when none was measured."
     )
-    started_at: float = Field(description="When its first session started (rows are in this order).")
+    started_at: Timestamp = Field(description="When its first session started (rows are in this order).")
     non_anthropic: bool = Field(description="A session was served by a provider other than Anthropic.")
     partial: bool = Field(description="A session's figures are incomplete (see the footnotes).")
 
@@ -51,8 +52,8 @@ class StepRow(_Row):
 class TotalRow(_Row):
     """The whole report: sums, the largest peak context, and the time anything was running."""
 
-    sessions: int = Field(ge=0)
-    usage: TokenUsage
+    sessions: int = Field(ge=0, description="Sessions in the report.")
+    usage: TokenUsage = Field(description="Summed over every session; peak_context is the largest.")
     seconds: float = Field(
         ge=0, description="Wall time during which at least one session ran: nested or parallel sessions count once."
     )
@@ -62,36 +63,36 @@ class TotalRow(_Row):
         description="Lines changed, each session tree once: a session's measure already holds the changes of the "
         "sessions it called in the same working directory.",
     )
-    partial: bool
+    partial: bool = Field(description="Some figures are incomplete (see the footnotes).")
 
 
 class EfficiencyRow(_Row):
     """Tokens per line changed; the ratios are None when nothing (or nothing measured) changed."""
 
-    step: str
-    loc_changed: int | None = Field(default=None, ge=0)
-    cache_read_per_loc: float | None = None
-    cache_write_per_loc: float | None = None
-    output_per_loc: float | None = None
+    step: str = Field(description="The step, as in the summary table.")
+    loc_changed: int | None = Field(default=None, ge=0, description="Lines added plus removed.")
+    cache_read_per_loc: float | None = Field(default=None, description="Cache-read tokens per line changed.")
+    cache_write_per_loc: float | None = Field(default=None, description="Cache-write tokens per line changed.")
+    output_per_loc: float | None = Field(default=None, description="Output tokens per line changed.")
 
 
 class ModelRow(_Row):
     """One model across the report."""
 
-    model: str
+    model: str = Field(description="The model id.")
     steps: int = Field(ge=0, description="Steps whose sessions used the model.")
-    usage: TokenUsage
+    usage: TokenUsage = Field(description="The model's tokens across the report.")
     seconds: float = Field(
         ge=0, description="Wall time of the sessions whose main model (the one that processed most tokens) it is."
     )
-    non_anthropic: bool
+    non_anthropic: bool = Field(description="It was served by a provider other than Anthropic.")
 
 
 class Footnote(_Row):
     """A note printed under the first table, and the mark that points at it from the rows."""
 
-    mark: str
-    text: str
+    mark: str = Field(description="The mark rows carry: * or †.")
+    text: str = Field(description="What the mark means.")
 
 
 class UsageReport(BaseModel):
@@ -99,11 +100,15 @@ class UsageReport(BaseModel):
 
     model_config = ConfigDict(frozen=True)
 
-    campaign_id: str | None = None
-    job_name: str | None = None
-    steps: list[StepRow] = Field(default_factory=list[StepRow])
-    total: TotalRow
-    efficiency: list[EfficiencyRow] = Field(default_factory=list[EfficiencyRow])
-    efficiency_total: EfficiencyRow
-    models: list[ModelRow] = Field(default_factory=list[ModelRow])
-    footnotes: list[Footnote] = Field(default_factory=list[Footnote])
+    campaign_id: str | None = Field(default=None, description="The campaign reported on.")
+    job_name: str | None = Field(default=None, description="The one job reported on; None for the whole campaign.")
+    steps: list[StepRow] = Field(default_factory=list[StepRow], description="Token Usage Summary: one row per step.")
+    total: TotalRow = Field(description="The summary's total row.")
+    efficiency: list[EfficiencyRow] = Field(
+        default_factory=list[EfficiencyRow], description="Token Efficiency: tokens per line changed, per step."
+    )
+    efficiency_total: EfficiencyRow = Field(description="Token Efficiency over the whole report.")
+    models: list[ModelRow] = Field(
+        default_factory=list[ModelRow], description="Model Usage Breakdown: one row per model."
+    )
+    footnotes: list[Footnote] = Field(default_factory=list[Footnote], description="What the rows' marks mean.")

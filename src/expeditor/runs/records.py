@@ -119,6 +119,10 @@ class RunRecorder:
         )
         await self._write_end(session_id, end)
 
+    def _own_directories(self) -> tuple[Path, ...]:
+        """Where expeditor itself writes: never lines an agent changed, even inside the repository."""
+        return (self.settings.home, self.settings.markers_path)
+
     async def worktree_before(self, request: RunRequest, control: RunControl) -> WorktreeState | None:
         """The work tree before the run, unless the run is cancelled first: then nothing is measured.
 
@@ -134,7 +138,9 @@ class RunRecorder:
             async def snapshot() -> None:
                 nonlocal state
                 with OWN_CHILDREN.commands_in_threads():
-                    state = await anyio.to_thread.run_sync(worktree_state, request.cwd, cache, abandon_on_cancel=True)
+                    state = await anyio.to_thread.run_sync(
+                        worktree_state, request.cwd, cache, self._own_directories(), abandon_on_cancel=True
+                    )
                 race.cancel_scope.cancel()
 
             async def until_cancelled() -> None:
@@ -152,7 +158,9 @@ class RunRecorder:
         # A cancelled run is being torn down, often with its whole server: no time for git then.
         if before is not None and result.termination is not Termination.CANCELLED:
             with OWN_CHILDREN.commands_in_threads():
-                after = await anyio.to_thread.run_sync(worktree_state, request.cwd, self.settings.git_objects_cache)
+                after = await anyio.to_thread.run_sync(
+                    worktree_state, request.cwd, self.settings.git_objects_cache, self._own_directories()
+                )
                 loc_changed = await anyio.to_thread.run_sync(lines_changed, request.cwd, before, after)
         end = _RunEnd(
             status=RunStatus.from_termination(result.termination, is_error=result.is_error),

@@ -19,6 +19,7 @@ import anyio
 
 from expeditor.config import Settings
 from expeditor.executor import ClaudeCodeExecutor, SessionContainment, choose_containment
+from expeditor.homes import describe_home
 from expeditor.monitor import standard_watchers
 from expeditor.runs.jobs import JobLifecycle
 from expeditor.runs.reaper import reap_leftovers
@@ -70,6 +71,7 @@ async def open_runtime(
     """
     containment = choose_containment(settings.containment)
     logger.info("containment: %s (%s)", containment.kind, containment.reason)
+    logger.info("home: %s", describe_home(settings.home))
     store = open_store(settings)
     try:
         executor = build_executor(settings, env=dict(os.environ if env is None else env), containment=containment)

@@ -244,5 +244,8 @@ class Supervisor:
         count = self.cancel_all(f"{cause} and stopped the session", grace=self.settings.shutdown_grace)
         with anyio.move_on_after(self.settings.shutdown_grace + _TEARDOWN_BOUND):
             await self.wait_until_idle()
-        logger.warning("%s: stopped %d sessions in %.0f ms", cause, count, (anyio.current_time() - started) * 1000)
+        # Stopping with nothing to stop is a normal end (Claude Code stops every nested server with SIGINT).
+        level = logging.WARNING if count else logging.INFO
+        elapsed_ms = (anyio.current_time() - started) * 1000
+        logger.log(level, "%s: stopped %d sessions in %.0f ms", cause, count, elapsed_ms)
         return count

@@ -14,6 +14,7 @@ from expeditor import __version__
 from expeditor.config import Settings
 from expeditor.dispatch import DispatchService
 from expeditor.runs import CallerContext, open_runtime
+from expeditor.server.boundary import ExpeditorMCPServer
 from expeditor.server.dispatch_tools import register_dispatch_tools
 from expeditor.server.recipe_tools import register_recipe_tools
 from expeditor.server.report_tools import register_report_tools
@@ -79,7 +80,9 @@ def build_server(
             finally:
                 holder.state = None
 
-    server: MCPServer[Any] = MCPServer("expeditor", version=__version__, instructions=INSTRUCTIONS, lifespan=lifespan)
+    server: MCPServer[Any] = ExpeditorMCPServer(
+        "expeditor", version=__version__, instructions=INSTRUCTIONS, lifespan=lifespan
+    )
     register_tools(server)
     register_dispatch_tools(server)
     register_recipe_tools(server)

@@ -27,6 +27,7 @@ __all__ = [
     "HostOriginMiddleware",
     "check_bind_is_protected",
     "is_loopback",
+    "mcp_url",
     "transport_security",
 ]
 
@@ -76,6 +77,11 @@ def _authority(host: str, port: int) -> str:
     if ":" in host and not host.startswith("["):
         host = f"[{host}]"
     return f"{host}:{port}"
+
+
+def mcp_url(host: str, port: int) -> str:
+    """The MCP endpoint of a server bound to ``host:port``."""
+    return f"http://{_authority(host, port)}/mcp"
 
 
 def _has_port(authority: str) -> bool:
@@ -156,5 +162,11 @@ class BearerTokenMiddleware(BaseHTTPMiddleware):
 
     async def dispatch(self, request: Request, call_next: RequestResponseEndpoint) -> Response:
         if not self._admits(request.headers.get("authorization")):
-            return JSONResponse({"error": "missing or wrong bearer token"}, status_code=401)
+            # The challenge says a static bearer token is expected: without one, Claude Code starts an OAuth
+            # discovery and reports "Dynamic Client Registration rejected" instead of a missing token.
+            return JSONResponse(
+                {"error": "missing or wrong bearer token"},
+                status_code=401,
+                headers={"WWW-Authenticate": 'Bearer realm="expeditor"'},
+            )
         return await call_next(request)

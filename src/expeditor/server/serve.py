@@ -6,20 +6,28 @@ when a token is set, or the token of a session it launched (which says who is ca
 reachable from other machines needs a token (or ``--insecure-no-token``), and DNS-rebinding
 protection stays on for every bind (:mod:`expeditor.server.http_access`).
 
+Once it listens, the HTTP server says so on stderr: ``expeditor: serving MCP on http://HOST:PORT/mcp``.
+
 SIGINT and SIGTERM take one path: every live session is cancelled with ``shutdown_grace``
 (Claude Code sends SIGTERM 100 ms after SIGINT and SIGKILL about 400 ms later), the runs end as
-``cancelled`` with the signal in their reason, their markers are removed, and the server exits.
+``cancelled`` with the signal in their reason, their markers are removed, and the server stops the
+way it stops when its client leaves: over stdio its input ends (whether or not the client still
+holds it open), over HTTP uvicorn stops accepting and the application shuts down. It exits 0.
 """
 
 from __future__ import annotations
 
 import contextlib
+import gc
 import logging
 import signal
+import socket
+import sys
 from collections.abc import Awaitable, Callable, Generator
 from typing import Literal
 
 import anyio
+import uvicorn
 
 from expeditor.config import Settings
 from expeditor.executor import OWN_CHILDREN
@@ -30,24 +38,41 @@ from expeditor.server.http_access import (
     BearerTokenMiddleware,
     HostOriginMiddleware,
     check_bind_is_protected,
+    mcp_url,
     transport_security,
 )
+from expeditor.server.stdio_input import relayed_stdin
 
-__all__ = ["serve", "shut_down_on_signals"]
+__all__ = ["serve", "stop_on_signals"]
 
 logger = logging.getLogger(__name__)
 
+# After a signal: how long open HTTP requests may take to finish before uvicorn cancels them (a client's
+# event stream stays open until it is closed), and how long the whole stop may take before it is cancelled.
+_GRACEFUL_BOUND = 3
+_STOP_BOUND = 30.0
 
-async def shut_down_on_signals(holder: StateHolder, settings: Settings, serving: anyio.CancelScope) -> None:
-    """Wait for SIGINT or SIGTERM, end every live session quickly, then stop serving."""
+
+async def stop_on_signals(holder: StateHolder, stop: Callable[[], None], serving: anyio.CancelScope) -> None:
+    """On the first SIGINT or SIGTERM, end every live session quickly, then ``stop`` serving.
+
+    Later signals only say the stop is under way (Claude Code sends SIGTERM 100 ms after SIGINT): left to their
+    default action they would kill the process in the middle of its teardown. If serving has not ended
+    ``_STOP_BOUND`` seconds after ``stop``, it is cancelled.
+    """
     with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async for received in signals:
             name = signal.Signals(received).name
             state = holder.state
             if state is not None:
                 await state.supervisor.shut_down(f"the expeditor server received {name}")
-            serving.cancel()
-            return
+            stop()
+            break
+        with anyio.move_on_after(_STOP_BOUND):
+            async for received in signals:
+                logger.info("received %s while stopping", signal.Signals(received).name)
+        logger.warning("the server had not stopped %.0f s after a signal: cancelling it", _STOP_BOUND)
+        serving.cancel()
 
 
 async def reap_adopted_orphans(interval: float, holder: StateHolder) -> None:
@@ -72,9 +97,11 @@ async def reap_adopted_orphans(interval: float, holder: StateHolder) -> None:
             logger.warning("killed pid=%d, an adopted orphan of a session that has ended", pid)
 
 
-async def _serve_until_signalled(run: Callable[[], Awaitable[None]], holder: StateHolder, settings: Settings) -> None:
+async def _serve_until_signalled(
+    run: Callable[[], Awaitable[None]], stop: Callable[[], None], holder: StateHolder, settings: Settings
+) -> None:
     async with anyio.create_task_group() as group:
-        group.start_soon(shut_down_on_signals, holder, settings, group.cancel_scope)
+        group.start_soon(stop_on_signals, holder, stop, group.cancel_scope)
         if become_subreaper():
             group.start_soon(reap_adopted_orphans, settings.children_interval, holder)
         await run()
@@ -89,17 +116,61 @@ def serve(
     port: int | None = None,
     insecure_no_token: bool = False,
 ) -> int:
-    holder = StateHolder()
     if transport == "stdio":
-        server = build_server(settings, holder=holder)
-        anyio.run(_serve_until_signalled, server.run_stdio_async, holder, settings)
-        return 0
-    import uvicorn
+        return _serve_stdio(settings)
+    return _serve_http(
+        settings, host or settings.http_host, port or settings.http_port, insecure_no_token=insecure_no_token
+    )
 
-    bind_host = host or settings.http_host
-    bind_port = port or settings.http_port
+
+def _served() -> int:
+    """The exit status of a server that has stopped and torn everything down.
+
+    The interpreter's last collections at exit would walk every object the SDK and pydantic built (close to a
+    second on a busy machine) with nothing left to release: frozen, they are skipped, so a signalled server
+    is gone at once (Claude Code kills it 500 ms after its SIGINT).
+    """
+    gc.freeze()
+    return 0
+
+
+def _serve_stdio(settings: Settings) -> int:
+    holder = StateHolder()
+    server = build_server(settings, holder=holder)
+    with relayed_stdin() as relay:
+        stop = relay.end if relay is not None else lambda: None
+        anyio.run(_serve_until_signalled, server.run_stdio_async, stop, holder, settings)
+    return _served()
+
+
+class _HttpServer(uvicorn.Server):
+    """uvicorn, stopped by our signal handler and introducing itself once it listens."""
+
+    def __init__(self, config: uvicorn.Config, ready_line: str) -> None:
+        super().__init__(config)
+        self._ready_line = ready_line
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Generator[None]:
+        # Our handler, not uvicorn's, decides what SIGINT and SIGTERM do.
+        yield
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets)
+        if self.started:
+            print(self._ready_line, file=sys.stderr, flush=True)
+
+    def stop(self) -> None:
+        """Stop as uvicorn stops on SIGTERM: no new connection, open requests end, then the application's own
+        shutdown. Through ``handle_exit``, which the SDK's event-stream responses also hear: a client's open
+        stream ends then, rather than being cancelled with a traceback when the graceful time is up."""
+        self.handle_exit(signal.SIGTERM, None)
+
+
+def _serve_http(settings: Settings, bind_host: str, bind_port: int, *, insecure_no_token: bool) -> int:
     check_bind_is_protected(bind_host, token=settings.http_token, insecure_no_token=insecure_no_token)
-    url = f"http://{bind_host}:{bind_port}/mcp"
+    url = mcp_url(bind_host, bind_port)
+    holder = StateHolder()
     server = build_server(settings, http_url=url, holder=holder)
     security = transport_security(
         bind_host,
@@ -114,13 +185,18 @@ def serve(
     )
     app.add_middleware(HostOriginMiddleware, security=security)
     logger.info("serving MCP over HTTP at %s", url)
-    config = uvicorn.Config(app, host=bind_host, port=bind_port, log_level="warning", lifespan="on")
-
-    class _Server(uvicorn.Server):
-        @contextlib.contextmanager
-        def capture_signals(self) -> Generator[None]:
-            # Our handler, not uvicorn's, decides what SIGINT and SIGTERM do.
-            yield
-
-    anyio.run(_serve_until_signalled, _Server(config).serve, holder, settings)
-    return 0
+    # log_config=None: uvicorn's lines go through expeditor's logging (logs.py) like every other line.
+    config = uvicorn.Config(
+        app,
+        host=bind_host,
+        port=bind_port,
+        log_config=None,
+        log_level=None,
+        access_log=False,
+        lifespan="on",
+        timeout_graceful_shutdown=_GRACEFUL_BOUND,
+    )
+    protection = "bearer token required" if settings.http_token else "no token"
+    http_server = _HttpServer(config, f"expeditor: serving MCP on {url} ({protection})")
+    anyio.run(_serve_until_signalled, http_server.serve, http_server.stop, holder, settings)
+    return _served()

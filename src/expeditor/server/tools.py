@@ -4,19 +4,23 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
-from pydantic import BaseModel
+from mcp.types import CallToolResult, ToolAnnotations
+from pydantic import BaseModel, Field
 
-from expeditor.executor import RunControl, RunRequest, RunResult
+from expeditor.executor import RunControl, RunRequest, RunResult, Termination
 from expeditor.server.boundary import tool_errors
+from expeditor.server.declare import READ_ONLY, tool
+from expeditor.server.params import AddDirs, Cwd, Model, SessionId, StaleThreshold, Timeout
 from expeditor.server.progress import reporting_progress
+from expeditor.server.results import launch_hint, lines, run_lines, tool_result
 from expeditor.server.state import ServerState
 from expeditor.status import SessionInfo, live_sessions
 
-__all__ = ["RUN_SKILL_MARKER_LABEL", "CancelOutcome", "register_tools"]
+__all__ = ["RUN_SKILL_MARKER_LABEL", "CancelOutcome", "SessionList", "register_tools"]
 
 logger = logging.getLogger(__name__)
 
@@ -24,32 +28,56 @@ RUN_SKILL_MARKER_LABEL = "run-skill"
 
 
 class CancelOutcome(BaseModel):
-    cancelled: bool
-    message: str
+    cancelled: bool = Field(description="True: the session's process tree is being killed.")
+    message: str = Field(description="One sentence saying what happened.")
+
+
+class SessionList(BaseModel):
+    sessions: list[SessionInfo] = Field(description="The live sessions, oldest first.")
+
+
+def _session_line(info: SessionInfo) -> str:
+    quietest = min(info.silent_s.values(), default=0.0)
+    waiting = f"; waiting on {info.waiting_on}" if info.waiting_on else ""
+    caller = f", called by {info.caller_session_id}" if info.caller_session_id else ""
+    return (
+        f"{info.session_id} ({info.kind}, pid {info.pid}{caller}): running {info.elapsed_s:.0f} s, last activity "
+        f"{quietest:.0f} s ago{waiting}; {info.alive_because}"
+    )
 
 
 def register_tools(server: MCPServer[Any]) -> None:
     """Add the tools to ``server``; each reads the server state from its lifespan."""
 
-    @server.tool()
+    @tool(
+        server,
+        title="Run a skill in a supervised headless session",
+        annotations=ToolAnnotations(read_only_hint=False, idempotent_hint=False, open_world_hint=True),
+    )
     async def run_skill(
-        skill_command: str,
-        cwd: str,
+        skill_command: Annotated[
+            str,
+            Field(
+                min_length=1,
+                description='The skill command or prompt the session runs, e.g. "/make-plan 42".',
+            ),
+        ],
+        cwd: Cwd,
         ctx: Context,
-        model: str | None = None,
-        stale_threshold: float | None = None,
-        timeout: float | None = None,  # noqa: ASYNC109  (the session's wall-clock limit, not ours)
-        add_dirs: list[str] | None = None,
-        resume_session_id: str | None = None,
-    ) -> RunResult:
+        model: Model = None,
+        stale_threshold: StaleThreshold = None,
+        timeout: Timeout = None,  # noqa: ASYNC109  (the session's wall-clock limit, not ours)
+        add_dirs: AddDirs = None,
+        resume_session_id: SessionId = None,
+    ) -> Annotated[CallToolResult, RunResult]:
         """Run one headless Claude Code session for a skill command (e.g. "/make-plan 42") in `cwd` and wait for it.
 
         The session is supervised: it is killed with its whole process tree if its transcript,
         stdout and child processes all stay silent longer than `stale_threshold` seconds (default
-        1200), or when it runs past `timeout` seconds (default 7200). The result says whether it
-        succeeded, its final text, how it ended (`termination`, `reason`), its session id (pass it
-        as `resume_session_id` to continue that session) and its token usage. `model` is sonnet,
-        opus, haiku or a full model id. You are not judged stuck while you wait for this call.
+        1200), or when it runs past `timeout` seconds (default 7200). The text says whether it
+        succeeded, how it ended and why, its token usage and its final text; the structured result
+        adds the evidence (`decided_by`, `last_moved`, `killed`). Pass its `session_id` as
+        `resume_session_id` to continue that session. You are not judged stuck while you wait.
         """
         state = ServerState.of(ctx)
         with tool_errors("run_skill"):
@@ -70,23 +98,42 @@ def register_tools(server: MCPServer[Any]) -> None:
                 await ctx.report_progress(elapsed, None, message)
 
             async with reporting_progress(report, state.settings.progress_interval, control):
-                return await state.supervisor.run(request, caller, marker=RUN_SKILL_MARKER_LABEL, control=control)
+                result = await state.supervisor.run(request, caller, marker=RUN_SKILL_MARKER_LABEL, control=control)
+        hint = launch_hint(result, state.settings)
+        text = "\n".join([*run_lines(result), *([hint] if hint else [])])
+        return tool_result(text, result, is_error=result.termination is Termination.LAUNCH_FAILED)
 
-    @server.tool()
-    async def list_sessions(ctx: Context) -> list[SessionInfo]:
+    @tool(
+        server,
+        title="List running sessions",
+        annotations=READ_ONLY,
+    )
+    async def list_sessions(ctx: Context) -> Annotated[CallToolResult, SessionList]:
         """List the headless sessions expeditor is supervising right now (all servers sharing this home).
 
-        For each: its id, kind, pid, who is waiting on it, how long it has run, how many seconds
-        since its transcript, stdout and child processes last showed activity, the execution
-        marker (if any) that vouches for it while it is blocked on a tool call, what it is waiting
-        on, and why it is considered alive (or that it was orphaned by a dead server).
+        One line per session: its id, kind, pid, caller, how long it has run, how long since its
+        transcript, stdout or child processes last moved, what it waits on and why it is considered
+        alive (or that it was orphaned by a dead server). The structured result has every field.
         """
         state = ServerState.of(ctx)
         with tool_errors("list_sessions"):
-            return live_sessions(state.settings, state.supervisor.executor.registry)
+            sessions = live_sessions(state.settings, state.supervisor.executor.registry)
+        text = lines((_session_line(info) for info in sessions), empty="no sessions running")
+        return tool_result(text, SessionList(sessions=sessions))
 
-    @server.tool()
-    async def cancel_session(session_id: str, ctx: Context) -> CancelOutcome:
+    @tool(
+        server,
+        title="Cancel a running session",
+        annotations=ToolAnnotations(
+            read_only_hint=False, destructive_hint=True, idempotent_hint=True, open_world_hint=False
+        ),
+    )
+    async def cancel_session(
+        session_id: Annotated[
+            str, Field(min_length=1, description="The session to stop, as list_sessions or run_skill showed it.")
+        ],
+        ctx: Context,
+    ) -> Annotated[CallToolResult, CancelOutcome]:
         """Stop a session this server launched: its whole process tree is killed and the run ends as cancelled.
 
         The call that launched it (run_skill or dispatch) then returns with termination "cancelled".
@@ -103,7 +150,8 @@ def register_tools(server: MCPServer[Any]) -> None:
                 )
             reason = f"cancelled by cancel_session from {caller.session_id or 'an unidentified caller'}"
             if state.supervisor.cancel(session_id, reason):
-                return CancelOutcome(cancelled=True, message=f"session {session_id} is being stopped")
+                message = f"session {session_id} is being stopped"
+                return tool_result(message, CancelOutcome(cancelled=True, message=message))
             owners = [e for e in state.supervisor.executor.registry.entries() if e.session_id == session_id]
             if owners:
                 raise ToolError(

@@ -37,6 +37,7 @@ from typing import IO, TypeVar
 from pydantic import ValidationError
 
 from expeditor.errors import StoreUnavailable
+from expeditor.homes import create_private_file, make_private_dir
 from expeditor.state.schema import SCHEMA_VERSION, migrate, schema_version
 
 __all__ = ["SqliteFile"]
@@ -255,8 +256,10 @@ class SqliteFile:
     def _initialize(self, doing: str) -> None:
         """Create, check and migrate the file; called with ``self._init_lock`` held."""
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            lock = open(self.path.with_name(self.path.name + ".lock"), "a")  # noqa: SIM115 - held across the block
+            make_private_dir(self.path.parent)
+            lock_path = self.path.with_name(self.path.name + ".lock")
+            create_private_file(lock_path)
+            lock = open(lock_path, "a")  # noqa: SIM115 - held across the block
         except OSError as exc:
             raise StoreUnavailable(
                 f"{doing}: cannot create the campaign store under {self.path.parent}: {exc.strerror or exc}; "
@@ -308,6 +311,10 @@ class SqliteFile:
 
     def _prepare(self, doing: str, *, verify: bool) -> None:
         """Open the file, switch it to WAL, optionally check it, apply migrations."""
+        # Created 0600 before SQLite opens it: SQLite gives the -wal and -shm files the database's mode.
+        # Where it cannot be created, opening it below says why.
+        with contextlib.suppress(OSError):
+            create_private_file(self.path)
         try:
             connection = self._open()
         except sqlite3.Error as exc:

@@ -22,6 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from expeditor.errors import IllegalTransition, InvalidInput
 from expeditor.executor.models import DecidedBy, KilledProcess, RunResult, SessionKind, Suppression, Termination
 from expeditor.process_identity import process_start_time
+from expeditor.times import Timestamp
 from expeditor.usage.models import SessionUsage
 
 __all__ = [
@@ -114,9 +115,12 @@ class Owner(BaseModel):
 
     model_config = ConfigDict(frozen=True)
 
-    pid: int = Field(gt=0)
-    start_time: float = Field(description="The process's start time as psutil reports it (epoch seconds).")
-    host: str = Field(min_length=1)
+    pid: int = Field(gt=0, description="Its process id.")
+    start_time: float = Field(
+        description="The process's start time as psutil reports it (epoch seconds): an identity, compared exactly, "
+        "not a time to read."
+    )
+    host: str = Field(min_length=1, description="The host it runs on.")
 
     @classmethod
     def current(cls) -> Owner:
@@ -148,27 +152,29 @@ class DispatchRecord(BaseModel):
 
     model_config = ConfigDict(frozen=True)
 
-    campaign_id: str = Field(min_length=1)
-    name: str = Field(min_length=1)
+    campaign_id: str = Field(min_length=1, description="The campaign the job belongs to.")
+    name: str = Field(min_length=1, description="The job's name within its campaign.")
     dispatch_id: str = Field(description="Stable for the record's whole life, across attempts.")
-    status: DispatchStatus
+    status: DispatchStatus = Field(
+        description="pending, running, success, failure, interrupted (its server died) or cancelled."
+    )
     attempts: int = Field(ge=1, description="Claims that won the launch; the current attempt number.")
-    recipe: str
-    inputs: dict[str, Any] = Field(default_factory=dict)
-    inputs_hash: str
+    recipe: str = Field(description="The recipe the job follows.")
+    inputs: dict[str, Any] = Field(default_factory=dict, description="The inputs of the latest attempt.")
+    inputs_hash: str = Field(description="sha256 of the inputs' canonical JSON, to tell changed inputs.")
     caller_session_id: str | None = Field(default=None, description="The session that asked for the latest attempt.")
     dispatched_session_id: str | None = Field(
         default=None, description="The session of the latest attempt that started (kept across claims, for resume)."
     )
-    result_summary: str | None = None
-    outputs: dict[str, Any] = Field(default_factory=dict)
-    usage: SessionUsage | None = None
+    result_summary: str | None = Field(default=None, description="The final text of the latest finished attempt.")
+    outputs: dict[str, Any] = Field(default_factory=dict, description="What the job captured (a pipeline's captures).")
+    usage: SessionUsage | None = Field(default=None, description="Token usage of its sessions, every attempt.")
     error: str | None = Field(default=None, description="Why the latest attempt failed, was cancelled or interrupted.")
     owner: Owner | None = Field(default=None, description="The process that claimed the latest attempt.")
-    created_at: float
-    updated_at: float
-    started_at: float | None = None
-    finished_at: float | None = None
+    created_at: Timestamp = Field(description="When the job was first dispatched.")
+    updated_at: Timestamp = Field(description="When its record last changed.")
+    started_at: Timestamp | None = Field(default=None, description="When its latest attempt started.")
+    finished_at: Timestamp | None = Field(default=None, description="When its latest attempt ended.")
 
 
 class RunEvidence(BaseModel):
@@ -226,9 +232,9 @@ class RunRecord(BaseModel):
     )
     evidence: RunEvidence | None = Field(default=None, description="Set when the run ended under supervision.")
     owner: Owner = Field(description="The process supervising the run.")
-    started_at: float
-    finished_at: float | None = None
-    updated_at: float | None = None
+    started_at: Timestamp = Field(description="When the session was launched.")
+    finished_at: Timestamp | None = Field(default=None, description="When it ended; None while it runs.")
+    updated_at: Timestamp | None = Field(default=None, description="When its record last changed.")
 
 
 class StepExecution(BaseModel):
@@ -243,8 +249,8 @@ class StepExecution(BaseModel):
     status: StepStatus
     captures: dict[str, str] = Field(default_factory=dict)
     run_id: str | None = Field(default=None, description="The latest run (attempt) of this execution.")
-    started_at: float | None = None
-    finished_at: float | None = None
+    started_at: Timestamp | None = Field(default=None, description="When its first attempt started.")
+    finished_at: Timestamp | None = Field(default=None, description="When its latest attempt ended.")
     usage: SessionUsage | None = Field(default=None, description="Usage of every attempt of this execution.")
     attempts: int = Field(default=0, ge=0, description="Runs launched for this execution (1 + retries used).")
     reason: str | None = Field(default=None, description="Why it ended as it did, for the end-of-run summary.")

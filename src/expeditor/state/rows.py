@@ -11,6 +11,7 @@ from typing import Any
 
 from expeditor.executor.models import Termination
 from expeditor.state.models import DispatchRecord, Owner, RunEvidence, RunRecord, RunStatus, StepExecution
+from expeditor.times import STORAGE_CONTEXT
 from expeditor.usage.models import SessionUsage
 
 __all__ = [
@@ -159,7 +160,7 @@ def write_dispatch(connection: sqlite3.Connection, record: DispatchRecord) -> No
     """Insert the whole record, or replace every field of the job's record with it."""
     owner = record.owner
     values = {
-        **record.model_dump(mode="json", exclude={"owner", "usage", "inputs", "outputs"}),
+        **record.model_dump(mode="json", exclude={"owner", "usage", "inputs", "outputs"}, context=STORAGE_CONTEXT),
         "inputs": dump_json(record.inputs),
         "outputs": dump_json(record.outputs),
         "usage": usage_text(record.usage),
@@ -209,7 +210,7 @@ def read_run_launch(connection: sqlite3.Connection, run_id: str, launch: int) ->
 
 
 def insert_run(connection: sqlite3.Connection, run: RunRecord) -> None:
-    values = run.model_dump(mode="json", exclude={"owner", "usage", "evidence"})
+    values = run.model_dump(mode="json", exclude={"owner", "usage", "evidence"}, context=STORAGE_CONTEXT)
     values.update(
         usage=run.usage.model_dump_json(),
         evidence=None if run.evidence is None else run.evidence.model_dump_json(),
@@ -279,7 +280,7 @@ def step_from_row(row: sqlite3.Row) -> StepExecution:
 def upsert_step(connection: sqlite3.Connection, step: StepExecution) -> None:
     """Insert the execution, or replace the one recorded under its (campaign, job, sequence)."""
     values = {
-        **step.model_dump(mode="json", exclude={"captures", "usage"}),
+        **step.model_dump(mode="json", exclude={"captures", "usage"}, context=STORAGE_CONTEXT),
         "captures": dump_json(step.captures),
         "usage": usage_text(step.usage),
     }

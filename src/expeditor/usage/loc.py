@@ -9,7 +9,8 @@ expeditor's own, with the repository's objects as an alternate, so measuring nev
 to the user's repository. The cache is shared by every run and snapshot, so an untracked file
 is compressed and written once, not once per snapshot; it is emptied once a day. Untracked files
 above ``MAX_UNTRACKED_BYTES`` are left out: data and build output are not lines of code, and
-hashing them would delay every launch.
+hashing them would delay every launch. Expeditor's own home, when set inside the repository, is
+left out too.
 
 Lines changed = added + removed between the two trees, renames detected (binary files count 0).
 Outside a git repository nothing changes by definition and the answer is 0; git failing for any
@@ -24,8 +25,11 @@ import shutil
 import subprocess
 import tempfile
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+
+from expeditor.homes import create_private_file, make_private_dir
 
 __all__ = ["MAX_UNTRACKED_BYTES", "WorktreeState", "lines_changed", "worktree_state"]
 
@@ -82,13 +86,30 @@ def _object_cache(cache: Path) -> Path:
             shutil.rmtree(cache, ignore_errors=True)
     except FileNotFoundError:
         pass
-    cache.mkdir(parents=True, exist_ok=True)
-    stamp.touch(exist_ok=True)
+    make_private_dir(cache)
+    create_private_file(stamp)
     return cache
 
 
-def worktree_state(cwd: Path, cache: Path) -> WorktreeState | None:
-    """``cwd``'s work tree as it is now, its new objects written to ``cache``; None when git fails."""
+def _inside(top: Path, paths: Iterable[Path]) -> list[str]:
+    """The paths among ``paths`` that lie inside the work tree at ``top``, relative to it."""
+    inside: list[str] = []
+    for path in paths:
+        try:
+            relative = path.resolve().relative_to(top.resolve())
+        except (OSError, ValueError):
+            continue
+        if relative.parts:
+            inside.append(relative.as_posix())
+    return inside
+
+
+def worktree_state(cwd: Path, cache: Path, excluded: Iterable[Path] = ()) -> WorktreeState | None:
+    """``cwd``'s work tree as it is now, its new objects written to ``cache``; None when git fails.
+
+    ``excluded``: directories never part of the state, such as expeditor's own home when it was set
+    inside the repository: what expeditor writes there is no line an agent changed.
+    """
     if shutil.which("git") is None:
         return None
     try:
@@ -115,8 +136,8 @@ def worktree_state(cwd: Path, cache: Path) -> WorktreeState | None:
                 "GIT_OBJECT_DIRECTORY": str(objects),
                 "GIT_ALTERNATE_OBJECT_DIRECTORIES": str(repository_objects),
             }
-            excluded = "".join(f":(exclude,literal){name}\0" for name in _large_untracked(top))
-            pathspec = ".\0" + excluded
+            left_out = [*_inside(top, excluded), *_large_untracked(top)]
+            pathspec = ".\0" + "".join(f":(exclude,literal){name}\0" for name in left_out)
             _git(top, "add", "--all", "--pathspec-from-file=-", "--pathspec-file-nul", env=env, stdin=pathspec)
             tree = _git(top, "write-tree", env=env)
         return WorktreeState(tree=tree, objects=objects, repository_objects=repository_objects)

@@ -19,9 +19,9 @@ class TokenUsage(BaseModel):
     model_config = ConfigDict(frozen=True)
 
     input_tokens: int = Field(default=0, ge=0, description="Uncached input tokens.")
-    output_tokens: int = Field(default=0, ge=0)
-    cache_read_tokens: int = Field(default=0, ge=0)
-    cache_write_tokens: int = Field(default=0, ge=0)
+    output_tokens: int = Field(default=0, ge=0, description="Output tokens.")
+    cache_read_tokens: int = Field(default=0, ge=0, description="Input tokens read from the prompt cache.")
+    cache_write_tokens: int = Field(default=0, ge=0, description="Input tokens written to the prompt cache.")
     turns: int = Field(default=0, ge=0, description="Assistant turns (the result event's num_turns).")
     peak_context: int = Field(default=0, ge=0, description="Largest single-message input + cache_read + cache_write.")
     cost_usd: float | None = Field(default=None, ge=0, description="Cost reported by the CLI, when known.")
@@ -59,9 +59,12 @@ class SessionUsage(BaseModel):
 
     model_config = ConfigDict(frozen=True)
 
-    total: TokenUsage = Field(default_factory=TokenUsage)
-    by_model: dict[str, TokenUsage] = Field(default_factory=dict)
-    source: UsageSource = UsageSource.NONE
+    total: TokenUsage = Field(default_factory=TokenUsage, description="Every model together.")
+    by_model: dict[str, TokenUsage] = Field(default_factory=dict, description="Per model id.")
+    source: UsageSource = Field(
+        default=UsageSource.NONE,
+        description="Where the figures come from: result_event (exact), transcript (the session died first) or none.",
+    )
     partial: bool = Field(default=False, description="True when the session died before its result event.")
     duration_ms: int | None = Field(default=None, ge=0, description="The CLI's own duration_ms.")
 
