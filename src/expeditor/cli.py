@@ -35,17 +35,6 @@ def _settings(args: argparse.Namespace, **overrides: Any) -> Settings:
     return load_settings(home=getattr(args, "home", None), **overrides)
 
 
-def _print_result(result: RunResult, *, as_json: bool) -> None:
-    if as_json:
-        sys.stdout.write(result.model_dump_json(indent=2) + "\n")
-        return
-    from rich.console import Console
-
-    from expeditor.result_view import result_table
-
-    Console().print(result_table(result))
-
-
 def _run_skill(args: argparse.Namespace) -> int:
     from expeditor.runs import CallerContext, open_runtime
 
@@ -62,12 +51,14 @@ def _run_skill(args: argparse.Namespace) -> int:
     )
 
     async def run() -> RunResult:
-        async with open_runtime(settings) as runtime:
+        async with open_runtime(settings, owner_kind="run-skill") as runtime:
             # A person at a terminal is no managed session: nobody's watchers need a marker for them.
             return await runtime.supervisor.run(request, CallerContext(None, None))
 
+    from expeditor.result_view import print_result
+
     result = anyio.run(run)
-    _print_result(result, as_json=args.json)
+    print_result(result, as_json=args.json)
     return EXIT_OK if result.success else EXIT_RUN_FAILED
 
 
@@ -128,42 +119,23 @@ def _parse_inputs(pairs: Sequence[str]) -> dict[str, str]:
 def _dispatch(args: argparse.Namespace) -> int:
     import os
 
-    from expeditor.dispatch import DispatchOutcome, DispatchService
-    from expeditor.runs import CallerContext, open_runtime
-    from expeditor.state import DispatchStatus
+    from expeditor.dispatch import dispatch_command
+    from expeditor.runs import CallerContext
 
     settings = _settings(args)
     configure_logging(settings.logs_dir)
-    inputs = _parse_inputs(args.input)
-
-    async def run() -> DispatchOutcome:
-        async with open_runtime(settings) as runtime:
-            return await DispatchService(runtime).dispatch(
-                args.campaign,
-                args.name,
-                args.recipe,
-                inputs,
-                caller=CallerContext.from_env(os.environ),
-                force=args.force,
-                cwd=Path(args.cwd) if args.cwd else None,
-                stale_threshold=args.stale_threshold,
-            )
-
-    outcome = anyio.run(run)
-    if args.json:
-        sys.stdout.write(outcome.model_dump_json(indent=2) + "\n")
-    else:
-        sys.stdout.write(
-            f"{outcome.campaign_id}/{outcome.name}: {outcome.status.value} (attempt {outcome.attempts}, "
-            f"dispatch {outcome.dispatch_id}, session {outcome.dispatched_session_id})\n{outcome.message}\n"
-        )
-    if outcome.record_error is not None:
-        # The run finished; only its record is missing. Its result is all there is of it: show it whole.
-        if outcome.result is not None and not args.json:
-            _print_result(outcome.result, as_json=False)
-        sys.stderr.write(f"expeditor: {outcome.record_error}\n")
-        return EXIT_RUN_FAILED
-    return EXIT_OK if outcome.status is DispatchStatus.SUCCESS or outcome.already_running else EXIT_RUN_FAILED
+    return dispatch_command(
+        settings,
+        args.campaign,
+        args.name,
+        args.recipe,
+        _parse_inputs(args.input),
+        caller=CallerContext.from_env(os.environ),
+        force=args.force,
+        cwd=Path(args.cwd) if args.cwd else None,
+        stale_threshold=args.stale_threshold,
+        as_json=args.json,
+    )
 
 
 def _report(args: argparse.Namespace) -> int:
@@ -171,6 +143,12 @@ def _report(args: argparse.Namespace) -> int:
 
     fmt = args.format or ("table" if sys.stdout.isatty() else "md")
     return report_command(_settings(args), args.campaign, job_name=args.job, fmt=fmt, out=sys.stdout)
+
+
+def _db_migrate(args: argparse.Namespace) -> int:
+    from expeditor.state.db_commands import migrate_command
+
+    return migrate_command(_settings(args), sys.stdout)
 
 
 def _recipe_validate(args: argparse.Namespace) -> int:
@@ -335,6 +313,17 @@ def _parser() -> argparse.ArgumentParser:
         help="md (to paste into a pull request), json, or table (default: table on a terminal, md otherwise)",
     )
     report.set_defaults(handler=_report)
+
+    db = commands.add_parser(
+        "db", help="the shared PostgreSQL campaign store", description="Manage the shared PostgreSQL campaign store."
+    )
+    db_commands = db.add_subparsers(dest="db_command", required=True, metavar="ACTION")
+    db_commands.add_parser(
+        "migrate",
+        help="apply the schema migrations the store lacks, printing its version before and after",
+        description="Migrate the PostgreSQL campaign store that store_url (EXPEDITOR_STORE_URL) names, once for "
+        "every host sharing it: hosts refuse a schema older or newer than the one they know.",
+    ).set_defaults(handler=_db_migrate)
 
     recipe = commands.add_parser(
         "recipe",

@@ -8,14 +8,14 @@ from __future__ import annotations
 
 import os
 import shlex
+import socket
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-import yaml
-from pydantic import AliasChoices, BaseModel, ConfigDict, Field, field_validator, model_validator
-from pydantic.fields import FieldInfo
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource, SettingsConfigDict
 
+from expeditor.config_file import YamlFileSource, home_from
 from expeditor.errors import InvalidInput
 
 __all__ = ["MODEL_ALIASES", "RunPolicy", "Settings", "load_settings", "validate_model"]
@@ -97,30 +97,6 @@ class RunPolicy(BaseModel):
     result_exit_grace: _ResultExitGrace
 
 
-class _YamlFileSource(PydanticBaseSettingsSource):
-    """Lowest-priority source: ``<home>/config.yaml`` when it exists."""
-
-    def __init__(self, settings_cls: type[BaseSettings], home: Path) -> None:
-        super().__init__(settings_cls)
-        self._path = home / "config.yaml"
-
-    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
-        return None, field_name, False
-
-    def __call__(self) -> dict[str, Any]:
-        if not self._path.is_file():
-            return {}
-        try:
-            loaded = yaml.safe_load(self._path.read_text(encoding="utf-8"))
-        except (OSError, yaml.YAMLError) as exc:
-            raise InvalidInput(f"{self._path}: cannot read settings: {exc}") from exc
-        if loaded is None:
-            return {}
-        if not isinstance(loaded, dict):
-            raise InvalidInput(f"{self._path}: expected a mapping of setting names to values")
-        return {str(key): value for key, value in loaded.items()}
-
-
 class Settings(BaseSettings):
     """Every knob expeditor has. Each is also the environment variable ``EXPEDITOR_<NAME>``."""
 
@@ -171,6 +147,12 @@ class Settings(BaseSettings):
         default=10, gt=0, le=3600, description="How often a held execution marker is touched, seconds."
     )
     marker_freshness: _MarkerFreshness = 30
+    run_progress_interval: float = Field(
+        default=30,
+        gt=0,
+        le=3600,
+        description="How often, at most, a running run's usage so far is pushed to the campaign store, seconds.",
+    )
     max_suppression_seconds: _MaxSuppressionSeconds = 3600
     kill_grace: _KillGrace = 3
     result_exit_grace: _ResultExitGrace = 2
@@ -220,6 +202,27 @@ class Settings(BaseSettings):
         "loopback ones: 'https://name' admits it on any port, 'https://name:port' on that port only (in the "
         "environment: separated by ',').",
     )
+    store_url: SecretStr | None = Field(
+        default=None,
+        description="A shared campaign store: postgresql://user@host:port/db (password in a password file, "
+        "PGPASSFILE). Unset: SQLite under home, for one machine.",
+    )
+    store_schema: str = Field(
+        default="expeditor", pattern=r"^[a-z_][a-z0-9_]{0,62}$", description="PostgreSQL schema of the store's tables."
+    )
+    store_pool_size: int = Field(default=8, ge=1, le=256, description="Connections to the PostgreSQL store, at most.")
+    store_timeout: float = Field(
+        default=5, gt=0, le=600, description="Connect, statement and lock timeout of the PostgreSQL store, seconds."
+    )
+    host_name: str = Field(
+        default_factory=socket.gethostname,
+        min_length=1,
+        description="This host as the records' owners name it; hosts sharing a store need different names.",
+    )
+    lease_interval: float = Field(default=10, gt=0, le=3600, description="Owner lease renewal interval, seconds.")
+    lease_ttl: float = Field(
+        default=30, gt=0, le=86400, description="An owner whose lease is this old is dead to other hosts, seconds."
+    )
 
     @classmethod
     def settings_customise_sources(
@@ -230,8 +233,8 @@ class Settings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        home = _home_from(init_settings(), env_settings())
-        return (init_settings, env_settings, _YamlFileSource(settings_cls, home))
+        home = home_from(init_settings(), env_settings())
+        return (init_settings, env_settings, YamlFileSource(settings_cls, home))
 
     @field_validator("allowed_roots", mode="before")
     @classmethod
@@ -263,6 +266,15 @@ class Settings(BaseSettings):
                 raise ValueError(f"{origin!r} is not an origin: expected e.g. https://expeditor.example.com")
             _check_authority(authority)
         return origins
+
+    @model_validator(mode="after")
+    def _lease_outlives_renewals(self) -> Settings:
+        if self.lease_ttl <= self.lease_interval:
+            raise ValueError(
+                f"lease_ttl ({self.lease_ttl:g} s) must be longer than lease_interval ({self.lease_interval:g} s), "
+                "or a live owner's lease would expire between renewals"
+            )
+        return self
 
     @field_validator("default_model")
     @classmethod
@@ -378,13 +390,6 @@ def _check_authority(authority: str) -> None:
         raise ValueError(f"{authority!r}: write an IPv6 address in brackets, e.g. [fd00::1]")
     if has_port and not (port == "*" or (port.isdigit() and 0 < int(port) < 65536)):
         raise ValueError(f"{authority!r}: the port must be a number or '*'")
-
-
-def _home_from(*sources: dict[str, Any]) -> Path:
-    for source in sources:
-        if source.get("home") is not None:
-            return Path(source["home"]).expanduser().absolute()
-    return Path(".expeditor").absolute()
 
 
 def load_settings(**overrides: Any) -> Settings:

@@ -31,6 +31,7 @@ from expeditor.errors import InvalidInput
 from expeditor.executor import RunControl, RunRequest, RunResult, SessionKind, Termination
 from expeditor.ids import new_session_id, validate_identifier
 from expeditor.recipes import Orchestrator, Recipe, RecipeError, RecipeLibrary, orchestrator_prompt
+from expeditor.result_view import print_result
 from expeditor.runs import (
     CallerContext,
     ClaimedJob,
@@ -39,12 +40,13 @@ from expeditor.runs import (
     RunContext,
     Runtime,
     ended_by,
+    open_runtime,
     settings_environment,
 )
 from expeditor.state import ClaimAction, DispatchRecord, DispatchStatus, RunStatus, inputs_hash
 from expeditor.usage import SessionUsage
 
-__all__ = ["DISPATCH_MARKER_LABEL", "DispatchOutcome", "DispatchService"]
+__all__ = ["DISPATCH_MARKER_LABEL", "DispatchOutcome", "DispatchService", "dispatch_command"]
 
 logger = logging.getLogger(__name__)
 
@@ -305,3 +307,41 @@ def _job_end(result: RunResult) -> JobEnd:
     """The job's end as its run says: a pipeline's outputs are its recorded steps' captures (None reads them)."""
     status = RunStatus.from_termination(result.termination, is_error=result.is_error)
     return JobEnd(status, result.reason, summary=result.result_text[-4000:] or None)
+
+
+def dispatch_command(
+    settings: Settings,
+    campaign_id: str,
+    name: str,
+    recipe: str,
+    inputs: Mapping[str, str],
+    *,
+    caller: CallerContext,
+    force: bool,
+    cwd: Path | None,
+    stale_threshold: float | None,
+    as_json: bool,
+) -> int:
+    """``expeditor dispatch``: dispatch one job and wait for it; exit 0 when it succeeded (or already runs)."""
+
+    async def run() -> DispatchOutcome:
+        async with open_runtime(settings, owner_kind="dispatch") as runtime:
+            return await DispatchService(runtime).dispatch(
+                campaign_id, name, recipe, inputs, caller=caller, force=force, cwd=cwd, stale_threshold=stale_threshold
+            )
+
+    outcome = anyio.run(run)
+    if as_json:
+        sys.stdout.write(outcome.model_dump_json(indent=2) + "\n")
+    else:
+        sys.stdout.write(
+            f"{outcome.campaign_id}/{outcome.name}: {outcome.status.value} (attempt {outcome.attempts}, "
+            f"dispatch {outcome.dispatch_id}, session {outcome.dispatched_session_id})\n{outcome.message}\n"
+        )
+    if outcome.record_error is not None:
+        # The run finished; only its record is missing. Its result is all there is of it: show it whole.
+        if outcome.result is not None and not as_json:
+            print_result(outcome.result, as_json=False)
+        sys.stderr.write(f"expeditor: {outcome.record_error}\n")
+        return 1
+    return 0 if outcome.status is DispatchStatus.SUCCESS or outcome.already_running else 1

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import sys
+
+from rich.console import Console
 from rich.table import Table
 
 from expeditor.executor import RunResult
 
-__all__ = ["result_table"]
+__all__ = ["print_result", "result_table"]
 
 
 def result_table(result: RunResult) -> Table:
@@ -34,3 +37,11 @@ def result_table(result: RunResult) -> Table:
     if result.stderr_tail and not result.success:
         table.add_row("stderr", result.stderr_tail[-2000:])
     return table
+
+
+def print_result(result: RunResult, *, as_json: bool) -> None:
+    """The result on stdout: as JSON, or as the table a person reads."""
+    if as_json:
+        sys.stdout.write(result.model_dump_json(indent=2) + "\n")
+        return
+    Console().print(result_table(result))

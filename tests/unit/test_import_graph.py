@@ -189,14 +189,15 @@ LAYERS: tuple[set[str], ...] = (
     {"reports"},  # the usage reports read the store; the run service records a job's cost with them
     {"executor", "monitor", "state"},
     {"usage"},
-    {"config", "ids", "errors"},
+    {"config", "config_file", "ids", "errors"},
 )
 ABOVE: dict[str, set[str]] = {unit: set().union(*LAYERS[:rank]) for rank, layer in enumerate(LAYERS) for unit in layer}
 # What the layers alone do not forbid: edges within a layer, and for the lowest layer anything but errors.
 ALSO_FORBIDDEN: dict[str, set[str]] = {
     "executor": {"monitor"},
     "state": {"monitor"},
-    "config": UNITS - {"config", "errors"},
+    "config": UNITS - {"config", "config_file", "errors"},
+    "config_file": UNITS - {"config_file", "errors"},
     "ids": UNITS - {"ids", "errors"},
     "errors": UNITS - {"errors"},
 }

@@ -11,6 +11,7 @@ from expeditor.config import Settings
 from expeditor.reports.aggregate import campaign_report
 from expeditor.reports.render import render_json, render_markdown, render_table
 from expeditor.state import open_store
+from expeditor.state.opening import store_description
 
 __all__ = ["ReportFormat", "report_command"]
 
@@ -32,7 +33,7 @@ def report_command(
         store.close()
     if not report.steps:
         scope = f"job {job_name!r} of campaign {campaign_id!r}" if job_name else f"campaign {campaign_id!r}"
-        message = f"no agent sessions recorded for {scope} in {settings.state_path}"
+        message = f"no agent sessions recorded for {scope} in {store_description(settings)}"
         out.write(json.dumps({"error": message}) + "\n" if fmt == "json" else message + "\n")
         return EXIT_NOTHING_RECORDED
     if fmt == "md":
