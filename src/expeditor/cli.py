@@ -131,6 +131,12 @@ def _report(args: argparse.Namespace) -> int:
     return report_command(_settings(args), args.campaign, job_name=args.job, fmt=fmt, out=sys.stdout)
 
 
+def _db_migrate(args: argparse.Namespace) -> int:
+    from expeditor.state.db_commands import migrate_command
+
+    return migrate_command(_settings(args), sys.stdout)
+
+
 def _recipe_validate(args: argparse.Namespace) -> int:
     from expeditor.recipes.commands import validate_recipes
 
@@ -303,6 +309,17 @@ def _parser() -> argparse.ArgumentParser:
         "table on a terminal, markdown otherwise)",
     )
     report.set_defaults(handler=_report)
+
+    db = commands.add_parser(
+        "db", help="the shared PostgreSQL campaign store", description="Manage the shared PostgreSQL campaign store."
+    )
+    db_commands = db.add_subparsers(dest="db_command", required=True, metavar="ACTION")
+    db_commands.add_parser(
+        "migrate",
+        help="apply the schema migrations the store lacks, printing its version before and after",
+        description="Migrate the PostgreSQL campaign store that store_url (EXPEDITOR_STORE_URL) names, once for "
+        "every host sharing it: hosts refuse a schema older or newer than the one they know.",
+    ).set_defaults(handler=_db_migrate)
 
     recipe = commands.add_parser(
         "recipe",

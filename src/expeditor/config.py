@@ -8,32 +8,18 @@ from __future__ import annotations
 
 import os
 import shlex
+import socket
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-import yaml
-from pydantic import AliasChoices, BaseModel, ConfigDict, Field, field_validator, model_validator
-from pydantic.fields import FieldInfo
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, InitSettingsSource, NoDecode, PydanticBaseSettingsSource, SettingsConfigDict
 
-from expeditor.errors import InvalidInput
-from expeditor.homes import CONFIG_FILE_NAME, STATE_FILE_NAME, default_home
+from expeditor.config_file import YamlFileSource, home_from
+from expeditor.homes import STATE_FILE_NAME, default_home
+from expeditor.model_names import MODEL_ALIASES, validate_model
 
 __all__ = ["MODEL_ALIASES", "RunPolicy", "Settings", "load_settings", "validate_model"]
-
-MODEL_ALIASES = ("sonnet", "opus", "haiku")
-_FULL_MODEL_PREFIX = "claude-"
-
-
-def validate_model(model: str) -> str:
-    """Accept the aliases Claude Code knows or a full model id; refuse anything else with the list."""
-    if model in MODEL_ALIASES or (model.startswith(_FULL_MODEL_PREFIX) and len(model) > len(_FULL_MODEL_PREFIX)):
-        return model
-    raise InvalidInput(
-        f"model {model!r} is not known: expected one of {', '.join(MODEL_ALIASES)} "
-        "or a full model id such as 'claude-sonnet-4-5'"
-    )
-
 
 # The timings one run obeys: Settings holds them with their defaults, RunPolicy as resolved for one
 # call. Each is declared once, here, so a bound or a description cannot differ between the two.
@@ -98,30 +84,6 @@ class RunPolicy(BaseModel):
     result_exit_grace: _ResultExitGrace
 
 
-class _YamlFileSource(PydanticBaseSettingsSource):
-    """Lowest-priority source: ``<home>/config.yaml`` when it exists."""
-
-    def __init__(self, settings_cls: type[BaseSettings], home: Path) -> None:
-        super().__init__(settings_cls)
-        self._path = home / CONFIG_FILE_NAME
-
-    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
-        return None, field_name, False
-
-    def __call__(self) -> dict[str, Any]:
-        if not self._path.is_file():
-            return {}
-        try:
-            loaded = yaml.safe_load(self._path.read_text(encoding="utf-8"))
-        except (OSError, yaml.YAMLError) as exc:
-            raise InvalidInput(f"{self._path}: cannot read settings: {exc}") from exc
-        if loaded is None:
-            return {}
-        if not isinstance(loaded, dict):
-            raise InvalidInput(f"{self._path}: expected a mapping of setting names to values")
-        return {str(key): value for key, value in loaded.items()}
-
-
 class Settings(BaseSettings):
     """Every knob expeditor has. Each is also the environment variable ``EXPEDITOR_<NAME>``."""
 
@@ -173,6 +135,12 @@ class Settings(BaseSettings):
         default=10, gt=0, le=3600, description="How often a held execution marker is touched, seconds."
     )
     marker_freshness: _MarkerFreshness = 30
+    run_progress_interval: float = Field(
+        default=30,
+        gt=0,
+        le=3600,
+        description="How often, at most, a running run's usage so far is pushed to the campaign store, seconds.",
+    )
     max_suppression_seconds: _MaxSuppressionSeconds = 3600
     kill_grace: _KillGrace = 3
     result_exit_grace: _ResultExitGrace = 2
@@ -228,6 +196,27 @@ class Settings(BaseSettings):
     log_backup_count: int = Field(
         default=5, ge=1, le=1000, description="Rotated log files kept (expeditor.log.1 is the newest)."
     )
+    store_url: SecretStr | None = Field(
+        default=None,
+        description="A shared campaign store: postgresql://user@host:port/db (password in a password file, "
+        "PGPASSFILE). Unset: SQLite under home, for one machine.",
+    )
+    store_schema: str = Field(
+        default="expeditor", pattern=r"^[a-z_][a-z0-9_]{0,62}$", description="PostgreSQL schema of the store's tables."
+    )
+    store_pool_size: int = Field(default=8, ge=1, le=256, description="Connections to the PostgreSQL store, at most.")
+    store_timeout: float = Field(
+        default=5, gt=0, le=600, description="Connect, statement and lock timeout of the PostgreSQL store, seconds."
+    )
+    host_name: str = Field(
+        default_factory=socket.gethostname,
+        min_length=1,
+        description="This host as the records' owners name it; hosts sharing a store need different names.",
+    )
+    lease_interval: float = Field(default=10, gt=0, le=3600, description="Owner lease renewal interval, seconds.")
+    lease_ttl: float = Field(
+        default=30, gt=0, le=86400, description="An owner whose lease is this old is dead to other hosts, seconds."
+    )
 
     @classmethod
     def settings_customise_sources(
@@ -239,10 +228,9 @@ class Settings(BaseSettings):
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         # The default home is resolved once here (it asks git), and config.yaml is read from it.
-        given = [found["home"] for found in (init_settings(), env_settings()) if found.get("home") is not None]
-        home = Path(given[0]).expanduser().absolute() if given else default_home()
+        home = home_from(init_settings(), env_settings())
         default = InitSettingsSource(settings_cls, {"home": home})
-        return (init_settings, env_settings, default, _YamlFileSource(settings_cls, home))
+        return (init_settings, env_settings, default, YamlFileSource(settings_cls, home))
 
     @field_validator("allowed_roots", mode="before")
     @classmethod
@@ -274,6 +262,15 @@ class Settings(BaseSettings):
                 raise ValueError(f"{origin!r} is not an origin: expected e.g. https://expeditor.example.com")
             _check_authority(authority)
         return origins
+
+    @model_validator(mode="after")
+    def _lease_outlives_renewals(self) -> Settings:
+        if self.lease_ttl <= self.lease_interval:
+            raise ValueError(
+                f"lease_ttl ({self.lease_ttl:g} s) must be longer than lease_interval ({self.lease_interval:g} s), "
+                "or a live owner's lease would expire between renewals"
+            )
+        return self
 
     @field_validator("default_model")
     @classmethod

@@ -327,7 +327,7 @@ def dispatch_command(
     """``expeditor dispatch``: run the job and print its outcome; 0 when it succeeded or already runs, else 1."""
 
     async def run() -> DispatchOutcome:
-        async with open_runtime(settings) as runtime:
+        async with open_runtime(settings, owner_kind="dispatch") as runtime:
             return await DispatchService(runtime).dispatch(
                 campaign, name, recipe, inputs, caller=caller, force=force, cwd=cwd, stale_threshold=stale_threshold
             )

@@ -23,6 +23,7 @@ from expeditor.executor.models import Signal
 from expeditor.executor.registry import SessionEntry, SessionRegistry
 from expeditor.monitor import find_active_marker
 from expeditor.state import CampaignStore, DispatchRecord, StepExecution, StepStatus, open_store
+from expeditor.state.opening import store_description, store_may_hold_records
 
 __all__ = [
     "SessionInfo",
@@ -229,12 +230,12 @@ def _render(snapshot: StatusSnapshot) -> Group:
 
 def _open_campaign(settings: Settings, campaign: str, err: TextIO) -> CampaignStore | None:
     """The store holding ``campaign``, or None (said on ``err``) when the home has no such campaign."""
-    if settings.state_path.is_file():
+    if store_may_hold_records(settings):
         store = open_store(settings)
         if store.list(campaign):
             return store
         store.close()
-    err.write(f"expeditor: no campaign {campaign!r} in the home {settings.home}\n")
+    err.write(f"expeditor: no campaign {campaign!r} in {store_description(settings)} (home {settings.home})\n")
     return None
 
 
@@ -255,7 +256,7 @@ def show_status(
     """
     out_stream = out if out is not None else sys.stdout
     err_stream = err if err is not None else sys.stderr
-    if not settings.home.is_dir():
+    if settings.store_url is None and not settings.home.is_dir():
         err_stream.write(f"expeditor: nothing has run for this project: no home at {settings.home}\n")
         return 1
     store = None

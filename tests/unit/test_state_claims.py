@@ -1,21 +1,17 @@
-"""The claim and the fenced transitions of the SQLite store, on real database files."""
+"""The rules every store applies (``state.claims``), as the pure functions they are; and SQLite's own answer
+to an owner on another host. The stores applying them are the contract suite's (tests/contract/)."""
 
 from __future__ import annotations
 
-import socket
-import subprocess
-import sys
-from collections.abc import Callable, Iterator
+import time
+from collections.abc import Iterator
 from pathlib import Path
 
-import psutil
 import pytest
 
 from expeditor.errors import IllegalTransition, StaleAttempt
 from expeditor.executor.models import SessionKind
 from expeditor.state import (
-    CampaignStore,
-    Claim,
     ClaimAction,
     DispatchRecord,
     DispatchStatus,
@@ -24,243 +20,135 @@ from expeditor.state import (
     RunStatus,
     SqliteCampaignStore,
 )
-from expeditor.usage.models import SessionUsage, TokenUsage
+from expeditor.state.claims import (
+    ClaimRequest,
+    decide_claim,
+    fenced_transition,
+    liveness_matters,
+    next_launch,
+    restored_dispatch,
+)
 
-INPUTS = {"issue": "42", "repo": "acme/app"}
 ME = Owner.current()
+OTHER = Owner(pid=4242, start_time=10.0, host="other.invalid")
+NOW = 1000.0
+
+
+def request(*, force: bool = False, owner: Owner = ME, **inputs: str) -> ClaimRequest:
+    return ClaimRequest.of(
+        "camp", "job", recipe="r", inputs=inputs or {"a": "1"}, caller_session_id="c", owner=owner, force=force, now=NOW
+    )
+
+
+def record(status: DispatchStatus, *, attempts: int = 1, owner: Owner = OTHER) -> DispatchRecord:
+    first = decide_claim(None, request(owner=owner), owner_alive=False).launched
+    assert first is not None
+    return first.model_copy(update={"status": status, "attempts": attempts, "dispatched_session_id": "s-1"})
+
+
+def test_a_new_job_is_created_pending_at_attempt_one() -> None:
+    decision = decide_claim(None, request(), owner_alive=False)
+    assert (decision.action, decision.new, decision.interrupted) == (ClaimAction.LAUNCH, True, None)
+    assert decision.launched == decision.claim.record
+    assert (decision.claim.record.status, decision.claim.attempt, decision.claim.record.owner) == (
+        DispatchStatus.PENDING,
+        1,
+        ME,
+    )
+
+
+@pytest.mark.parametrize("status", list(DispatchStatus))
+@pytest.mark.parametrize("alive", [False, True])
+@pytest.mark.parametrize("force", [False, True])
+def test_every_prior_status_owner_and_force_has_one_outcome(status: DispatchStatus, alive: bool, force: bool) -> None:
+    current = record(status)
+    decision = decide_claim(current, request(force=force), owner_alive=alive)
+    unfinished = status in (DispatchStatus.PENDING, DispatchStatus.RUNNING)
+    assert liveness_matters(current) is unfinished
+    if status is DispatchStatus.SUCCESS and not force:
+        expected = ClaimAction.SHORT_CIRCUIT
+    elif unfinished and alive:
+        expected = ClaimAction.ALREADY_RUNNING
+    else:
+        expected = ClaimAction.LAUNCH
+    assert decision.action is expected
+    if expected is not ClaimAction.LAUNCH:
+        assert (decision.launched, decision.interrupted, decision.claim.record) == (None, None, current)
+        return
+    assert decision.launched is not None
+    assert (decision.launched.status, decision.launched.attempts, decision.launched.owner) == (
+        DispatchStatus.PENDING,
+        2,
+        ME,
+    )
+    assert (decision.interrupted is not None) is (status is DispatchStatus.RUNNING)
+    assert decision.claim.interrupted_owner == (OTHER if status is DispatchStatus.RUNNING else None)
+    assert decision.claim.prior_session_id == (None if status is DispatchStatus.SUCCESS else "s-1")
+
+
+def test_a_relaunch_forgets_the_last_attempt_s_result() -> None:
+    done = record(DispatchStatus.SUCCESS).model_copy(update={"result_summary": "merged", "outputs": {"pr": 7}})
+    launched = decide_claim(done, request(force=True, a="2"), owner_alive=False).launched
+    assert launched is not None
+    assert (launched.result_summary, launched.outputs, launched.inputs, launched.dispatch_id) == (
+        None,
+        {},
+        {"a": "2"},
+        done.dispatch_id,
+    )
+
+
+def test_the_fence_refuses_a_missing_record_a_stale_attempt_and_an_illegal_move() -> None:
+    with pytest.raises(IllegalTransition, match="has no record"):
+        fenced_transition(None, job="camp/job", attempt=1, target=DispatchStatus.RUNNING, changes={}, now=NOW)
+    running = record(DispatchStatus.RUNNING, attempts=2)
+    with pytest.raises(StaleAttempt, match="attempt 1 may not become success: the record is at attempt 2"):
+        fenced_transition(running, job="camp/job", attempt=1, target=DispatchStatus.SUCCESS, changes={}, now=NOW)
+    with pytest.raises(IllegalTransition, match="from running to pending"):
+        fenced_transition(running, job="camp/job", attempt=2, target=DispatchStatus.PENDING, changes={}, now=NOW)
+    done = fenced_transition(
+        running, job="camp/job", attempt=2, target=DispatchStatus.SUCCESS, changes={"result_summary": "ok"}, now=NOW
+    )
+    assert (done.status, done.result_summary, done.updated_at) == (DispatchStatus.SUCCESS, "ok", NOW)
+
+
+def test_a_run_launches_again_only_once_its_last_launch_ended_or_its_owner_is_gone() -> None:
+    first = RunRecord(run_id="s", kind=SessionKind.SKILL, owner=OTHER, started_at=1.0)
+    assert next_launch(None, first, False, NOW).launch == 1
+    with pytest.raises(IllegalTransition, match="still running"):
+        next_launch(first, first, True, NOW)
+    assert next_launch(first, first, False, NOW).launch == 2
+    ended = first.model_copy(update={"status": RunStatus.SUCCESS})
+    assert next_launch(ended, first, True, NOW).launch == 2
+
+
+def test_a_restore_of_another_attempt_is_stale() -> None:
+    current = record(DispatchStatus.RUNNING, attempts=2)
+    with pytest.raises(StaleAttempt):
+        restored_dispatch(current, current.model_copy(update={"attempts": 1, "status": DispatchStatus.FAILURE}))
+    ended = current.model_copy(update={"status": DispatchStatus.FAILURE})
+    assert restored_dispatch(current, ended) == (ended, True)
+    assert restored_dispatch(ended, ended.model_copy(update={"status": DispatchStatus.SUCCESS})) == (ended, False)
+
+
+# --- SQLite: one machine, so an owner on another host cannot be checked and is taken to be alive ---------
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> Iterator[SqliteCampaignStore]:
+def sqlite_store(tmp_path: Path) -> Iterator[SqliteCampaignStore]:
     opened = SqliteCampaignStore(tmp_path / "state.sqlite3", busy_timeout=1.0)
     yield opened
     opened.close()
 
 
-@pytest.fixture
-def dead_owner() -> Owner:
-    """The owner identity of a real process that has exited."""
-    child = subprocess.Popen([sys.executable, "-c", "import sys; sys.stdin.read()"], stdin=subprocess.PIPE)
-    start_time = psutil.Process(child.pid).create_time()
-    assert child.stdin is not None
-    child.stdin.close()
-    child.wait(timeout=10)
-    return Owner(pid=child.pid, start_time=start_time, host=socket.gethostname())
-
-
-def claim(store: CampaignStore, owner: Owner = ME, *, name: str = "job", force: bool = False, **inputs: str) -> Claim:
-    return store.claim(
-        "camp",
-        name,
-        recipe="implementation",
-        inputs=inputs or INPUTS,
-        caller_session_id="caller",
-        owner=owner,
-        force=force,
+def test_sqlite_takes_an_owner_on_another_host_to_be_alive(sqlite_store: SqliteCampaignStore) -> None:
+    claimed = sqlite_store.claim("camp", "job", recipe="r", inputs={}, caller_session_id=None, owner=OTHER)
+    sqlite_store.mark_running("camp", "job", attempt=1, dispatched_session_id="s-1")
+    sqlite_store.record_run_started(
+        RunRecord(run_id="s-1", kind=SessionKind.SKILL, owner=OTHER, started_at=time.time(), dispatch_id="d")
     )
-
-
-def record_in(store: SqliteCampaignStore, status: DispatchStatus, owner: Owner = ME) -> DispatchRecord:
-    """A record of camp/job in ``status`` at attempt 1."""
-    claimed = claim(store, owner)
-    if status is DispatchStatus.PENDING:
-        return claimed.record
-    if status is DispatchStatus.FAILURE:
-        return store.mark_failed("camp", "job", attempt=1, error="launch failed")
-    if status is DispatchStatus.CANCELLED:
-        return store.mark_cancelled("camp", "job", attempt=1, reason="cancelled")
-    if status is DispatchStatus.INTERRUPTED:
-        return store.mark_interrupted("camp", "job", attempt=1, reason="server stopped")
-    running = store.mark_running("camp", "job", attempt=1, dispatched_session_id="session-1")
-    if status is DispatchStatus.SUCCESS:
-        return store.mark_succeeded("camp", "job", attempt=1, summary="merged", outputs={"pr": 7})
-    return running
-
-
-MARKS: dict[DispatchStatus, Callable[[SqliteCampaignStore], DispatchRecord]] = {
-    DispatchStatus.RUNNING: lambda s: s.mark_running("camp", "job", attempt=1, dispatched_session_id="session-2"),
-    DispatchStatus.SUCCESS: lambda s: s.mark_succeeded("camp", "job", attempt=1, summary="done"),
-    DispatchStatus.FAILURE: lambda s: s.mark_failed("camp", "job", attempt=1, error="boom"),
-    DispatchStatus.CANCELLED: lambda s: s.mark_cancelled("camp", "job", attempt=1, reason="stop"),
-    DispatchStatus.INTERRUPTED: lambda s: s.mark_interrupted("camp", "job", attempt=1, reason="gone"),
-}
-ENDINGS = {DispatchStatus.FAILURE, DispatchStatus.CANCELLED, DispatchStatus.INTERRUPTED}
-LEGAL_MARKS = {(DispatchStatus.PENDING, DispatchStatus.RUNNING)} | {
-    (current, target)
-    for current in (DispatchStatus.PENDING, DispatchStatus.RUNNING)
-    for target in (*ENDINGS, DispatchStatus.SUCCESS)
-    if (current, target) != (DispatchStatus.PENDING, DispatchStatus.SUCCESS)
-}
-MARK_CASES = [(current, target) for current in DispatchStatus for target in MARKS]
-
-
-def test_the_sqlite_store_satisfies_the_protocol(store: SqliteCampaignStore) -> None:
-    typed: CampaignStore = store
-    assert typed.get("camp", "job") is None
-
-
-@pytest.mark.parametrize(("current", "target"), MARK_CASES, ids=[f"{a}->{b}" for a, b in MARK_CASES])
-def test_a_mark_is_written_when_legal_and_refused_loudly_otherwise(
-    store: SqliteCampaignStore, current: DispatchStatus, target: DispatchStatus
-) -> None:
-    before = record_in(store, current)
-    if (current, target) in LEGAL_MARKS:
-        assert MARKS[target](store).status is target
-        return
-    with pytest.raises(IllegalTransition) as refused:
-        MARKS[target](store)
-    assert f"from {current} to {target}" in str(refused.value)
-    assert store.get("camp", "job") == before
-
-
-def test_a_new_name_is_claimed_pending_at_attempt_one(store: SqliteCampaignStore) -> None:
-    claimed = claim(store)
-    assert (claimed.action, claimed.attempt, claimed.previous_status) == (ClaimAction.LAUNCH, 1, None)
-    assert claimed.record.status is DispatchStatus.PENDING
-    assert claimed.record.owner == ME
-    assert claimed.record.inputs == INPUTS
-    assert store.get("camp", "job") == claimed.record
-
-
-def test_a_success_short_circuits_with_its_recorded_result(store: SqliteCampaignStore) -> None:
-    done = record_in(store, DispatchStatus.SUCCESS)
-    again = claim(store)
-    assert again.action is ClaimAction.SHORT_CIRCUIT
-    assert not again.inputs_changed
-    assert again.record == done
-    assert (done.dispatched_session_id, done.result_summary, done.outputs) == ("session-1", "merged", {"pr": 7})
-    assert store.find_completed_dispatch("camp", "job") == done
-
-
-def test_a_success_short_circuits_even_when_the_inputs_changed_and_says_so(store: SqliteCampaignStore) -> None:
-    done = record_in(store, DispatchStatus.SUCCESS)
-    again = claim(store, issue="43")
-    assert again.action is ClaimAction.SHORT_CIRCUIT
-    assert again.inputs_changed
-    assert store.get("camp", "job") == done
-
-
-def test_force_relaunches_a_success_at_the_next_attempt(store: SqliteCampaignStore) -> None:
-    record_in(store, DispatchStatus.SUCCESS)
-    forced = claim(store, force=True, issue="43")
-    assert (forced.action, forced.attempt, forced.previous_status) == (ClaimAction.LAUNCH, 2, DispatchStatus.SUCCESS)
-    assert forced.prior_session_id is None
-    assert forced.record.inputs == {"issue": "43"}
-    assert (forced.record.result_summary, forced.record.outputs) == (None, {})
-    assert store.find_completed_dispatch("camp", "job") is None
-
-
-@pytest.mark.parametrize("force", [False, True])
-@pytest.mark.parametrize("status", [DispatchStatus.RUNNING, DispatchStatus.PENDING])
-def test_a_job_with_a_live_owner_is_already_running_even_when_forced(
-    store: SqliteCampaignStore, status: DispatchStatus, force: bool
-) -> None:
-    before = record_in(store, status)
-    again = claim(store, force=force)
+    again = sqlite_store.claim("camp", "job", recipe="r", inputs={}, caller_session_id=None, owner=ME)
     assert again.action is ClaimAction.ALREADY_RUNNING
-    assert again.record == before
-    assert store.get("camp", "job") == before
-
-
-def test_an_owner_on_another_host_is_taken_to_be_alive(store: SqliteCampaignStore) -> None:
-    record_in(store, DispatchStatus.RUNNING, Owner(pid=1, start_time=0.0, host="elsewhere.invalid"))
-    assert claim(store).action is ClaimAction.ALREADY_RUNNING
-
-
-def test_a_running_job_whose_owner_died_is_interrupted_and_relaunched(
-    store: SqliteCampaignStore, dead_owner: Owner
-) -> None:
-    running = record_in(store, DispatchStatus.RUNNING, dead_owner)
-    store.record_run_started(
-        RunRecord(
-            run_id="session-1",
-            kind=SessionKind.ORCHESTRATOR,
-            dispatch_id=running.dispatch_id,
-            owner=dead_owner,
-            started_at=running.created_at,
-        )
-    )
-    relaunched = claim(store)
-    assert (relaunched.action, relaunched.attempt) == (ClaimAction.LAUNCH, 2)
-    assert relaunched.previous_status is DispatchStatus.RUNNING
-    assert relaunched.interrupted_owner == dead_owner
-    assert relaunched.prior_session_id == "session-1"
-    assert relaunched.record.owner == ME
-    assert relaunched.record.dispatched_session_id == "session-1"
-    assert "interrupted" in relaunched.reason
-    run = store.get_run("session-1")
-    assert run is not None
-    assert run.status is RunStatus.INTERRUPTED
-
-
-@pytest.mark.parametrize("status", [DispatchStatus.FAILURE, DispatchStatus.CANCELLED, DispatchStatus.INTERRUPTED])
-def test_an_ended_job_that_did_not_succeed_is_relaunched_at_the_next_attempt(
-    store: SqliteCampaignStore, status: DispatchStatus
-) -> None:
-    store_record = record_in(store, status)
-    relaunched = claim(store)
-    assert (relaunched.action, relaunched.attempt, relaunched.previous_status) == (ClaimAction.LAUNCH, 2, status)
-    assert relaunched.record.status is DispatchStatus.PENDING
-    assert relaunched.record.error is None
-    assert relaunched.prior_session_id == store_record.dispatched_session_id
-
-
-def test_a_pending_job_whose_claimer_died_is_relaunched(store: SqliteCampaignStore, dead_owner: Owner) -> None:
-    record_in(store, DispatchStatus.PENDING, dead_owner)
-    relaunched = claim(store)
-    assert (relaunched.action, relaunched.attempt) == (ClaimAction.LAUNCH, 2)
-    assert relaunched.previous_status is DispatchStatus.PENDING
-    assert relaunched.interrupted_owner is None
-    assert "died before launching" in relaunched.reason
-
-
-def test_a_write_with_a_stale_attempt_is_refused(store: SqliteCampaignStore, dead_owner: Owner) -> None:
-    record_in(store, DispatchStatus.RUNNING, dead_owner)
-    assert claim(store).attempt == 2
-    with pytest.raises(StaleAttempt, match="attempt 1 may not become success: the record is at attempt 2"):
-        store.mark_succeeded("camp", "job", attempt=1, summary="late")
-    with pytest.raises(StaleAttempt):
-        store.mark_running("camp", "job", attempt=1, dispatched_session_id="late")
-    running = store.mark_running("camp", "job", attempt=2, dispatched_session_id="session-2")
-    assert (running.status, running.attempts, running.dispatched_session_id) == (
-        DispatchStatus.RUNNING,
-        2,
-        "session-2",
-    )
-
-
-def test_a_mark_of_an_unknown_job_is_refused(store: SqliteCampaignStore) -> None:
-    with pytest.raises(IllegalTransition, match="has no record"):
-        store.mark_running("camp", "nothing", attempt=1, dispatched_session_id="s")
-
-
-def test_success_keeps_its_result_and_usage(store: SqliteCampaignStore) -> None:
-    claim(store)
-    store.mark_running("camp", "job", attempt=1, dispatched_session_id="session-1")
-    usage = SessionUsage(total=TokenUsage(input_tokens=10, output_tokens=5), by_model={"opus": TokenUsage(turns=2)})
-    done = store.mark_succeeded("camp", "job", attempt=1, summary="merged", outputs={"pr": 7}, usage=usage)
-    assert done.usage == usage
-    assert done.started_at is not None
-    assert done.finished_at is not None
-    assert done.started_at <= done.finished_at
-
-
-def test_campaigns_never_see_each_others_records(store: SqliteCampaignStore) -> None:
-    for campaign in ("one", "two"):
-        claimed = store.claim(campaign, "job", recipe="r", inputs={}, caller_session_id=None, owner=ME)
-        assert (claimed.action, claimed.attempt) == (ClaimAction.LAUNCH, 1)
-    store.mark_running("one", "job", attempt=1, dispatched_session_id="s1")
-    store.mark_succeeded("one", "job", attempt=1, summary="done")
-    assert store.find_completed_dispatch("two", "job") is None
-    assert [record.campaign_id for record in store.list("one")] == ["one"]
-    assert [record.status for record in store.list("two")] == [DispatchStatus.PENDING]
-    assert store.list("two", status=DispatchStatus.SUCCESS) == []
-    assert store.list("three") == []
-
-
-def test_list_filters_by_status_and_orders_by_name(store: SqliteCampaignStore) -> None:
-    for name in ("c", "a", "b"):
-        claim(store, name=name)
-    store.mark_failed("camp", "b", attempt=1, error="x")
-    assert [record.name for record in store.list("camp")] == ["a", "b", "c"]
-    assert [record.name for record in store.list("camp", status=DispatchStatus.PENDING)] == ["a", "c"]
+    assert sqlite_store.interrupt_runs_of_dead_owners() == []
+    assert sqlite_store.interrupt_dispatches_of_dead_owners() == []
+    assert sqlite_store.owner_alive(claimed.record)

@@ -271,7 +271,10 @@ def test_a_session_still_running_is_reported_with_its_transcript_so_far(tmp_path
     transcript = Path(__file__).parents[1] / "data" / "usage" / "plan.transcript.jsonl"
     store = SqliteCampaignStore(tmp_path / "state.sqlite3")
     try:
-        store.record_run_started(run("live", "plan", 0, None, SessionUsage(), transcript_path=str(transcript)))
+        here = OWNER.model_copy(update={"host": store.host})  # only this host's transcripts are read
+        store.record_run_started(
+            run("live", "plan", 0, None, SessionUsage(), transcript_path=str(transcript), owner=here)
+        )
         (row,) = campaign_report(store, "c", now=T0 + 30).steps
         assert row.usage.output_tokens > 0
         assert row.partial

@@ -42,8 +42,8 @@ WatcherFactory = Callable[[LaunchSpec, RunPolicy], Sequence[Watcher]]
 
 # An argument longer than this cannot be passed to exec on Linux (MAX_ARG_STRLEN).
 _MAX_PROMPT_BYTES = 128 * 1024 - 1
-SECRET_SETTINGS = frozenset({"http_token"})
-"""Settings whose values are credentials: never passed to a session, in its environment or its argv."""
+SECRET_SETTINGS = frozenset({"http_token", "store_url"})
+"""Settings whose values are (or may hold) credentials: never passed to a session, in its environment or its argv."""
 # The parent's session id would be mistaken for the child's own; a secret is not the child's to have.
 _STRIPPED_FROM_CHILD = frozenset({"CLAUDE_CODE_SESSION_ID", *(f"EXPEDITOR_{name.upper()}" for name in SECRET_SETTINGS)})
 _DEFAULT_CONFIG_DIR = Path.home() / ".claude"
@@ -227,10 +227,18 @@ class ClaudeCodeExecutor:
         return await self.run_prepared(spec, policy, control=control)
 
     async def run_prepared(
-        self, spec: LaunchSpec, policy: RunPolicy, *, control: RunControl | None = None
+        self,
+        spec: LaunchSpec,
+        policy: RunPolicy,
+        *,
+        control: RunControl | None = None,
+        followers: Sequence[Watcher] = (),
     ) -> RunResult:
-        """Run a launch ``prepare`` built (and checked) to its end; cancelling this call kills its tree first."""
-        watchers = self.watcher_factory(spec, policy)
+        """Run a launch ``prepare`` built (and checked) to its end; cancelling this call kills its tree first.
+
+        ``followers``: watchers of this run alone (its supervisor's progress), besides the executor's.
+        """
+        watchers = [*self.watcher_factory(spec, policy), *followers]
         control = control or RunControl()
         logger.info(
             "session=%s starting kind=%s caller=%s cwd=%s",

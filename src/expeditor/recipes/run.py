@@ -119,7 +119,9 @@ async def _run_job(settings: Settings, job: PipelineJob, request: RecipeRun, out
     # One that arrives while the runtime opens (and reaps what a runner killed with SIGKILL left: its
     # step's registry entry, run record and marker) waits in the receiver until the listener starts.
     with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-        async with open_runtime(settings, closing_reason="the pipeline runner is stopping") as runtime:
+        async with open_runtime(
+            settings, closing_reason="the pipeline runner is stopping", owner_kind="pipeline"
+        ) as runtime:
             supervisor = runtime.supervisor
             async with anyio.create_task_group() as group:
                 group.start_soon(_stop_on_signals, supervisor, signals)

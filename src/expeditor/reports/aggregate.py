@@ -293,25 +293,32 @@ def campaign_report(
 ) -> UsageReport:
     """The usage report of a campaign, or of one job of it, as recorded in ``store``.
 
-    A session still running has no recorded figures yet; its transcript so far stands in (partial).
+    A session still running has no final figures yet; what it spent so far stands in (partial,
+    ``figures_so_far``).
     """
-    runs = [_with_figures_so_far(run) for run in campaign_runs(store, campaign_id, job_name)]
+    runs = [_with_figures_so_far(run, store.host) for run in campaign_runs(store, campaign_id, job_name)]
     return build_report(runs, campaign_id=campaign_id, job_name=job_name, now=now)
 
 
-def figures_so_far(run: RunRecord) -> SessionUsage | None:
-    """What a run that has not ended spent so far, from its transcript (partial); None when unknown.
+def figures_so_far(run: RunRecord, *, host: str) -> SessionUsage | None:
+    """What a run that has not ended spent so far (partial); None when unknown.
 
-    Only for a first launch: a resumed session's transcript also holds its earlier launches' turns.
+    ``host`` is this host's name (``CampaignStore.host``). A run owned here is read from its
+    transcript, on a first launch (a resumed session's transcript also holds its earlier launches'
+    turns). A run owned by another host has its transcript there, not here: no file is opened, and
+    the figures its supervisor last pushed to the store stand in; so they do for a resumed launch.
     """
-    if run.status is not RunStatus.RUNNING or run.transcript_path is None or run.launch != 1:
+    if run.status is not RunStatus.RUNNING:
         return None
+    stored = None if run.usage.source is UsageSource.NONE else run.usage.model_copy(update={"partial": True})
+    if run.owner.host != host or run.transcript_path is None or run.launch != 1:
+        return stored
     so_far = usage_from_transcript(Path(run.transcript_path))
-    return None if so_far.source is UsageSource.NONE else so_far
+    return stored if so_far.source is UsageSource.NONE else so_far
 
 
-def _with_figures_so_far(run: RunRecord) -> RunRecord:
-    so_far = figures_so_far(run)
+def _with_figures_so_far(run: RunRecord, host: str) -> RunRecord:
+    so_far = figures_so_far(run, host=host)
     return run if so_far is None else run.model_copy(update={"usage": so_far})
 
 

@@ -12,6 +12,7 @@ from expeditor.config import Settings
 from expeditor.reports.aggregate import campaign_report
 from expeditor.reports.render import render_json, render_markdown, render_table
 from expeditor.state import open_store
+from expeditor.state.opening import store_description, store_may_hold_records
 
 __all__ = ["ReportFormat", "report_command"]
 
@@ -27,7 +28,7 @@ def report_command(
 ) -> int:
     """Write the report of ``campaign_id`` (or of its job ``job_name``) to ``out``; 1 when no run is recorded."""
     scope = f"job {job_name!r} of campaign {campaign_id!r}" if job_name else f"campaign {campaign_id!r}"
-    if not settings.state_path.is_file():  # read, never create, a home where nothing has run
+    if not store_may_hold_records(settings):  # read, never create, a home where nothing has run
         return _nothing_recorded(
             out, fmt, f"no agent sessions recorded for {scope}: nothing has run in the home {settings.home}"
         )
@@ -37,7 +38,7 @@ def report_command(
     finally:
         store.close()
     if not report.steps:
-        return _nothing_recorded(out, fmt, f"no agent sessions recorded for {scope} in {settings.state_path}")
+        return _nothing_recorded(out, fmt, f"no agent sessions recorded for {scope} in {store_description(settings)}")
     if fmt == "md":
         out.write(render_markdown(report))
     elif fmt == "json":

@@ -15,6 +15,7 @@ from typing import Any
 from expeditor.config import Settings
 from expeditor.executor.claude import SECRET_SETTINGS
 from expeditor.executor.models import SessionKind
+from expeditor.state.store_url import without_password
 
 __all__ = ["SERVER_NAME", "allowed_tools", "child_mcp_config", "settings_environment"]
 
@@ -36,6 +37,9 @@ def settings_environment(settings: Settings) -> dict[str, str]:
     """The settings that were set explicitly, as ``EXPEDITOR_*`` variables, so a nested server agrees.
 
     Credentials excepted: a nested stdio server needs none, and its environment is the session's to read.
+    The shared store's URL goes without its password: libpq finds that in the password file
+    (``PGPASSFILE``, ``~/.pgpass``), which the child inherits with the rest of the environment (Claude
+    Code passes its whole environment to a stdio server it starts), so no config file ever holds it.
     """
     env: dict[str, str] = {}
     for name in sorted(settings.model_fields_set - SECRET_SETTINGS):
@@ -49,6 +53,8 @@ def settings_environment(settings: Settings) -> dict[str, str]:
         else:
             text = str(value)
         env[f"EXPEDITOR_{name.upper()}"] = text
+    if settings.store_url is not None:
+        env["EXPEDITOR_STORE_URL"] = without_password(settings.store_url.get_secret_value())
     env["EXPEDITOR_HOME"] = str(settings.home)
     env["EXPEDITOR_MARKER_DIR"] = str(settings.markers_path)
     return env

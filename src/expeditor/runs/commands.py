@@ -31,7 +31,7 @@ def run_skill_command(settings: Settings, request: RunRequest, out: TextIO, *, a
     """Run ``request`` to its end and print its result; 0 when it succeeded, 1 otherwise."""
 
     async def run() -> RunResult:
-        async with open_runtime(settings) as runtime:
+        async with open_runtime(settings, owner_kind="run-skill") as runtime:
             # A person at a terminal is no managed session: nobody's watchers need a marker for them.
             return await runtime.supervisor.run(request, CallerContext(None, None))
 

@@ -225,7 +225,7 @@ class JobLifecycle:
                 recipe=recipe,
                 inputs=dict(inputs),
                 caller_session_id=caller_session_id,
-                owner=Owner.current(),
+                owner=Owner.current(self.store.host),
                 force=force,
             )
         )

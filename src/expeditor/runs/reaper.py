@@ -5,6 +5,10 @@ are killed (a pid is only signalled when its start time matches the entry) and t
 marked ``interrupted``; so are the dispatch records a dead process claimed, so that nobody reads
 them as still running; markers whose holder died are removed. Entries and records of live
 servers are left alone: they are someone else's.
+
+The registry and the markers are files on this host: they describe processes here, which only
+this host can signal. A run owned by another host (a shared store) is closed with the figures its
+supervisor last pushed to the store; its transcript is on its host and is never looked for here.
 """
 
 from __future__ import annotations
@@ -32,10 +36,11 @@ logger = logging.getLogger(__name__)
 
 
 def _figures_of_orphaned_runs(store: CampaignStore) -> dict[tuple[str, int], SessionUsage]:
-    """What the running runs of dead owners spent, from their transcripts."""
+    """What the running runs of dead owners spent: from their transcripts on this host, from what their
+    supervisors last pushed to the store for another host's (whose transcripts are not here)."""
     figures: dict[tuple[str, int], SessionUsage] = {}
     for run in store.list_runs(status=RunStatus.RUNNING):
-        so_far = None if store.owner_alive(run) else figures_so_far(run)
+        so_far = None if store.owner_alive(run) else figures_so_far(run, host=store.host)
         if so_far is not None:
             figures[(run.run_id, run.launch)] = so_far
     return figures

@@ -95,7 +95,7 @@ class RunRecorder:
             model=request.model,
             # The environment the child gets: the executor's base, then the request's own.
             api_base_url=request.env.get("ANTHROPIC_BASE_URL") or self._base_env.get("ANTHROPIC_BASE_URL"),
-            owner=Owner.current(),
+            owner=Owner.current(self.store.host),
             started_at=started_at,
         )
         self._started[session_id] = record

@@ -62,17 +62,19 @@ async def open_runtime(
     env: Mapping[str, str] | None = None,
     http_url: str | None = None,
     closing_reason: str = "expeditor is shutting down",
+    owner_kind: str = "process",
 ) -> AsyncGenerator[Runtime]:
     """Open the store, reap what a killed predecessor left, and yield the runtime.
 
     ``env`` is the environment launched sessions inherit (default: this process's); ``http_url``
     is set when this process serves MCP over HTTP, so the sessions it launches call back there.
     On exit every run still live is cancelled with ``closing_reason`` and awaited (bounded).
+    ``owner_kind`` names this process in a shared store's owner leases (server, pipeline, dispatch…).
     """
     containment = choose_containment(settings.containment)
     logger.info("containment: %s (%s)", containment.kind, containment.reason)
     logger.info("home: %s", describe_home(settings.home))
-    store = open_store(settings)
+    store = open_store(settings, owner_kind=owner_kind)
     try:
         executor = build_executor(settings, env=dict(os.environ if env is None else env), containment=containment)
         supervisor = Supervisor(settings, executor, http_url=http_url, store=store)

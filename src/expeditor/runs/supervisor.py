@@ -2,8 +2,9 @@
 
 ``run`` (or ``prepare`` then drive the handle) checks the request once, holds the caller's
 execution marker around the run (trusted until the run's own deadline plus the kill grace), records
-the run from start to end, and keeps its handle until it ends, so shutdown and cancel_session reach
-it. The server's tools, the dispatcher and the pipeline runner all launch through here.
+the run from start to end (and what it spent so far while it goes on: ``runs.progress``), and keeps
+its handle until it ends, so shutdown and cancel_session reach it. The server's tools, the dispatcher
+and the pipeline runner all launch through here.
 
 When this process serves HTTP, each run's session gets its own token (``credentials``), valid from
 the moment the run starts until it ends, however it ends.
@@ -29,6 +30,7 @@ from expeditor.runs.caller import CallerContext
 from expeditor.runs.child_config import allowed_tools, child_mcp_config
 from expeditor.runs.credentials import SessionCredential, SessionCredentials, new_session_token
 from expeditor.runs.handle import RunHandle
+from expeditor.runs.progress import ProgressFollower
 from expeditor.runs.records import RunContext, RunRecorder
 from expeditor.state import CampaignStore
 from expeditor.usage import WorktreeState
@@ -188,7 +190,7 @@ class Supervisor:
             if self._closing is not None:
                 # Shutdown began while this run was being prepared: it must not outlive it.
                 control.cancel(self._closing, grace=self.settings.shutdown_grace)
-            result = await self.executor.run_prepared(spec, policy, control=control)
+            result = await self.executor.run_prepared(spec, policy, control=control, followers=self._followers(handle))
         except BaseException as exc:
             if control.result is None:
                 # Stopped before the session could start: its record must not stay "running".
@@ -206,6 +208,12 @@ class Supervisor:
                 self._changed.set()
                 self._changed = anyio.Event()
         return result
+
+    def _followers(self, handle: RunHandle) -> tuple[ProgressFollower, ...]:
+        """What follows a run besides the executor's watchers: its progress, pushed to the store."""
+        if self.store is None:
+            return ()
+        return (ProgressFollower(self.store, handle.session_id, interval=self.settings.run_progress_interval),)
 
     async def wait_until_idle(self) -> None:
         """Return once no run of this server is live."""

@@ -60,7 +60,11 @@ def build_server(
     @contextlib.asynccontextmanager
     async def lifespan(_server: MCPServer[ServerState]) -> AsyncGenerator[ServerState]:
         async with open_runtime(
-            settings, env=environment, http_url=http_url, closing_reason="the expeditor server is shutting down"
+            settings,
+            env=environment,
+            http_url=http_url,
+            closing_reason="the expeditor server is shutting down",
+            owner_kind="server",
         ) as runtime:
             state = ServerState(
                 runtime=runtime,

@@ -123,12 +123,13 @@ class Owner(BaseModel):
     host: str = Field(min_length=1, description="The host it runs on.")
 
     @classmethod
-    def current(cls) -> Owner:
-        """This process, on this host."""
+    def current(cls, host: str | None = None) -> Owner:
+        """This process, on this host: ``host`` as the store names it (the ``host_name`` setting), by
+        default the machine's host name."""
         pid = os.getpid()
         start_time = process_start_time(pid)
         assert start_time is not None, "the current process always has a start time"
-        return cls(pid=pid, start_time=start_time, host=socket.gethostname())
+        return cls(pid=pid, start_time=start_time, host=socket.gethostname() if host is None else host)
 
     def describe(self) -> str:
         return f"pid {self.pid} on {self.host}"
@@ -231,6 +232,9 @@ class RunRecord(BaseModel):
         default=None, ge=0, description="Lines added plus removed in its working directory (None: not measured)."
     )
     evidence: RunEvidence | None = Field(default=None, description="Set when the run ended under supervision.")
+    last_moved_at: float | None = Field(
+        default=None, description="When the session last showed activity, as its supervisor last reported it."
+    )
     owner: Owner = Field(description="The process supervising the run.")
     started_at: Timestamp = Field(description="When the session was launched.")
     finished_at: Timestamp | None = Field(default=None, description="When it ended; None while it runs.")

@@ -27,6 +27,7 @@ __all__ = [
     "upsert_step",
     "usage_text",
     "write_dispatch",
+    "write_run",
 ]
 
 _DISPATCH = "SELECT * FROM dispatches WHERE campaign_id = ? AND name = ?"
@@ -108,7 +109,9 @@ _RUN_COLUMNS = (
     "api_base_url",
     "loc_changed",
     "evidence",
+    "last_moved_at",
 )
+_WRITE_RUN = _upsert("runs", _RUN_COLUMNS, 2)
 _INSERT_RUN = f"INSERT INTO runs ({', '.join(_RUN_COLUMNS)}) VALUES ({', '.join('?' * len(_RUN_COLUMNS))})"
 
 
@@ -196,6 +199,7 @@ def run_from_row(row: sqlite3.Row) -> RunRecord:
         api_base_url=row["api_base_url"],
         loc_changed=row["loc_changed"],
         evidence=None if row["evidence"] is None else RunEvidence.model_validate_json(row["evidence"]),
+        last_moved_at=row["last_moved_at"],
     )
 
 
@@ -210,6 +214,15 @@ def read_run_launch(connection: sqlite3.Connection, run_id: str, launch: int) ->
 
 
 def insert_run(connection: sqlite3.Connection, run: RunRecord) -> None:
+    connection.execute(_INSERT_RUN, _run_values(run))
+
+
+def write_run(connection: sqlite3.Connection, run: RunRecord) -> None:
+    """Insert the launch, or replace every field of the one recorded under its (run id, launch)."""
+    connection.execute(_WRITE_RUN, _run_values(run))
+
+
+def _run_values(run: RunRecord) -> list[object]:
     values = run.model_dump(mode="json", exclude={"owner", "usage", "evidence"}, context=STORAGE_CONTEXT)
     values.update(
         usage=run.usage.model_dump_json(),
@@ -218,7 +231,7 @@ def insert_run(connection: sqlite3.Connection, run: RunRecord) -> None:
         owner_start_time=run.owner.start_time,
         owner_host=run.owner.host,
     )
-    connection.execute(_INSERT_RUN, [values[column] for column in _RUN_COLUMNS])
+    return [values[column] for column in _RUN_COLUMNS]
 
 
 def close_run(

@@ -114,7 +114,12 @@ def _v3(connection: sqlite3.Connection) -> None:
     connection.execute("CREATE INDEX runs_by_caller ON runs (caller_session_id)")
 
 
-MIGRATIONS: tuple[Callable[[sqlite3.Connection], None], ...] = (_v1, _v2, _v3)
+def _v4(connection: sqlite3.Connection) -> None:
+    """When a running run's session last moved, pushed with its usage so far (``record_run_progress``)."""
+    connection.execute("ALTER TABLE runs ADD COLUMN last_moved_at REAL")
+
+
+MIGRATIONS: tuple[Callable[[sqlite3.Connection], None], ...] = (_v1, _v2, _v3, _v4)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

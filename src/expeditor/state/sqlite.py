@@ -22,10 +22,10 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
-from expeditor.errors import ClaimRefused, IllegalTransition, StaleAttempt, StoreUnavailable
+from expeditor.errors import ClaimRefused, StoreUnavailable
 from expeditor.executor.models import Termination
 from expeditor.process_identity import process_alive
-from expeditor.state.claims import ClaimRequest, claim_in, short_circuit
+from expeditor.state.claims import ClaimRequest, check_run_end, fenced_transition, next_launch, short_circuit
 from expeditor.state.connections import SqliteFile
 from expeditor.state.models import (
     Claim,
@@ -36,9 +36,6 @@ from expeditor.state.models import (
     RunRecord,
     RunStatus,
     StepExecution,
-    canonical_json,
-    check_transition,
-    inputs_hash,
 )
 from expeditor.state.recovery import interrupt_dispatches_in, restore_dispatch_in, restore_run_in
 from expeditor.state.rows import (
@@ -50,8 +47,9 @@ from expeditor.state.rows import (
     run_from_row,
     step_from_row,
     upsert_step,
-    usage_text,
+    write_dispatch,
 )
+from expeditor.state.sqlite_claims import claim_in
 from expeditor.usage.models import SessionUsage
 
 __all__ = ["SqliteCampaignStore"]
@@ -68,13 +66,26 @@ class SqliteCampaignStore:
     that cannot be opened fails that call (lookups fail open) instead of its constructor.
     """
 
-    def __init__(self, path: Path, *, busy_timeout: float = 5.0, max_idle_connections: int = 8) -> None:
+    def __init__(
+        self,
+        path: Path,
+        *,
+        busy_timeout: float = 5.0,
+        max_idle_connections: int = 8,
+        host_name: str | None = None,
+    ) -> None:
         """``path``: usually ``settings.state_path``. ``busy_timeout``: seconds a call waits for another
         process's lock before a lookup fails open or a write raises. ``max_idle_connections``: pool size.
+        ``host_name``: this host as owners record it (the ``host_name`` setting; default the host name):
+        only owners on it can be checked for life, by pid and start time.
         """
         self.path = path
         self._file = SqliteFile(path, busy_timeout=busy_timeout, max_idle=max_idle_connections)
-        self._host = socket.gethostname()
+        self._host = socket.gethostname() if host_name is None else host_name
+
+    @property
+    def host(self) -> str:
+        return self._host
 
     def close(self) -> None:
         self._file.close()
@@ -171,12 +182,11 @@ class SqliteCampaignStore:
         owner: Owner,
         force: bool = False,
     ) -> Claim:
-        request = ClaimRequest(
-            campaign_id=campaign_id,
-            name=name,
+        request = ClaimRequest.of(
+            campaign_id,
+            name,
             recipe=recipe,
-            inputs_text=canonical_json(dict(inputs)),
-            inputs_hash=inputs_hash(inputs),
+            inputs=inputs,
             caller_session_id=caller_session_id,
             owner=owner,
             force=force,
@@ -213,21 +223,10 @@ class SqliteCampaignStore:
 
         def work(connection: sqlite3.Connection) -> DispatchRecord:
             current = read_dispatch(connection, campaign_id, name)
-            if current is None:
-                raise IllegalTransition(f"dispatch {job} has no record, so it cannot become {target}")
-            if current.attempts != attempt:
-                raise StaleAttempt(
-                    f"dispatch {job} attempt {attempt} may not become {target}: the record is at attempt "
-                    f"{current.attempts} ({current.status}), claimed by another caller since"
-                )
-            check_transition(current.status, target, what=f"dispatch {job}")
-            assignments = "".join(f", {column} = ?" for column in changes)
-            connection.execute(
-                f"UPDATE dispatches SET status = ?, updated_at = ?{assignments} WHERE campaign_id = ? AND name = ?",
-                (target.value, time.time(), *changes.values(), campaign_id, name),
+            updated = fenced_transition(
+                current, job=job, attempt=attempt, target=target, changes=changes, now=time.time()
             )
-            updated = read_dispatch(connection, campaign_id, name)
-            assert updated is not None, "read inside the transaction that wrote it"
+            write_dispatch(connection, updated)
             return updated
 
         return self._file.write(f"marking {job} {target}", work)
@@ -248,8 +247,8 @@ class SqliteCampaignStore:
     ) -> DispatchRecord:
         changes = {
             "result_summary": summary,
-            "outputs": canonical_json(dict(outputs or {})),
-            "usage": usage_text(usage),
+            "outputs": dict(outputs or {}),
+            "usage": usage,
             "error": None,
             "finished_at": time.time(),
         }
@@ -265,13 +264,13 @@ class SqliteCampaignStore:
         summary: str | None = None,
         usage: SessionUsage | None = None,
     ) -> DispatchRecord:
-        changes = {"error": error, "result_summary": summary, "usage": usage_text(usage), "finished_at": time.time()}
+        changes = {"error": error, "result_summary": summary, "usage": usage, "finished_at": time.time()}
         return self._transition(campaign_id, name, attempt, DispatchStatus.FAILURE, changes)
 
     def mark_cancelled(
         self, campaign_id: str, name: str, *, attempt: int, reason: str, usage: SessionUsage | None = None
     ) -> DispatchRecord:
-        changes = {"error": reason, "usage": usage_text(usage), "finished_at": time.time()}
+        changes = {"error": reason, "usage": usage, "finished_at": time.time()}
         return self._transition(campaign_id, name, attempt, DispatchStatus.CANCELLED, changes)
 
     def mark_interrupted(self, campaign_id: str, name: str, *, attempt: int, reason: str) -> DispatchRecord:
@@ -284,20 +283,11 @@ class SqliteCampaignStore:
         def work(connection: sqlite3.Connection) -> RunRecord:
             now = time.time()
             previous = latest_run(connection, run.run_id)
-            launch = 1
-            if previous is not None:
-                if previous.status is RunStatus.RUNNING:
-                    if self.owner_alive(previous):
-                        raise IllegalTransition(
-                            f"run {run.run_id} launch {previous.launch} is still running under "
-                            f"{previous.owner.describe()}: it cannot be launched again until it ends"
-                        )
-                    reason = f"{previous.owner.describe()} is gone"
-                    close_run(connection, previous, RunStatus.INTERRUPTED, None, previous.usage, reason, now)
-                launch = previous.launch + 1
-            stored = run.model_copy(
-                update={"launch": launch, "status": RunStatus.RUNNING, "finished_at": None, "updated_at": now}
-            )
+            running = previous if previous is not None and previous.status is RunStatus.RUNNING else None
+            stored = next_launch(previous, run, running is not None and self.owner_alive(running), now)
+            if running is not None:
+                reason = f"{running.owner.describe()} is gone"
+                close_run(connection, running, RunStatus.INTERRUPTED, None, running.usage, reason, now)
             insert_run(connection, stored)
             return stored
 
@@ -315,16 +305,23 @@ class SqliteCampaignStore:
         evidence: RunEvidence | None = None,
     ) -> RunRecord:
         def work(connection: sqlite3.Connection) -> RunRecord:
-            current = latest_run(connection, run_id)
-            if current is None:
-                raise IllegalTransition(f"run {run_id} was never recorded as started, so it cannot become {status}")
-            if current.status is not RunStatus.RUNNING or status is RunStatus.RUNNING:
-                raise IllegalTransition(f"run {run_id} cannot go from {current.status} to {status}")
+            current = check_run_end(latest_run(connection, run_id), run_id, status)
             return close_run(
                 connection, current, status, termination, usage, reason, time.time(), loc_changed, evidence
             )
 
         return self._file.write(f"recording the end of run {run_id}", work)
+
+    def record_run_progress(self, run_id: str, *, usage: SessionUsage, last_moved: float | None) -> bool:
+        def work(connection: sqlite3.Connection) -> bool:
+            updated = connection.execute(
+                "UPDATE runs SET usage = ?, last_moved_at = ?, updated_at = ? WHERE run_id = ? AND status = 'running' "
+                "AND launch = (SELECT MAX(launch) FROM runs WHERE run_id = ?)",
+                (usage.model_dump_json(), last_moved, time.time(), run_id, run_id),
+            )
+            return updated.rowcount == 1
+
+        return self._file.write(f"recording the progress of run {run_id}", work)
 
     def interrupt_runs_of_dead_owners(
         self, usage: Mapping[tuple[str, int], SessionUsage] | None = None

@@ -89,6 +89,15 @@ class CampaignStore(Protocol):
         """The campaign's records, by name, optionally only those in ``status``."""
         ...
 
+    @property
+    def host(self) -> str:
+        """This host's name as the store records owners (``Owner.host``, the ``host_name`` setting).
+
+        A record owned under another host name is that host's: its files (a run's transcript) are not
+        here, so readers use what the store holds of it (``record_run_progress``).
+        """
+        ...
+
     def owner_alive(self, record: DispatchRecord | RunRecord) -> bool:
         """Whether the process that owns ``record`` may still be working on it."""
         ...
@@ -169,6 +178,20 @@ class CampaignStore(Protocol):
         evidence: RunEvidence | None = None,
     ) -> RunRecord:
         """Close the latest launch of ``run_id``, which must be running; ``loc_changed`` as measured by git."""
+        ...
+
+    def record_run_progress(self, run_id: str, *, usage: SessionUsage, last_moved: float | None) -> bool:
+        """Store what the running latest launch of ``run_id`` has spent so far; True if it was stored.
+
+        Called by the run's supervisor while the run goes on (at most every ``run_progress_interval``)
+        so that other hosts, which cannot read its transcript, report it from the store. ``usage`` is
+        the figures so far (from the transcript: ``partial``); ``last_moved`` is the epoch time the
+        session last showed activity (None: not yet), kept as the launch's ``last_moved_at``;
+        ``updated_at`` becomes now. Only a running launch takes progress: an ended one (its end
+        stands, whatever arrives late) or none recorded is left as it is and False returned; no
+        record is ever created. Raises ``StoreUnavailable`` when it cannot be written; a caller
+        warns and goes on, since progress is never worth stopping a run for.
+        """
         ...
 
     def restore_run(self, run: RunRecord) -> RunRecord:

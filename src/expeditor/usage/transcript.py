@@ -13,7 +13,7 @@ from typing import Any
 from expeditor.usage.models import SessionUsage, TokenUsage, UsageSource
 from expeditor.usage.stream_json import LineSplitter, context_size, decode_event, encodable
 
-__all__ = ["usage_from_transcript"]
+__all__ = ["TranscriptTally", "usage_from_transcript"]
 
 _CHUNK = 1 << 20
 # The model Claude Code names on replies it makes up itself (an API error, an aborted request):
@@ -40,31 +40,66 @@ def usage_from_transcript(path: Path, start_offset: int = 0) -> SessionUsage:
     Figures before the offset belong to an earlier run of a resumed session. A missing or
     unreadable file gives empty usage, never an error.
     """
-    messages: dict[str, tuple[str, tuple[int, int, int, int], int]] = {}
-    splitter = LineSplitter()
-    try:
-        with path.open("rb") as stream:
-            stream.seek(start_offset)
-            while chunk := stream.read(_CHUNK):
-                for line in splitter.feed(chunk):
-                    _collect(line, messages)
-            for line in splitter.flush():
-                _collect(line, messages)
-    except OSError:
-        return SessionUsage()
+    return TranscriptTally(path, start_offset).read(complete=True)
+
+
+class TranscriptTally:
+    """The usage of a transcript that is still being written, read as it grows.
+
+    Each ``read`` reads only what was appended since the last one, so following a long session's
+    file costs its growth, not its size, however often it is asked.
+    """
+
+    def __init__(self, path: Path, start_offset: int = 0) -> None:
+        self.path = path
+        self._position = start_offset
+        self._splitter = LineSplitter()
+        self._messages: dict[str, tuple[str, tuple[int, int, int, int], int]] = {}
+
+    def read(self, *, complete: bool = False) -> SessionUsage:
+        """The usage of every message written so far (``partial``: from a transcript), after reading the growth.
+
+        ``complete``: the file is finished, so a last line without its newline counts too; while it is
+        being written such a line is only half there and waits for the next read. A missing or
+        unreadable file adds nothing, never an error.
+        """
+        try:
+            with self.path.open("rb") as stream:
+                stream.seek(self._position)
+                while chunk := stream.read(_CHUNK):
+                    self._position += len(chunk)
+                    for line in self._splitter.feed(chunk):
+                        _collect(line, self._messages)
+        except OSError:
+            pass
+        if complete:
+            for line in self._splitter.flush():
+                _collect(line, self._messages)
+        return _usage_of(self._messages)
+
+
+def _usage_of(messages: dict[str, tuple[str, tuple[int, int, int, int], int]]) -> SessionUsage:
     if not messages:
         return SessionUsage()
-    by_model: dict[str, TokenUsage] = {}
-    for model, (inp, out, cache_read, cache_write), context in messages.values():
-        one = TokenUsage(
+    # Summed as plain integers, one model built per model: a long session has tens of thousands of messages.
+    sums: dict[str, list[int]] = {}
+    for model, figures, context in messages.values():
+        tally = sums.setdefault(model, [0, 0, 0, 0, 0, 0])
+        for index, value in enumerate(figures):
+            tally[index] += value
+        tally[4] += 1
+        tally[5] = max(tally[5], context)
+    by_model = {
+        model: TokenUsage(
             input_tokens=inp,
             output_tokens=out,
             cache_read_tokens=cache_read,
             cache_write_tokens=cache_write,
-            turns=1,
-            peak_context=context,
+            turns=turns,
+            peak_context=peak,
         )
-        by_model[model] = by_model[model] + one if model in by_model else one
+        for model, (inp, out, cache_read, cache_write, turns, peak) in sums.items()
+    }
     total = TokenUsage()
     for usage in by_model.values():
         total = total + usage
