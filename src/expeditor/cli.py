@@ -88,6 +88,12 @@ def _marker_hold(args: argparse.Namespace) -> int:
     )
 
 
+def _port(text: str) -> int:
+    if not text.isdigit() or not 1 <= int(text) <= 65535:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port: expected a whole number from 1 to 65535")
+    return int(text)
+
+
 def _positive_seconds(text: str) -> float:
     try:
         value = float(text)
@@ -210,7 +216,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     serve.add_argument("--transport", choices=("stdio", "http"), default="stdio", help="stdio (default) or http")
     serve.add_argument("--host", help="HTTP bind address (default: the http_host setting, 127.0.0.1)")
-    serve.add_argument("--port", type=int, help="HTTP port (default: the http_port setting, 8765)")
+    serve.add_argument("--port", type=_port, help="HTTP port (default: the http_port setting, 8765)")
     serve.add_argument(
         "--insecure-no-token",
         action="store_true",

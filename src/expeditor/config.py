@@ -87,7 +87,8 @@ class RunPolicy(BaseModel):
 class Settings(BaseSettings):
     """Every knob expeditor has. Each is also the environment variable ``EXPEDITOR_<NAME>``."""
 
-    model_config = SettingsConfigDict(env_prefix="EXPEDITOR_", frozen=True, extra="forbid")
+    # An empty variable is unset: EXPEDITOR_HOME="" would otherwise make the working directory the home.
+    model_config = SettingsConfigDict(env_prefix="EXPEDITOR_", env_ignore_empty=True, frozen=True, extra="forbid")
 
     home: Path = Field(
         default_factory=default_home,

@@ -42,7 +42,7 @@ from expeditor.runs import (
     open_runtime,
     settings_environment,
 )
-from expeditor.runs.commands import print_result
+from expeditor.runs.commands import print_result, say_launch_hint
 from expeditor.state import ClaimAction, DispatchRecord, DispatchStatus, RunStatus, inputs_hash
 from expeditor.usage import SessionUsage
 
@@ -340,6 +340,8 @@ def dispatch_command(
             f"{outcome.campaign_id}/{outcome.name}: {outcome.status.value} (attempt {outcome.attempts}, "
             f"dispatch {outcome.dispatch_id}, session {outcome.dispatched_session_id})\n{outcome.message}\n"
         )
+    if outcome.result is not None:
+        say_launch_hint(outcome.result, settings, err)
     if outcome.record_error is not None:
         # The run finished; only its record is missing. Its result is all there is of it: show it whole.
         if outcome.result is not None and not as_json:

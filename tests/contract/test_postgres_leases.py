@@ -121,3 +121,37 @@ def test_the_last_renewal_is_exposed_and_moves(make_store: StoreMaker) -> None:
     while store.last_lease_renewal == first:
         assert time.monotonic() < deadline, "the lease was never renewed"
         time.sleep(0.05)
+
+
+def _claimer_with_a_long_lease(location: str, host_name: str, channel: Connection) -> None:
+    """Claim camp/job under a lease that outlives the test, report the owner, then wait (to be SIGKILLed)."""
+    store = PostgresCampaignStore(location, host_name=host_name, lease_interval=30, lease_ttl=120)
+    owner = Owner.current(host_name)
+    store.claim("camp", "job", recipe="r", inputs={}, caller_session_id=None, owner=owner)
+    channel.send(owner)
+    channel.recv()
+    store.close()
+
+
+def test_a_claimer_killed_on_this_host_is_dead_at_once_though_its_lease_runs(
+    store_location: str, make_store: StoreMaker
+) -> None:
+    ours, theirs = FORK.Pipe()
+    child = FORK.Process(target=_claimer_with_a_long_lease, args=(store_location, HOST_A, theirs))
+    child.start()
+    assert ours.poll(30), "the claimer never claimed"
+    owner: Owner = ours.recv()
+    here, elsewhere = make_store(host_name=HOST_A), make_store(host_name=HOST_B)
+    record = here.get("camp", "job")
+    assert record is not None
+    assert here.owner_alive(record)
+    assert elsewhere.owner_alive(record)
+    assert child.pid is not None
+    os.kill(child.pid, signal.SIGKILL)
+    child.join(timeout=10)
+    # Its lease has two minutes to run: only this host, which can see its process table, knows it is gone.
+    assert not here.owner_alive(record)
+    assert elsewhere.owner_alive(record)
+    relaunched = claim(here, Owner.current(HOST_A))
+    assert relaunched is ClaimAction.LAUNCH
+    assert owner == record.owner

@@ -65,6 +65,23 @@ def test_run_skill_exits_1_when_the_session_fails(tmp_path: Path) -> None:
     assert "crashed" in done.stdout
 
 
+def test_a_missing_agent_says_how_to_install_it_or_which_setting_to_change(tmp_path: Path) -> None:
+    missing = {"EXPEDITOR_CLAUDE_COMMAND": str(tmp_path / "no-such-claude")}
+    ran = expeditor(tmp_path, "run-skill", "/x", "--cwd", str(tmp_path), extra_env=missing)
+    assert ran.returncode == 1
+    assert "launch_failed" in ran.stdout
+    assert "EXPEDITOR_CLAUDE_COMMAND" in ran.stderr
+    assert "npm install -g @anthropic-ai/claude-code" in ran.stderr
+    dispatched = expeditor(
+        tmp_path, "dispatch", "c", "j", "--recipe", "diagnose", "--input", "problem=p", extra_env=missing
+    )
+    assert dispatched.returncode == 1
+    assert "EXPEDITOR_CLAUDE_COMMAND" in dispatched.stderr
+    with_agent = expeditor(tmp_path, "run-skill", "/x", "--cwd", str(tmp_path), scenario={"steps": [{"exit": 3}]})
+    assert with_agent.returncode == 1
+    assert "EXPEDITOR_CLAUDE_COMMAND" not in with_agent.stderr  # the agent is there: no hint about installing it
+
+
 def test_run_skill_refuses_an_unknown_model_with_the_list(tmp_path: Path) -> None:
     done = expeditor(tmp_path, "run-skill", "/x", "--cwd", str(tmp_path), "--model", "gpt-5")
     assert done.returncode == 2

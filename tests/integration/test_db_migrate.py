@@ -5,12 +5,13 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import psycopg
 import pytest
 
-from expeditor.state.pg_schema import SCHEMA_VERSION, schema_version
+from expeditor.state.pg_schema import MIGRATION_LOCK_CLASS, SCHEMA_VERSION, schema_version
 from tests.support.postgres import STORE_SCHEMA, PostgresServer
 
 # The CLI's processes would take the tests' own store settings from the environment otherwise.
@@ -66,7 +67,22 @@ def test_migrate_on_an_empty_database_prints_the_versions_then_does_nothing_the_
 
 
 def test_three_processes_migrating_at_once_apply_each_migration_once(tmp_path: Path, empty_url: str) -> None:
-    processes = [expeditor(tmp_path, "db", "migrate", store_url=empty_url) for _ in range(3)]
+    # The migration lock is held here until all three wait for it, so they do run at once (each starts
+    # an interpreter first, which on a busy machine could otherwise leave them one after another).
+    with psycopg.connect(empty_url) as holder:
+        holder.execute("SELECT pg_advisory_xact_lock(%s, hashtext(%s))", (MIGRATION_LOCK_CLASS, STORE_SCHEMA))
+        processes = [expeditor(tmp_path, "db", "migrate", store_url=empty_url) for _ in range(3)]
+        waiting, deadline = 0, time.monotonic() + 60
+        while waiting < 3:
+            assert time.monotonic() < deadline, f"{waiting} of 3 migrations waited for the lock"
+            assert all(process.poll() is None for process in processes), "a migration ended without the lock"
+            time.sleep(0.05)
+            with psycopg.connect(empty_url) as looker:
+                row = looker.execute(
+                    "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted AND classid = %s",
+                    (MIGRATION_LOCK_CLASS,),
+                ).fetchone()
+            waiting = 0 if row is None else int(row[0])
     results = [(process.wait(timeout=60), *process.communicate()) for process in processes]
     assert [code for code, _, _ in results] == [0, 0, 0], results
     outputs = sorted(out for _, out, _ in results)
@@ -132,6 +148,11 @@ def test_bad_store_urls_each_give_one_specific_line_and_no_traceback(
             'password authentication failed for user "expeditor"',
         ),
         "missing database": (postgres_server.url("no_such_database"), 'database "no_such_database" does not exist'),
+        # libpq quotes the token it cannot decode: here the password itself.
+        "unparsable password": (
+            postgres_server.url(database).replace("@", "%zz@", 1),
+            'invalid percent-encoded token: "***"',
+        ),
     }
     for case, (url, expected) in cases.items():
         code, out, err = run(tmp_path, "db", "migrate", store_url=url)

@@ -52,6 +52,7 @@ CASES: dict[str, Case] = {
     "run-skill bad model": Case(("run-skill", "/x", "--cwd", "{project}", "--model", "gpt-5"), 2, "sonnet, opus"),
     "serve ok": Case(("serve",), 0),  # stdio, its input closed at once: a normal stop
     "serve refused": Case(("serve", "--transport", "http", "--host", "0.0.0.0"), 2, "token"),
+    "serve port out of range": Case(("serve", "--transport", "http", "--port", "99999"), 2, "from 1 to 65535"),
     "dispatch ok": Case(("dispatch", "c", "ok", "--recipe", "diagnose", "--input", "problem=p"), 0, "success", ANSWERS),
     "dispatch fails": Case(
         ("dispatch", "c", "bad", "--recipe", "diagnose", "--input", "problem=p"), 1, "failure", CRASHES
@@ -68,6 +69,8 @@ CASES: dict[str, Case] = {
     "marker hold ok": Case(("marker", "hold", "--session", "abc", "--", "true"), 0),
     "marker hold passes the command's status": Case(("marker", "hold", "--session", "abc", "--", "false"), 1),
     "marker hold no command": Case(("marker", "hold", "--session", "abc"), 2, "needs a command"),
+    "db migrate ok": Case(("db", "migrate"), 0, "nothing to do"),  # the SQLite store migrates itself
+    "db migrate extra argument": Case(("db", "migrate", "extra"), 2, "unrecognized arguments"),
     "demo ok": Case(("demo",), 0),
     "demo bad markdown path": Case(("demo", "--markdown", "/nonexistent/report.md"), 2, "does not exist"),
     "report ok": Case(("report", "c", "--format", "md"), 0, "## Token Usage Summary"),

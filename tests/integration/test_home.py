@@ -168,7 +168,7 @@ def test_status_names_an_unknown_campaign_and_the_home_and_prints_json(tmp_path:
     assert expeditor(tmp_path, repo, "recipe", "run", "one", "--campaign", "c1").returncode == 0
     unknown = expeditor(tmp_path, repo, "status", "--campaign", "c2")
     assert unknown.returncode == 1
-    assert unknown.stderr == f"expeditor: no campaign 'c2' in the home {home}\n"
+    assert unknown.stderr == f"expeditor: no campaign 'c2' in {home / 'state.sqlite3'} (home {home})\n"
     shown = expeditor(tmp_path, repo, "status", "--campaign", "c1")
     assert shown.returncode == 0, shown.stderr
     assert f"Home: {home}" in shown.stdout

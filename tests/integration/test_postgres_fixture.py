@@ -9,6 +9,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import psutil
@@ -98,6 +99,10 @@ def test_a_test_process_killed_outright_leaves_no_postgres_process(tmp_path: Pat
         driver.wait(timeout=10)
         _, alive = psutil.wait_procs(servers, timeout=30)
         assert alive == [], f"left running: {alive}"
+        deadline = time.monotonic() + 30  # the watchdog removes the directory once the server is stopped
+        while directory.exists():
+            assert time.monotonic() < deadline, f"left on disk: {directory}"
+            time.sleep(0.05)
     finally:
         if driver.poll() is None:
             driver.kill()

@@ -153,6 +153,27 @@ def test_a_non_loopback_bind_without_a_token_is_refused_with_one_line_and_nothin
     assert "serving MCP over HTTP" not in (tmp_path / "home" / "logs" / "expeditor.log").read_text()
 
 
+def test_a_port_in_use_ends_in_a_line_naming_the_url_and_exits_1_without_a_traceback(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = int(taken.getsockname()[1])
+        finished = subprocess.run(
+            serve_command("127.0.0.1", port),
+            env=server_environment(tmp_path),
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+    assert finished.returncode == 1, finished.stderr
+    assert "Traceback" not in finished.stderr
+    last = finished.stderr.strip().splitlines()[-1]
+    assert last.startswith(f"expeditor: could not serve MCP on http://127.0.0.1:{port}/mcp: "), finished.stderr
+    assert "address already in use" in last
+
+
 async def test_insecure_no_token_serves_a_non_loopback_bind_with_a_warning_at_every_start(tmp_path: Path) -> None:
     env = server_environment(tmp_path)
     for _ in range(2):

@@ -56,11 +56,13 @@ _DEBIAN_ROOT = Path("/usr/lib/postgresql")
 _START_ATTEMPTS = 3
 _COMMAND_TIMEOUT = 60.0
 
-# Runs beside the tests: waits for its stdin to close (this process ended, however) and stops the cluster.
+# Runs beside the tests: waits for its stdin to close (this process ended, however), stops the cluster and
+# removes its directory (argv[1]; a cluster's data is over 100 MB, and nothing else removes it after a SIGKILL).
 _WATCHDOG = """
-import subprocess, sys
+import shutil, subprocess, sys
 sys.stdin.buffer.read()
-subprocess.run(sys.argv[1:], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+subprocess.run(sys.argv[2:], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+shutil.rmtree(sys.argv[1], ignore_errors=True)
 """
 
 
@@ -181,7 +183,7 @@ class PostgresCluster:
     def _watch(self) -> None:
         """Start the watchdog that stops the cluster when this process ends (before anything can be left)."""
         self._watchdog = subprocess.Popen(
-            [sys.executable, "-c", _WATCHDOG, *self._ctl("stop", "-m", "immediate")],
+            [sys.executable, "-c", _WATCHDOG, str(self.directory), *self._ctl("stop", "-m", "immediate")],
             stdin=subprocess.PIPE,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,

@@ -109,6 +109,18 @@ def test_home_and_expeditor_home_override_the_default(
     assert load_settings().home == default_home(repo)
 
 
+def test_an_empty_expeditor_home_is_unset_not_the_working_directory(
+    tmp_path: Path, state: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    repo = git_repo(tmp_path / "proj")
+    monkeypatch.chdir(repo)
+    monkeypatch.setenv("EXPEDITOR_HOME", "")
+    monkeypatch.setenv("EXPEDITOR_MARKER_DIR", "")
+    settings = load_settings()
+    assert settings.home == default_home(repo)
+    assert settings.marker_dir == default_home(repo) / "markers"
+
+
 def test_an_existing_dot_expeditor_home_is_still_found(tmp_path: Path, state: Path) -> None:
     repo = git_repo(tmp_path / "proj")
     (repo / "sub").mkdir()

@@ -15,7 +15,7 @@ from expeditor.executor.claude import SECRET_SETTINGS
 from expeditor.executor.models import SessionKind
 from expeditor.runs import child_mcp_config, settings_environment
 from expeditor.state import Owner, SqliteCampaignStore, open_store
-from expeditor.state.store_url import redacted_url, url_scheme, without_password
+from expeditor.state.store_url import redacted_url, scrubbed, url_scheme, without_password
 
 SECRET = "s3cr3t-p4ss"
 
@@ -124,3 +124,29 @@ def test_a_store_url_of_another_scheme_is_refused_naming_the_two_accepted(tmp_pa
         open_store(load_settings(home=tmp_path, store_url=url))
     assert SECRET not in str(refused.value)
     assert not (tmp_path / "state.sqlite3").exists()
+
+
+@pytest.mark.parametrize(
+    ("url", "complaint"),
+    [
+        (f"postgresql://alice:{SECRET}%zz@127.0.0.1:1/c", "invalid percent-encoded token"),
+        (f"postgresql://alice:{SECRET}@[::1/c", 'matching "]" in IPv6 host address'),
+        (f"postgresql://alice@127.0.0.1:1/c?password={SECRET}&bogus=1", 'invalid URI query parameter: "bogus"'),
+    ],
+)
+def test_a_store_url_libpq_cannot_parse_is_refused_at_once_without_quoting_its_password(
+    tmp_path: Path, url: str, complaint: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    # libpq's own complaint quotes what it could not parse (here the password, or the whole URL): left
+    # to the pool, it would reach the log and every lookup's warning.
+    with pytest.raises(InvalidInput, match="cannot be read") as refused:
+        open_store(load_settings(home=tmp_path, store_url=url))
+    assert complaint in str(refused.value)
+    assert SECRET not in str(refused.value)
+    assert SECRET not in caplog.text
+
+
+def test_scrubbing_removes_the_password_as_written_and_decoded_and_the_whole_url() -> None:
+    url = "postgresql://alice:p%40ss@db/c?password=other"
+    said = 'token "p%40ss", then "p@ss", "other" and ' + url
+    assert scrubbed(said, url) == 'token "***", then "***", "***" and ***'

@@ -60,6 +60,12 @@ def test_invalid_arguments_name_each_field() -> None:
     )
 
 
+def test_a_too_short_value_is_named_by_its_argument_not_its_type() -> None:
+    with pytest.raises(ValidationError) as invalid:
+        RunRequest.model_validate({"prompt": "", "cwd": "/tmp"})
+    assert message_of(invalid.value) == "invalid arguments: prompt should have at least 1 character (got '')"
+
+
 def test_a_validator_sentence_names_the_argument_once_without_pydantic_words() -> None:
     with pytest.raises(ValidationError) as invalid:
         RunRequest.model_validate({"prompt": "/x", "cwd": "/tmp", "model": "sonet", "resume_session_id": "../x"})

@@ -9,6 +9,7 @@ from expeditor.runs.caller import CALLER_HEADER, CallerContext
 from expeditor.runs.child_config import SERVER_NAME, allowed_tools, child_mcp_config, settings_environment
 from expeditor.runs.endings import EndRetry
 from expeditor.runs.handle import RunHandle, describe_activity
+from expeditor.runs.hints import LAUNCH_HINT, launch_hint
 from expeditor.runs.jobs import (
     AttemptBody,
     ClaimedJob,
@@ -28,6 +29,7 @@ from expeditor.runs.supervisor import Supervisor
 
 __all__ = [
     "CALLER_HEADER",
+    "LAUNCH_HINT",
     "SERVER_NAME",
     "AttemptBody",
     "CallerContext",
@@ -48,6 +50,7 @@ __all__ = [
     "describe_activity",
     "ended_by",
     "kill_leftovers",
+    "launch_hint",
     "open_runtime",
     "reap_exited",
     "reap_leftovers",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from typing import TextIO
 
 import anyio
@@ -11,9 +12,10 @@ from expeditor.config import Settings
 from expeditor.executor import RunRequest, RunResult
 from expeditor.result_view import result_table
 from expeditor.runs.caller import CallerContext
+from expeditor.runs.hints import launch_hint
 from expeditor.runs.runtime import open_runtime
 
-__all__ = ["print_result", "run_skill_command"]
+__all__ = ["print_result", "run_skill_command", "say_launch_hint"]
 
 EXIT_OK = 0
 EXIT_RUN_FAILED = 1
@@ -27,7 +29,16 @@ def print_result(result: RunResult, out: TextIO, *, as_json: bool) -> None:
         Console(file=out).print(result_table(result))
 
 
-def run_skill_command(settings: Settings, request: RunRequest, out: TextIO, *, as_json: bool) -> int:
+def say_launch_hint(result: RunResult, settings: Settings, err: TextIO | None) -> None:
+    """On stderr, what to do when ``result`` could not start because the agent is not installed."""
+    hint = launch_hint(result, settings)
+    if hint is not None:
+        (err or sys.stderr).write(f"expeditor: {hint}\n")
+
+
+def run_skill_command(
+    settings: Settings, request: RunRequest, out: TextIO, *, as_json: bool, err: TextIO | None = None
+) -> int:
     """Run ``request`` to its end and print its result; 0 when it succeeded, 1 otherwise."""
 
     async def run() -> RunResult:
@@ -37,4 +48,5 @@ def run_skill_command(settings: Settings, request: RunRequest, out: TextIO, *, a
 
     result = anyio.run(run)
     print_result(result, out, as_json=as_json)
+    say_launch_hint(result, settings, err)
     return EXIT_OK if result.success else EXIT_RUN_FAILED

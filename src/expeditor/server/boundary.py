@@ -50,7 +50,9 @@ def _problem(error: ErrorDetails) -> str:
     if len(given) > _SHOWN_INPUT_LENGTH:
         given = given[: _SHOWN_INPUT_LENGTH - 3] + "..."
     message = error["msg"]
-    wanted = f"should {message.removeprefix('Input should ')}" if message.startswith("Input should ") else message
+    # pydantic names the value's type before "should" ("Input", "String", "List"): the argument's name replaces it.
+    subject, _, wanted_part = message.partition(" should ")
+    wanted = f"should {wanted_part}" if wanted_part and " " not in subject else message
     return f"{where} {wanted} (got {given})"
 
 

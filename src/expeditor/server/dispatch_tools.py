@@ -13,11 +13,12 @@ from pydantic import BaseModel, Field
 
 from expeditor.dispatch import DispatchOutcome
 from expeditor.executor import RunControl, Termination
+from expeditor.runs import launch_hint
 from expeditor.server.boundary import tool_errors
 from expeditor.server.declare import READ_ONLY, tool
 from expeditor.server.params import Campaign, JobName, StaleThreshold
 from expeditor.server.progress import reporting_progress
-from expeditor.server.results import launch_hint, lines, run_lines, tool_result, usage_line
+from expeditor.server.results import lines, run_lines, tool_result, usage_line
 from expeditor.server.state import ServerState
 from expeditor.state import DispatchRecord, DispatchStatus
 from expeditor.times import iso_utc

@@ -6,24 +6,15 @@ as JSON, times as ISO 8601, matching the tool's output schema.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterable
-from pathlib import Path
 
 from mcp.types import CallToolResult, TextContent
 from pydantic import BaseModel
 
-from expeditor.config import Settings
-from expeditor.executor import RunResult, Termination
-from expeditor.executor.spawning import resolve_executable
+from expeditor.executor import RunResult
 from expeditor.usage import SessionUsage
 
-__all__ = ["LAUNCH_HINT", "launch_hint", "lines", "run_lines", "tool_result", "usage_line"]
-
-LAUNCH_HINT = (
-    "Install Claude Code (`npm install -g @anthropic-ai/claude-code`) or set EXPEDITOR_CLAUDE_COMMAND to the agent "
-    "command to run (e.g. `expeditor-fake-agent` to try expeditor without an API key)."
-)
+__all__ = ["lines", "run_lines", "tool_result", "usage_line"]
 
 
 def tool_result(text: str, data: BaseModel, *, is_error: bool = False) -> CallToolResult:
@@ -68,13 +59,3 @@ def run_lines(result: RunResult, *, with_usage: bool = True) -> list[str]:
     elif not result.success and result.stderr_tail:
         found += ["", "stderr (last lines):", result.stderr_tail.rstrip()]
     return found
-
-
-def launch_hint(result: RunResult, settings: Settings) -> str | None:
-    """The hint for a run that could not start because the agent command is not installed, else None."""
-    if result.termination is not Termination.LAUNCH_FAILED:
-        return None
-    argv = settings.claude_argv
-    if argv and resolve_executable(argv[0], os.environ, Path.cwd()) is not None:
-        return None  # the agent is there: the launch failed for the reason given, not for want of it
-    return LAUNCH_HINT

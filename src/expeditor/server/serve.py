@@ -30,6 +30,7 @@ import anyio
 import uvicorn
 
 from expeditor.config import Settings
+from expeditor.errors import Unusable
 from expeditor.executor import OWN_CHILDREN
 from expeditor.executor.registry import SessionRegistry
 from expeditor.runs import become_subreaper, kill_leftovers, reap_exited
@@ -149,6 +150,7 @@ class _HttpServer(uvicorn.Server):
     def __init__(self, config: uvicorn.Config, ready_line: str) -> None:
         super().__init__(config)
         self._ready_line = ready_line
+        self.startup_failure: str | None = None
 
     @contextlib.contextmanager
     def capture_signals(self) -> Generator[None]:
@@ -156,7 +158,15 @@ class _HttpServer(uvicorn.Server):
         yield
 
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
-        await super().startup(sockets)
+        try:
+            await super().startup(sockets)
+        except SystemExit as exc:
+            # uvicorn exits when it cannot listen (a port in use), after logging why and shutting the application
+            # down; raised through the task group it would end in a traceback. Its context is the reason.
+            reason = exc.__context__
+            self.startup_failure = str(reason) if reason is not None else "the application did not start"
+            self.should_exit = True
+            return
         if self.started:
             print(self._ready_line, file=sys.stderr, flush=True)
 
@@ -199,4 +209,6 @@ def _serve_http(settings: Settings, bind_host: str, bind_port: int, *, insecure_
     protection = "bearer token required" if settings.http_token else "no token"
     http_server = _HttpServer(config, f"expeditor: serving MCP on {url} ({protection})")
     anyio.run(_serve_until_signalled, http_server.serve, http_server.stop, holder, settings)
+    if http_server.startup_failure is not None:
+        raise Unusable(f"could not serve MCP on {url}: {http_server.startup_failure}")
     return _served()

@@ -12,11 +12,12 @@ from mcp.types import CallToolResult, ToolAnnotations
 from pydantic import BaseModel, Field
 
 from expeditor.executor import RunControl, RunRequest, RunResult, Termination
+from expeditor.runs import launch_hint
 from expeditor.server.boundary import tool_errors
 from expeditor.server.declare import READ_ONLY, tool
 from expeditor.server.params import AddDirs, Cwd, Model, SessionId, StaleThreshold, Timeout
 from expeditor.server.progress import reporting_progress
-from expeditor.server.results import launch_hint, lines, run_lines, tool_result
+from expeditor.server.results import lines, run_lines, tool_result
 from expeditor.server.state import ServerState
 from expeditor.status import SessionInfo, live_sessions
 

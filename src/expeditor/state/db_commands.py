@@ -13,7 +13,7 @@ from typing import TextIO
 from expeditor.config import Settings
 from expeditor.errors import StoreUnavailable
 from expeditor.state.opening import postgres_url, require_psycopg
-from expeditor.state.store_url import redacted_url
+from expeditor.state.store_url import redacted_url, scrubbed
 
 __all__ = ["migrate_command"]
 
@@ -31,8 +31,10 @@ def migrate_command(settings: Settings, out: TextIO) -> int:
     # Imported here: psycopg is an optional extra, present only once a PostgreSQL store was chosen.
     import psycopg
 
+    from expeditor.state.pg_connections import check_url
     from expeditor.state.pg_schema import SCHEMA_VERSION, migrate
 
+    check_url(url)
     server = redacted_url(url)
     schema = settings.store_schema
     try:
@@ -40,7 +42,7 @@ def migrate_command(settings: Settings, out: TextIO) -> int:
         with psycopg.connect(url, connect_timeout=max(2, round(settings.store_timeout))) as connection:
             migrated = migrate(connection, schema)
     except psycopg.Error as exc:
-        raise StoreUnavailable(f"cannot migrate the campaign store {server}: {_one_line(exc)}") from exc
+        raise StoreUnavailable(f"cannot migrate the campaign store {server}: {scrubbed(_one_line(exc), url)}") from exc
     if migrated.before == migrated.after:
         out.write(f"{server} schema {schema}: version {migrated.after}, current: nothing to apply\n")
     else:

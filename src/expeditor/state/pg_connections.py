@@ -9,29 +9,36 @@ a shared database is never migrated behind other hosts' backs.
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Callable
 from typing import Any, TypeVar, cast
 
 import psycopg
+from psycopg.conninfo import conninfo_to_dict
 from psycopg.rows import dict_row, tuple_row
 from psycopg_pool import ConnectionPool, PoolTimeout
 from pydantic import ValidationError
 
-from expeditor.errors import StoreUnavailable
+from expeditor.errors import InvalidInput, StoreUnavailable
 from expeditor.state.pg_rows import PgConnection
 from expeditor.state.pg_schema import ensure_current
-from expeditor.state.store_url import redacted_url
+from expeditor.state.store_url import redacted_url, scrubbed
 
-__all__ = ["PgServer", "first_line"]
+__all__ = ["PgServer", "check_url", "first_line"]
 
 T = TypeVar("T")
+
+# The pool warns of every failed connection attempt, several per call and over two lines each; the
+# store's own warning or error says it once, naming the server. The pool's errors still show.
+logging.getLogger("psycopg.pool").setLevel(logging.ERROR)
 
 
 class PgServer:
     """One PostgreSQL database used through a pool; opened by the first transaction, not the constructor."""
 
     def __init__(self, url: str, *, schema: str, pool_size: int, timeout: float) -> None:
+        check_url(url)
         self.server = redacted_url(url)
         self.timeout = timeout
         self._url = url
@@ -73,7 +80,7 @@ class PgServer:
                 ) as own:
                     return self._run(own, work, single_statement)
         except psycopg.Error as exc:
-            raise self.unavailable(doing, first_line(exc)) from exc
+            raise self.unavailable(doing, scrubbed(first_line(exc), self._url)) from exc
         except ValidationError as exc:
             raise self.unavailable(doing, f"a record cannot be read: {exc}") from exc
 
@@ -137,6 +144,18 @@ class PgServer:
                 self._opened = True
             pool = self._pool
         return pool
+
+
+def check_url(url: str) -> None:
+    """Refuse (InvalidInput) a URL libpq cannot parse, before a pool worker logs libpq's complaint: that
+    quotes the unparsable part, which may be the password."""
+    try:
+        conninfo_to_dict(url)
+    except psycopg.Error as exc:
+        raise InvalidInput(
+            f"store_url {redacted_url(url)} cannot be read: {scrubbed(first_line(exc), url)}; expected "
+            "postgresql://user@host:port/db, with reserved characters percent-encoded"
+        ) from exc
 
 
 def first_line(exc: BaseException) -> str:

@@ -22,12 +22,20 @@ from psycopg import sql
 
 from expeditor.errors import StoreUnavailable
 
-__all__ = ["MIGRATIONS", "SCHEMA_VERSION", "Migrated", "ensure_current", "migrate", "schema_version"]
+__all__ = [
+    "MIGRATIONS",
+    "MIGRATION_LOCK_CLASS",
+    "SCHEMA_VERSION",
+    "Migrated",
+    "ensure_current",
+    "migrate",
+    "schema_version",
+]
 
 Connection = psycopg.Connection[Any]
 
 # The advisory lock's first key says "expeditor's migrations"; the second is the schema name's hash.
-_MIGRATION_LOCK_CLASS = 0x45585044  # "EXPD"
+MIGRATION_LOCK_CLASS = 0x45585044  # "EXPD"
 
 _NOW: LiteralString = "extract(epoch FROM now())"
 
@@ -165,7 +173,7 @@ def migrate(connection: Connection, schema: str) -> Migrated:
     Refuses (StoreUnavailable) a schema newer than this expeditor knows, changing nothing.
     """
     with connection.transaction():
-        connection.execute("SELECT pg_advisory_xact_lock(%s, hashtext(%s))", (_MIGRATION_LOCK_CLASS, schema))
+        connection.execute("SELECT pg_advisory_xact_lock(%s, hashtext(%s))", (MIGRATION_LOCK_CLASS, schema))
         before = schema_version(connection, schema)
         if before > SCHEMA_VERSION:
             raise StoreUnavailable(_newer(before, f"schema {schema!r}"))

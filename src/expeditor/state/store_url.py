@@ -8,9 +8,10 @@ secret never lands in a generated config, a log file or a message.
 
 from __future__ import annotations
 
+import re
 from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
 
-__all__ = ["POSTGRES_SCHEMES", "redacted_url", "url_scheme", "without_password"]
+__all__ = ["POSTGRES_SCHEMES", "redacted_url", "scrubbed", "url_scheme", "without_password"]
 
 POSTGRES_SCHEMES = ("postgresql", "postgres")
 _DEFAULT_PORT = "5432"
@@ -56,6 +57,23 @@ def redacted_url(url: str) -> str:
         host_list = f"{host_list}:{parameters.get('port', _DEFAULT_PORT)}"
     database = parameters.get("dbname") or unquote(parts.path.lstrip("/")) or user
     return f"{user}@{host_list}/{database}" if user else f"{host_list}/{database}"
+
+
+def scrubbed(text: str, url: str) -> str:
+    """``text`` with ``url``'s password (as written and decoded) and ``url`` itself replaced by ``***``.
+
+    libpq quotes what it cannot parse, which may be the password (``invalid percent-encoded token``) or
+    the whole URL: its complaints pass through here before anyone sees them.
+    """
+    authority = re.split(r"[/?#]", url.partition("://")[2], maxsplit=1)[0]
+    password = _split_netloc(authority)[1]
+    secrets = {url} | ({password, unquote(password)} if password else set[str]())
+    for name, value in parse_qsl(url.partition("?")[2], keep_blank_values=True):
+        if name.lower() in _SECRET_PARAMETERS and value:
+            secrets.add(value)
+    for secret in sorted(secrets, key=len, reverse=True):  # the URL first: it contains the others
+        text = text.replace(secret, "***")
+    return text
 
 
 def _has_port(host: str) -> bool:
