@@ -12,6 +12,7 @@ from expeditor.config import Settings
 from expeditor.dispatch import DispatchService
 from expeditor.errors import InvalidInput
 from expeditor.runs import CallerContext, Runtime, Supervisor
+from expeditor.server.task_runs import TaskBoard
 from expeditor.state import CampaignStore
 
 __all__ = ["ServerState"]
@@ -22,6 +23,8 @@ class ServerState:
     runtime: Runtime
     dispatcher: DispatchService
     stdio_caller: CallerContext
+    # The MCP tasks of this server (None when the mcp_tasks setting turns them off).
+    tasks: TaskBoard | None = None
 
     @property
     def settings(self) -> Settings:
