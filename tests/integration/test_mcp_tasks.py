@@ -21,6 +21,7 @@ from expeditor.monitor import parse_marker_name
 from expeditor.server.app import build_server
 from expeditor.testing import read_invocation_log
 from tests.integration.test_server import CALLER, DONE, error_text, markers, server_env
+from tests.integration.test_server_http import free_port, running_server, serve_command, server_environment
 from tests.support.fake import fake_settings
 from tests.support.task_client import TASKS, TasksClientExtension, poll_until_done, start_task, task_request
 
@@ -219,20 +220,23 @@ async def test_over_stdio_a_task_is_polled_to_its_result(tmp_path: Path) -> None
     assert done.result["structuredContent"]["caller_session_id"] == CALLER
 
 
-async def test_sigterm_of_a_stdio_server_with_a_task_running_cancels_it_and_nothing_survives(tmp_path: Path) -> None:
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+async def test_a_signalled_stdio_server_with_a_task_running_cancels_it_and_nothing_survives(
+    tmp_path: Path, signum: signal.Signals
+) -> None:
     settings = fake_settings(tmp_path)
     async with Client(stdio_parameters(tmp_path, HANG), extensions=[TasksClientExtension()]) as client:
         handle = await start_task(client, "run_skill", {"skill_command": "/hang", "cwd": str(tmp_path)})
         await until_started(client, handle.task_id, tmp_path, processes=2)
         (server_pid,) = {json.loads(path.read_text())["owner_pid"] for path in settings.sessions_dir.glob("*.json")}
-        psutil.Process(server_pid).send_signal(signal.SIGTERM)
+        psutil.Process(server_pid).send_signal(signum)
         with anyio.fail_after(30):
             while alive(server_pid):
                 await anyio.sleep(0.05)
     nothing_left(settings, tmp_path)
     (run,) = all_runs(settings)
     assert run["termination"] == "cancelled"
-    assert "SIGTERM" in run["reason"]
+    assert signum.name in run["reason"]
 
 
 def all_runs(settings: Settings) -> list[dict[str, Any]]:
@@ -262,3 +266,16 @@ async def test_a_declared_dispatch_is_a_task_whose_status_names_the_job_and_whos
     assert record.structured_content is not None
     assert record.structured_content["status"] == "success"
     nothing_left(settings, tmp_path)
+
+
+async def test_over_http_a_task_is_polled_to_its_result(tmp_path: Path) -> None:
+    port = free_port()
+    env = server_environment(tmp_path, task_poll_interval="0.25")
+    with running_server(serve_command("127.0.0.1", port), env, port):
+        async with Client(f"http://127.0.0.1:{port}/mcp", extensions=[TasksClientExtension()]) as client:
+            handle = await start_task(client, "run_skill", {"skill_command": "/x", "cwd": str(tmp_path)})
+            assert handle.status == "working"
+            done = await poll_until_done(client, handle.task_id)
+    assert done.status == "completed", done
+    assert done.result is not None
+    assert done.result["structuredContent"]["success"] is True
