@@ -47,7 +47,10 @@ class ServerState:
 
     def caller(self, ctx: Context[Any]) -> CallerContext:
         """The calling session: from the bearer token when there is an HTTP request, else the stdio environment."""
-        request = ctx.request_context.request
+        return self.caller_of(ctx.request_context.request)
+
+    def caller_of(self, request: object) -> CallerContext:
+        """The caller of ``request`` (the transport's request object, None over stdio)."""
         headers: Mapping[str, str] | None = getattr(request, "headers", None)
         if headers is None:
             return self.stdio_caller

@@ -19,6 +19,7 @@ from mcp.server.extension import Extension, MethodBinding
 from mcp.shared.exceptions import MCPError
 from mcp.types import CLIENT_CAPABILITIES_META_KEY, INVALID_PARAMS, CallToolRequestParams, RequestParams
 
+from expeditor.errors import ExpeditorError
 from expeditor.server.state import ServerState
 from expeditor.server.task_runs import TaskBoard, TaskRun
 
@@ -88,8 +89,18 @@ async def _get(ctx: ServerRequestContext[Any, Any], params: TaskIdParams) -> Han
 
 async def _cancel(ctx: ServerRequestContext[Any, Any], params: TaskIdParams) -> HandlerResult:
     state, board, task = _known(ctx, params)
-    caller = state.stdio_caller.session_id
-    await board.cancel(task, f"cancelled by tasks/cancel from {caller or 'an unidentified caller'}")
+    try:
+        caller = state.caller_of(ctx.request)
+    except ExpeditorError as exc:
+        raise MCPError(code=INVALID_PARAMS, message=str(exc)) from exc
+    # The rule of cancel_session: only the run's launchers (or the stdio client, the server token) may stop it.
+    launched_by = None if task.session_id is None else state.supervisor.launched_by(task.session_id)
+    if launched_by is not None and not caller.may_cancel(launched_by):
+        raise MCPError(
+            code=INVALID_PARAMS,
+            message=f"task {task.task_id} was not started by you ({caller.session_id}) or by a session you launched",
+        )
+    await board.cancel(task, f"cancelled by tasks/cancel from {caller.session_id or 'an unidentified caller'}")
     return task.wire(_poll_ms(state))
 
 
