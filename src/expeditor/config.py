@@ -151,6 +151,9 @@ class Settings(BaseSettings):
     progress_interval: float = Field(
         default=30, gt=0, le=600, description="Progress notifications during a long tool call, seconds."
     )
+    mcp_tasks: bool = Field(default=True, description="Serve run_skill and dispatch as MCP tasks to clients asking.")
+    task_poll_interval: float = Field(default=2, ge=0.25, le=30, description="How often task clients poll, seconds.")
+    task_retention: float = Field(default=3600, gt=0, description="How long a finished MCP task is kept, seconds.")
     dispatch_timeout: float = Field(
         default=14400, gt=0, le=_LONGEST_CALL, description="Wall-clock limit of a dispatched job."
     )

@@ -56,6 +56,9 @@ class SessionInfo(BaseModel):
     containment: str = Field(
         default="tree", description="cgroup (the session's own group) or tree (process group, tree, environment tag)."
     )
+    task_id: str | None = Field(
+        default=None, description="The MCP task whose run this is, when a client polls it as a task (this server)."
+    )
 
 
 def _count(number: int, noun: str) -> str:

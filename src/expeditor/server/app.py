@@ -8,6 +8,7 @@ import os
 from collections.abc import AsyncGenerator, Mapping
 from typing import Any
 
+import anyio
 from mcp.server.mcpserver import MCPServer
 
 from expeditor import __version__
@@ -19,6 +20,8 @@ from expeditor.server.dispatch_tools import register_dispatch_tools
 from expeditor.server.recipe_tools import register_recipe_tools
 from expeditor.server.report_tools import register_report_tools
 from expeditor.server.state import ServerState
+from expeditor.server.task_runs import TaskBoard
+from expeditor.server.tasks import TasksExtension
 from expeditor.server.tools import register_tools
 
 __all__ = ["StateHolder", "build_server"]
@@ -59,17 +62,26 @@ def build_server(
 
     @contextlib.asynccontextmanager
     async def lifespan(_server: MCPServer[ServerState]) -> AsyncGenerator[ServerState]:
-        async with open_runtime(
-            settings,
-            env=environment,
-            http_url=http_url,
-            closing_reason="the expeditor server is shutting down",
-            owner_kind="server",
-        ) as runtime:
+        async with (
+            open_runtime(
+                settings,
+                env=environment,
+                http_url=http_url,
+                closing_reason="the expeditor server is shutting down",
+                owner_kind="server",
+            ) as runtime,
+            anyio.create_task_group() as task_group,
+        ):
+            tasks = (
+                TaskBoard(task_group, retention=settings.task_retention, kill_grace=settings.kill_grace)
+                if settings.mcp_tasks
+                else None
+            )
             state = ServerState(
                 runtime=runtime,
                 dispatcher=DispatchService(runtime),
                 stdio_caller=CallerContext.from_env(environment),
+                tasks=tasks,
             )
             logger.info(
                 "server pid=%d home=%s caller=%s kind=%s",
@@ -83,9 +95,17 @@ def build_server(
                 yield state
             finally:
                 holder.state = None
+                # Tasks end with the server (a client sends no tasks/cancel when it exits): their runs cancelled.
+                if tasks is not None:
+                    await tasks.close("the expeditor server is shutting down", grace=settings.shutdown_grace, bound=2.0)
+                task_group.cancel_scope.cancel()
 
     server: MCPServer[Any] = ExpeditorMCPServer(
-        "expeditor", version=__version__, instructions=INSTRUCTIONS, lifespan=lifespan
+        "expeditor",
+        version=__version__,
+        instructions=INSTRUCTIONS,
+        lifespan=lifespan,
+        extensions=[TasksExtension()] if settings.mcp_tasks else [],
     )
     register_tools(server)
     register_dispatch_tools(server)

@@ -20,6 +20,7 @@ from expeditor.server.params import Campaign, JobName, StaleThreshold
 from expeditor.server.progress import reporting_progress
 from expeditor.server.results import lines, run_lines, tool_result, usage_line
 from expeditor.server.state import ServerState
+from expeditor.server.task_runs import current_task
 from expeditor.state import DispatchRecord, DispatchStatus
 from expeditor.times import iso_utc
 
@@ -125,12 +126,13 @@ def register_dispatch_tools(server: MCPServer[Any]) -> None:
             caller = state.caller(ctx)
             caller.require("dispatch")
             # This call's own run: its progress is what this call reports, whoever else dispatches meanwhile.
-            control = RunControl()
+            task = current_task()  # served as an MCP task: polled for its status, no progress to send
+            control = RunControl() if task is None else task.control
 
             async def report(elapsed: float, message: str) -> None:
                 await ctx.report_progress(elapsed, None, f"{campaign}/{name}: {message}")
 
-            async with reporting_progress(report, state.settings.progress_interval, control):
+            async with reporting_progress(report, state.settings.progress_interval, control, enabled=task is None):
                 outcome = await state.dispatcher.dispatch(
                     campaign,
                     name,

@@ -22,8 +22,16 @@ Report = Callable[[float, str], Awaitable[None]]
 
 
 @contextlib.asynccontextmanager
-async def reporting_progress(report: Report, interval: float, control: RunControl) -> AsyncGenerator[None]:
-    """Call ``report(elapsed, message)`` every ``interval`` seconds while the body runs ``control``'s run."""
+async def reporting_progress(
+    report: Report, interval: float, control: RunControl, *, enabled: bool = True
+) -> AsyncGenerator[None]:
+    """Call ``report(elapsed, message)`` every ``interval`` seconds while the body runs ``control``'s run.
+
+    Not ``enabled`` (a call served as an MCP task, whose client polls instead): the body just runs.
+    """
+    if not enabled:
+        yield
+        return
     started = time.time()
 
     async def beat() -> None:

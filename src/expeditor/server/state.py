@@ -12,6 +12,7 @@ from expeditor.config import Settings
 from expeditor.dispatch import DispatchService
 from expeditor.errors import InvalidInput
 from expeditor.runs import CallerContext, Runtime, Supervisor
+from expeditor.server.task_runs import TaskBoard
 from expeditor.state import CampaignStore
 
 __all__ = ["ServerState"]
@@ -22,6 +23,8 @@ class ServerState:
     runtime: Runtime
     dispatcher: DispatchService
     stdio_caller: CallerContext
+    # The MCP tasks of this server (None when the mcp_tasks setting turns them off).
+    tasks: TaskBoard | None = None
 
     @property
     def settings(self) -> Settings:
@@ -44,7 +47,10 @@ class ServerState:
 
     def caller(self, ctx: Context[Any]) -> CallerContext:
         """The calling session: from the bearer token when there is an HTTP request, else the stdio environment."""
-        request = ctx.request_context.request
+        return self.caller_of(ctx.request_context.request)
+
+    def caller_of(self, request: object) -> CallerContext:
+        """The caller of ``request`` (the transport's request object, None over stdio)."""
         headers: Mapping[str, str] | None = getattr(request, "headers", None)
         if headers is None:
             return self.stdio_caller

@@ -19,6 +19,7 @@ from expeditor.server.params import AddDirs, Cwd, Model, SessionId, StaleThresho
 from expeditor.server.progress import reporting_progress
 from expeditor.server.results import lines, run_lines, tool_result
 from expeditor.server.state import ServerState
+from expeditor.server.task_runs import current_task
 from expeditor.status import SessionInfo, live_sessions
 
 __all__ = ["RUN_SKILL_MARKER_LABEL", "CancelOutcome", "SessionList", "register_tools"]
@@ -41,6 +42,7 @@ def _session_line(info: SessionInfo) -> str:
     quietest = min(info.silent_s.values(), default=0.0)
     waiting = f"; waiting on {info.waiting_on}" if info.waiting_on else ""
     caller = f", called by {info.caller_session_id}" if info.caller_session_id else ""
+    caller += f" as task {info.task_id}" if info.task_id else ""
     return (
         f"{info.session_id} ({info.kind}, pid {info.pid}{caller}): running {info.elapsed_s:.0f} s, last activity "
         f"{quietest:.0f} s ago{waiting}; {info.alive_because}"
@@ -93,12 +95,13 @@ def register_tools(server: MCPServer[Any]) -> None:
                 add_dirs=tuple(Path(d) for d in add_dirs or ()),
                 resume_session_id=resume_session_id,
             )
-            control = RunControl()
+            task = current_task()
+            control = RunControl() if task is None else task.control
 
             async def report(elapsed: float, message: str) -> None:
                 await ctx.report_progress(elapsed, None, message)
 
-            async with reporting_progress(report, state.settings.progress_interval, control):
+            async with reporting_progress(report, state.settings.progress_interval, control, enabled=task is None):
                 result = await state.supervisor.run(request, caller, marker=RUN_SKILL_MARKER_LABEL, control=control)
         hint = launch_hint(result, state.settings)
         text = "\n".join([*run_lines(result), *([hint] if hint else [])])
@@ -119,6 +122,8 @@ def register_tools(server: MCPServer[Any]) -> None:
         state = ServerState.of(ctx)
         with tool_errors("list_sessions"):
             sessions = live_sessions(state.settings, state.supervisor.executor.registry)
+            as_tasks = state.tasks.by_session() if state.tasks is not None else {}
+            sessions = [info.model_copy(update={"task_id": as_tasks.get(info.session_id)}) for info in sessions]
         text = lines((_session_line(info) for info in sessions), empty="no sessions running")
         return tool_result(text, SessionList(sessions=sessions))
 
