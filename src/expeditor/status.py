@@ -57,7 +57,7 @@ class SessionInfo(BaseModel):
         default="tree", description="cgroup (the session's own group) or tree (process group, tree, environment tag)."
     )
     task_id: str | None = Field(
-        default=None, description="The MCP task whose run this is, when a client polls it as a task (this server)."
+        default=None, description="The MCP task whose run this is, when a client polls it as a task."
     )
 
 
@@ -117,6 +117,7 @@ def live_sessions(settings: Settings, registry: SessionRegistry | None = None) -
                 pid=entry.pid,
                 caller_session_id=entry.caller_session_id,
                 cwd=entry.cwd,
+                task_id=entry.task_id,
                 elapsed_s=round(now - entry.started_at, 1),
                 silent_s=silent,
                 active_marker=marker.name if marker else None,
@@ -148,7 +149,7 @@ def session_table(sessions: Sequence[SessionInfo]) -> Table:
             info.session_id[:8],
             info.kind,
             str(info.pid),
-            (info.caller_session_id or "-")[:8],
+            (info.caller_session_id or "-")[:8] + (f" (task {info.task_id[:8]})" if info.task_id else ""),
             info.containment,
             f"{info.elapsed_s:.0f}s",
             ", ".join(f"{signal} {seconds:.0f}" for signal, seconds in info.silent_s.items()) or "-",

@@ -15,10 +15,12 @@ import pytest
 from mcp import Client, StdioServerParameters
 from mcp.shared.exceptions import MCPError
 from mcp.types import CallToolResult
+from rich.console import Console
 
 from expeditor.config import Settings
 from expeditor.monitor import parse_marker_name
 from expeditor.server.app import build_server
+from expeditor.status import live_sessions, session_table
 from expeditor.testing import read_invocation_log
 from tests.integration.test_server import CALLER, DONE, error_text, markers, server_env
 from tests.integration.test_server_http import free_port, running_server, serve_command, server_environment
@@ -88,6 +90,10 @@ async def test_a_declared_run_skill_is_a_task_at_once_polled_from_working_to_its
         (session,) = listed.structured_content["sessions"]
         assert session["task_id"] == handle.task_id
         assert f"task {handle.task_id}" in error_text(listed)
+        # ... and so does every `status`, in any process: the task id is in the live-session registry.
+        (seen,) = live_sessions(settings)
+        assert seen.task_id == handle.task_id
+        assert f"(task {handle.task_id[:8]})" in render_to_text(session_table([seen]))
         done = await poll_until_done(client, handle.task_id)
     assert done.status == "completed", done
     assert done.result is not None
@@ -279,3 +285,9 @@ async def test_over_http_a_task_is_polled_to_its_result(tmp_path: Path) -> None:
     assert done.status == "completed", done
     assert done.result is not None
     assert done.result["structuredContent"]["success"] is True
+
+
+def render_to_text(table: Any) -> str:
+    console = Console(width=400, record=True)
+    console.print(table)
+    return console.export_text()

@@ -55,7 +55,9 @@ class Decision:
 class RunControl:
     """A handle on one run: see it start, cancel it from elsewhere, read how it ended."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, task_id: str | None = None) -> None:
+        # The MCP task the run serves, if its caller asked for one: the registry shows it to every `status`.
+        self.task_id = task_id
         self.started = anyio.Event()
         self.session: LiveSession | None = None
         self.outcome: ManagedOutcome | None = None

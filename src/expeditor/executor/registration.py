@@ -31,7 +31,7 @@ _REGISTRY_REFRESH = 1.0
 _OWNER_START = process_start_time(os.getpid()) or 0.0
 
 
-def _registry_entry(spec: LaunchSpec, session: LiveSession) -> SessionEntry:
+def _registry_entry(spec: LaunchSpec, session: LiveSession, task_id: str | None) -> SessionEntry:
     return SessionEntry(
         session_id=spec.session_id,
         kind=spec.kind,
@@ -47,17 +47,20 @@ def _registry_entry(spec: LaunchSpec, session: LiveSession) -> SessionEntry:
         owner_start_time=_OWNER_START,
         last_moved=session.clock.wall(),
         cgroup=None if session.cgroup is None else str(session.cgroup),
+        task_id=task_id,
     )
 
 
-def register(registry: SessionRegistry, spec: LaunchSpec, session: LiveSession, decision: Decision) -> None:
+def register(
+    registry: SessionRegistry, spec: LaunchSpec, session: LiveSession, decision: Decision, *, task_id: str | None
+) -> None:
     """Enter the session in the registry, or end it at once: a session nobody could find after a crash must not run.
 
     Later rewrites (movement timestamps) are best effort: a failure is logged once and retried on the
     next movement, never allowed to end supervision.
     """
     try:
-        registry.write(_registry_entry(spec, session))
+        registry.write(_registry_entry(spec, session, task_id))
     except OSError as exc:
         where = f" ({exc.filename})" if exc.filename else ""
         decision.offer(
@@ -70,10 +73,12 @@ def register(registry: SessionRegistry, spec: LaunchSpec, session: LiveSession, 
             )
         )
         return
-    session.clock.listener = _registry_writer(registry, spec, session)
+    session.clock.listener = _registry_writer(registry, spec, session, task_id)
 
 
-def _registry_writer(registry: SessionRegistry, spec: LaunchSpec, session: LiveSession) -> Callable[[], None]:
+def _registry_writer(
+    registry: SessionRegistry, spec: LaunchSpec, session: LiveSession, task_id: str | None
+) -> Callable[[], None]:
     """A clock listener that rewrites the session's registry entry at most once a second.
 
     Idle sessions cost nothing; the entry on disk lags the last movement by under a second.
@@ -88,7 +93,7 @@ def _registry_writer(registry: SessionRegistry, spec: LaunchSpec, session: LiveS
         if now - written >= _REGISTRY_REFRESH:
             written = now
             try:
-                registry.write(_registry_entry(spec, session))
+                registry.write(_registry_entry(spec, session, task_id))
             except OSError as exc:
                 if not failing:
                     logger.warning("session=%s: its registry entry could not be updated: %s", spec.session_id, exc)

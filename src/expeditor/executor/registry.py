@@ -42,6 +42,7 @@ class SessionEntry(BaseModel):
     owner_start_time: float
     last_moved: dict[Signal, float] = Field(default_factory=dict)
     cgroup: str | None = Field(default=None, description="The session's control group; None when the tree holds it.")
+    task_id: str | None = Field(default=None, description="The MCP task whose run this is, if a client asked for one.")
 
     @property
     def containment(self) -> str:

@@ -202,7 +202,7 @@ async def _run_managed(
     outcome: ManagedOutcome | None = None
     try:
         if registry is not None:
-            register(registry, spec, session, decision)
+            register(registry, spec, session, decision, task_id=control.task_id)
         async with anyio.create_task_group() as race:
             race.start_soon(pipes.pump_stdout)
             race.start_soon(pipes.pump_stderr)

@@ -57,7 +57,7 @@ class TaskRun:
     task_id: str
     tool: str
     label: str
-    control: RunControl = field(default_factory=RunControl)
+    control: RunControl = field(init=False)
     created_at: float = field(default_factory=time.time)
     updated_at: float = field(default_factory=time.time)
     status: TaskStatus = "working"
@@ -67,6 +67,10 @@ class TaskRun:
     finished_at: float | None = None
     ended: anyio.Event = field(default_factory=anyio.Event)
     scope: anyio.CancelScope = field(default_factory=anyio.CancelScope)
+
+    def __post_init__(self) -> None:
+        # The run carries its task id into the live-session registry, so every `status` shows it.
+        self.control = RunControl(task_id=self.task_id)
 
     @property
     def session_id(self) -> str | None:
@@ -166,14 +170,6 @@ class TaskBoard:
     def tasks(self) -> list[TaskRun]:
         self.forget_expired()
         return list(self._tasks.values())
-
-    def by_session(self) -> dict[str, str]:
-        """Session id -> task id, for the runs of this server's working tasks."""
-        return {
-            task.session_id: task.task_id
-            for task in self._tasks.values()
-            if task.status == "working" and task.session_id is not None
-        }
 
     def forget_expired(self) -> None:
         now = time.time()

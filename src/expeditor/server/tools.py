@@ -122,8 +122,6 @@ def register_tools(server: MCPServer[Any]) -> None:
         state = ServerState.of(ctx)
         with tool_errors("list_sessions"):
             sessions = live_sessions(state.settings, state.supervisor.executor.registry)
-            as_tasks = state.tasks.by_session() if state.tasks is not None else {}
-            sessions = [info.model_copy(update={"task_id": as_tasks.get(info.session_id)}) for info in sessions]
         text = lines((_session_line(info) for info in sessions), empty="no sessions running")
         return tool_result(text, SessionList(sessions=sessions))
 
