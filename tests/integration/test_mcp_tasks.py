@@ -19,6 +19,7 @@ from rich.console import Console
 
 from expeditor.config import Settings
 from expeditor.monitor import parse_marker_name
+from expeditor.runs import open_runtime
 from expeditor.server.app import build_server
 from expeditor.status import live_sessions, session_table
 from expeditor.testing import read_invocation_log
@@ -243,6 +244,26 @@ async def test_a_signalled_stdio_server_with_a_task_running_cancels_it_and_nothi
     (run,) = all_runs(settings)
     assert run["termination"] == "cancelled"
     assert signum.name in run["reason"]
+
+
+async def test_a_sigkilled_stdio_server_with_a_task_running_leaves_no_process_and_the_next_start_closes_its_run(
+    tmp_path: Path,
+) -> None:
+    # Claude Code sends no tasks/cancel when it dies: the task's run goes the way of any run of a killed server.
+    settings = fake_settings(tmp_path)
+    async with Client(stdio_parameters(tmp_path, HANG), extensions=[TasksClientExtension()]) as client:
+        handle = await start_task(client, "run_skill", {"skill_command": "/hang", "cwd": str(tmp_path)})
+        await until_started(client, handle.task_id, tmp_path, processes=2)
+        (server_pid,) = {json.loads(path.read_text())["owner_pid"] for path in settings.sessions_dir.glob("*.json")}
+        psutil.Process(server_pid).kill()
+        with anyio.fail_after(30):
+            while alive(server_pid) or any(alive(pid) for pid in agent_pids(tmp_path)):
+                await anyio.sleep(0.05)
+    async with open_runtime(settings):  # the next start reaps what the killed server left
+        pass
+    nothing_left(settings, tmp_path)
+    (run,) = all_runs(settings)
+    assert run["status"] == "interrupted"
 
 
 def all_runs(settings: Settings) -> list[dict[str, Any]]:
