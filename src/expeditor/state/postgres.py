@@ -21,6 +21,7 @@ from psycopg.types.json import Jsonb
 from expeditor.errors import ClaimRefused, StoreUnavailable
 from expeditor.executor.models import Termination
 from expeditor.state.claims import ClaimRequest, ended_run, restored_dispatch, restored_run, short_circuit
+from expeditor.state.dispatch_marks import DispatchMarks
 from expeditor.state.models import (
     Claim,
     DispatchRecord,
@@ -64,7 +65,7 @@ logger = logging.getLogger(__name__)
 T = TypeVar("T")
 
 
-class PostgresCampaignStore:
+class PostgresCampaignStore(DispatchMarks):
     """The shared ``CampaignStore``. Opening is lazy: the first call connects, so a server that is down
     fails that call (lookups fail open) instead of the constructor."""
 
@@ -246,52 +247,6 @@ class PostgresCampaignStore:
             )
 
         return self._write(f"marking {campaign_id}/{name} {target}", work)
-
-    def mark_running(self, campaign_id: str, name: str, *, attempt: int, dispatched_session_id: str) -> DispatchRecord:
-        changes = {"dispatched_session_id": dispatched_session_id, "started_at": time.time()}
-        return self._transition(campaign_id, name, attempt, DispatchStatus.RUNNING, changes)
-
-    def mark_succeeded(
-        self,
-        campaign_id: str,
-        name: str,
-        *,
-        attempt: int,
-        summary: str | None,
-        outputs: Mapping[str, Any] | None = None,
-        usage: SessionUsage | None = None,
-    ) -> DispatchRecord:
-        changes = {
-            "result_summary": summary,
-            "outputs": dict(outputs or {}),
-            "usage": usage,
-            "error": None,
-            "finished_at": time.time(),
-        }
-        return self._transition(campaign_id, name, attempt, DispatchStatus.SUCCESS, changes)
-
-    def mark_failed(
-        self,
-        campaign_id: str,
-        name: str,
-        *,
-        attempt: int,
-        error: str,
-        summary: str | None = None,
-        usage: SessionUsage | None = None,
-    ) -> DispatchRecord:
-        changes = {"error": error, "result_summary": summary, "usage": usage, "finished_at": time.time()}
-        return self._transition(campaign_id, name, attempt, DispatchStatus.FAILURE, changes)
-
-    def mark_cancelled(
-        self, campaign_id: str, name: str, *, attempt: int, reason: str, usage: SessionUsage | None = None
-    ) -> DispatchRecord:
-        changes = {"error": reason, "usage": usage, "finished_at": time.time()}
-        return self._transition(campaign_id, name, attempt, DispatchStatus.CANCELLED, changes)
-
-    def mark_interrupted(self, campaign_id: str, name: str, *, attempt: int, reason: str) -> DispatchRecord:
-        changes = {"error": reason, "finished_at": time.time()}
-        return self._transition(campaign_id, name, attempt, DispatchStatus.INTERRUPTED, changes)
 
     def interrupt_dispatches_of_dead_owners(self) -> builtins.list[DispatchRecord]:
         return self._write(

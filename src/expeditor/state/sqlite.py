@@ -27,6 +27,7 @@ from expeditor.executor.models import Termination
 from expeditor.process_identity import process_alive
 from expeditor.state.claims import ClaimRequest, check_run_end, fenced_transition, next_launch, short_circuit
 from expeditor.state.connections import SqliteFile
+from expeditor.state.dispatch_marks import DispatchMarks
 from expeditor.state.models import (
     Claim,
     DispatchRecord,
@@ -59,7 +60,7 @@ logger = logging.getLogger(__name__)
 T = TypeVar("T")
 
 
-class SqliteCampaignStore:
+class SqliteCampaignStore(DispatchMarks):
     """The default ``CampaignStore``: WAL, a busy timeout, migrations, atomic claims and fenced writes.
 
     Opening is lazy: the file is created, checked and migrated by the first call, so a store
@@ -230,52 +231,6 @@ class SqliteCampaignStore:
             return updated
 
         return self._file.write(f"marking {job} {target}", work)
-
-    def mark_running(self, campaign_id: str, name: str, *, attempt: int, dispatched_session_id: str) -> DispatchRecord:
-        changes = {"dispatched_session_id": dispatched_session_id, "started_at": time.time()}
-        return self._transition(campaign_id, name, attempt, DispatchStatus.RUNNING, changes)
-
-    def mark_succeeded(
-        self,
-        campaign_id: str,
-        name: str,
-        *,
-        attempt: int,
-        summary: str | None,
-        outputs: Mapping[str, Any] | None = None,
-        usage: SessionUsage | None = None,
-    ) -> DispatchRecord:
-        changes = {
-            "result_summary": summary,
-            "outputs": dict(outputs or {}),
-            "usage": usage,
-            "error": None,
-            "finished_at": time.time(),
-        }
-        return self._transition(campaign_id, name, attempt, DispatchStatus.SUCCESS, changes)
-
-    def mark_failed(
-        self,
-        campaign_id: str,
-        name: str,
-        *,
-        attempt: int,
-        error: str,
-        summary: str | None = None,
-        usage: SessionUsage | None = None,
-    ) -> DispatchRecord:
-        changes = {"error": error, "result_summary": summary, "usage": usage, "finished_at": time.time()}
-        return self._transition(campaign_id, name, attempt, DispatchStatus.FAILURE, changes)
-
-    def mark_cancelled(
-        self, campaign_id: str, name: str, *, attempt: int, reason: str, usage: SessionUsage | None = None
-    ) -> DispatchRecord:
-        changes = {"error": reason, "usage": usage, "finished_at": time.time()}
-        return self._transition(campaign_id, name, attempt, DispatchStatus.CANCELLED, changes)
-
-    def mark_interrupted(self, campaign_id: str, name: str, *, attempt: int, reason: str) -> DispatchRecord:
-        changes = {"error": reason, "finished_at": time.time()}
-        return self._transition(campaign_id, name, attempt, DispatchStatus.INTERRUPTED, changes)
 
     # --- runs ------------------------------------------------------------------------------
 
