@@ -14,8 +14,9 @@ from collections.abc import Iterator
 import psutil
 import pytest
 
-# The PostgreSQL fixtures (postgres_server, pg_database_url) for every test directory.
-pytest_plugins = ["tests.support.postgres"]
+# The PostgreSQL fixtures (postgres_server, pg_database_url) and the queue's (queue_database_url, queue_hosts),
+# for every test directory.
+pytest_plugins = ["tests.support.postgres", "tests.support.queue"]
 
 # Every process a test starts inherits this tag, so the leak guard can find what escaped.
 TEST_TAG_VARIABLE = "EXPEDITOR_TEST_TAG"

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import functools
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -15,6 +17,13 @@ from expeditor.config import Settings, load_settings
 from expeditor.errors import ExpeditorError, InvalidInput, Unusable
 from expeditor.executor import RunRequest
 from expeditor.logs import configure_logging
+from expeditor.queue.commands import (
+    add_cancel_command,
+    add_worker_command,
+    check_serving,
+    dispatch_launcher,
+    migrate_queue_too,
+)
 
 __all__ = ["main"]
 
@@ -74,6 +83,7 @@ def _serve(args: argparse.Namespace) -> int:
 
     settings = _settings(args)
     configure_logging(settings)
+    check_serving(settings, os.environ)
     return serve(
         settings, transport=args.transport, host=args.host, port=args.port, insecure_no_token=args.insecure_no_token
     )
@@ -113,6 +123,7 @@ def _dispatch(args: argparse.Namespace) -> int:
 
     settings = _settings(args)
     configure_logging(settings)
+    launcher = dispatch_launcher(settings)
     return dispatch_command(
         settings,
         args.campaign,
@@ -126,6 +137,7 @@ def _dispatch(args: argparse.Namespace) -> int:
         as_json=args.json,
         out=sys.stdout,
         err=sys.stderr,
+        launcher=launcher,
     )
 
 
@@ -140,7 +152,9 @@ def _report(args: argparse.Namespace) -> int:
 def _db_migrate(args: argparse.Namespace) -> int:
     from expeditor.state.db_commands import migrate_command
 
-    return migrate_command(_settings(args), sys.stdout)
+    settings = _settings(args)
+    migrated = migrate_command(settings, sys.stdout)
+    return migrated if migrated or settings.store_url is None else migrate_queue_too(settings, sys.stdout)
 
 
 def _recipe_validate(args: argparse.Namespace) -> int:
@@ -263,6 +277,8 @@ def _parser() -> argparse.ArgumentParser:
     )
     status.set_defaults(handler=_status)
 
+    add_cancel_command(commands, lambda args: functools.partial(_settings, args))
+
     marker = commands.add_parser(
         "marker",
         help="hold an execution marker for a session from another tool",
@@ -298,6 +314,8 @@ def _parser() -> argparse.ArgumentParser:
     )
     demo.add_argument("--markdown", metavar="FILE", help="also write the usage report as markdown to FILE")
     demo.set_defaults(handler=_demo)
+
+    add_worker_command(commands, lambda args: functools.partial(_settings, args))
 
     report = commands.add_parser(
         "report",

@@ -221,6 +221,27 @@ class Settings(BaseSettings):
     lease_ttl: float = Field(
         default=30, gt=0, le=86400, description="An owner whose lease is this old is dead to other hosts, seconds."
     )
+    dispatch_mode: Literal["local", "queue"] = Field(
+        default="local", description="Where a dispatch runs: local (here), or queue (a free `expeditor worker`)."
+    )
+    dispatch_queue: str = Field(
+        default="dispatches", pattern=r"^[A-Za-z0-9_.-]{1,63}$", description="Queue mode's job queue (worker --queue)."
+    )
+    stall_check_interval: float = Field(
+        default=5, gt=0, le=3600, description="How often workers look for jobs whose worker went silent, seconds."
+    )
+    transcript_checkpoint_interval: float = Field(
+        default=60,
+        gt=0,
+        le=86400,
+        description="Queue mode: how often a worker copies a running orchestrator's new transcript lines into the "
+        "store, so another host can resume the session, seconds.",
+    )
+    transcript_checkpoint_max_bytes: int = Field(
+        default=64 * 1024 * 1024,
+        ge=1024,
+        description="Queue mode: a transcript is copied into the store up to this size, then no more (logged).",
+    )
 
     @classmethod
     def settings_customise_sources(

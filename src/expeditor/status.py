@@ -1,7 +1,9 @@
 """What is running now, and why each session is considered alive: for `expeditor status` and `list_sessions`.
 
 It reads only shared files (the live-session registry, the marker directory, transcripts), so it
-works from any process while a server or a pipeline runs in another.
+works from any process while a server or a pipeline runs in another. The sessions are this host's;
+with a PostgreSQL store, `expeditor status` also shows the hosts sharing it (their leases, slots and
+slots in use), the queue's waiting jobs and the dispatches each host holds (``state.cluster``).
 """
 
 from __future__ import annotations
@@ -23,12 +25,14 @@ from expeditor.executor.models import Signal
 from expeditor.executor.registry import SessionEntry, SessionRegistry
 from expeditor.monitor import find_active_marker
 from expeditor.state import CampaignStore, DispatchRecord, StepExecution, StepStatus, open_store
+from expeditor.state.cluster import ClusterView, cluster_of
 from expeditor.state.opening import store_description, store_may_hold_records
 
 __all__ = [
     "SessionInfo",
     "StatusSnapshot",
     "dispatch_table",
+    "hosts_table",
     "live_sessions",
     "session_table",
     "show_status",
@@ -197,6 +201,31 @@ def steps_table(campaign: str, name: str, executions: Sequence[StepExecution]) -
     return table
 
 
+def hosts_table(cluster: ClusterView) -> Table:
+    """The hosts sharing the store: each lease, and the dispatches each host holds by status."""
+    waiting = "no queue" if cluster.jobs_waiting is None else _count(cluster.jobs_waiting, "job") + " waiting"
+    table = Table(title=f"Hosts of {cluster.store} ({waiting})")
+    for column in ("host", "process", "slots", "in use", "heartbeat (s ago)", "dispatches"):
+        table.add_column(column)
+    shown: set[str] = set()
+    for lease in cluster.hosts:
+        # A host's dispatches are the host's, not one process's: said on its first row.
+        held = {} if lease.host in shown else cluster.dispatches_by_host.get(lease.host, {})
+        shown.add(lease.host)
+        table.add_row(
+            lease.host,
+            f"{lease.kind} {lease.pid}",
+            "-" if lease.slots is None else str(lease.slots),
+            str(lease.in_use),
+            f"{lease.heartbeat_age_s:.1f}" + ("" if lease.alive else " (expired)"),
+            ", ".join(f"{status} {count}" for status, count in held.items()) or "-",
+        )
+    for host in sorted(set(cluster.dispatches_by_host) - {lease.host for lease in cluster.hosts}):
+        held = cluster.dispatches_by_host[host]
+        table.add_row(host, "no lease", "-", "0", "-", ", ".join(f"{s} {n}" for s, n in held.items()))
+    return table
+
+
 class StatusSnapshot(BaseModel):
     """What ``status --json`` prints: the home read, its live sessions, and a campaign's records."""
 
@@ -208,10 +237,19 @@ class StatusSnapshot(BaseModel):
         default_factory=dict[str, list[StepExecution]],
         description="Each pipeline job's step executions, by job name.",
     )
+    cluster: ClusterView | None = Field(
+        default=None, description="With a PostgreSQL store: its hosts, waiting jobs and dispatches per host."
+    )
+    cluster_error: str | None = Field(default=None, description="Why the store's hosts could not be read.")
 
 
 def _snapshot(settings: Settings, store: CampaignStore | None, campaign: str | None) -> StatusSnapshot:
     snapshot = StatusSnapshot(home=str(settings.home), sessions=live_sessions(settings), campaign=campaign)
+    cluster = cluster_of(settings)
+    if isinstance(cluster, str):
+        snapshot.cluster_error = cluster
+    else:
+        snapshot.cluster = cluster
     if store is not None and campaign is not None:
         snapshot.dispatches = store.list(campaign)
         for record in snapshot.dispatches:
@@ -226,6 +264,10 @@ def _render(snapshot: StatusSnapshot) -> Group:
         Text(f"Home: {snapshot.home}", no_wrap=True, overflow="ignore"),
         session_table(snapshot.sessions),
     ]
+    if snapshot.cluster is not None:
+        parts.append(hosts_table(snapshot.cluster))
+    if snapshot.cluster_error is not None:
+        parts.append(Text(f"Hosts: {snapshot.cluster_error}"))
     if snapshot.campaign is not None:
         parts.append(dispatch_table(snapshot.campaign, snapshot.dispatches))
         parts += [steps_table(snapshot.campaign, name, executions) for name, executions in snapshot.steps.items()]

@@ -88,7 +88,9 @@ def test_three_processes_migrating_at_once_apply_each_migration_once(tmp_path: P
     outputs = sorted(out for _, out, _ in results)
     # One found nothing and applied everything; the others waited for it, then found the schema current.
     assert sum(f"version 0 -> {SCHEMA_VERSION}" in out for out in outputs) == 1, outputs
-    assert sum("nothing to apply" in out for out in outputs) == 2, outputs
+    assert sum(f"version {SCHEMA_VERSION}, current: nothing to apply" in out for out in outputs) == 2, outputs
+    # The job queue's half likewise: applied once, found current twice.
+    assert sum("job queue of procrastinate none ->" in out for out in outputs) == 1, outputs
     assert versions(empty_url) == list(range(1, SCHEMA_VERSION + 1))
 
 

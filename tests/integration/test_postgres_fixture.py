@@ -111,12 +111,12 @@ def test_a_test_process_killed_outright_leaves_no_postgres_process(tmp_path: Pat
             shutil.rmtree(directory, ignore_errors=True)
 
 
-_USES_THE_SERVER = """
+_USES_THE_SERVER = f"""
 import psycopg
 
 def test_uses_the_server(pg_database_url):
     with psycopg.connect(pg_database_url) as connection:
-        assert connection.execute("SELECT count(*) FROM expeditor.schema_version").fetchone() == (1,)
+        assert connection.execute("SELECT count(*) FROM expeditor.schema_version").fetchone() == ({SCHEMA_VERSION},)
 """
 
 

@@ -44,6 +44,7 @@ __all__ = [
     "find_pg_bindir",
     "pg_database_url",
     "postgres_server",
+    "private_postgres_server",
 ]
 
 STORE_SCHEMA = "expeditor"
@@ -345,6 +346,47 @@ def _missing() -> None:
     pytest.skip(_MISSING)
 
 
+def _throwaway_server(bindir: Path) -> PostgresServer:
+    """A new cluster, started, as a server whose ``cluster`` the caller destroys."""
+    if os.geteuid() == 0 and shutil.which("runuser") is None:
+        pytest.fail("running as root, the tests need runuser to start PostgreSQL as the postgres user")
+    cluster = PostgresCluster(bindir, password=secrets.token_urlsafe(18))
+    try:
+        cluster.initialize()
+        cluster.start()
+    except BaseException:
+        cluster.destroy()
+        raise
+    return PostgresServer(
+        admin_url=f"postgresql://postgres:{quote(cluster.password, safe='')}@127.0.0.1:{cluster.port}/postgres",
+        user=TEST_ROLE,
+        password=secrets.token_urlsafe(18),
+        host="127.0.0.1",
+        port=cluster.port,
+        cluster=cluster,
+    )
+
+
+@pytest.fixture
+def private_postgres_server() -> Iterator[PostgresServer]:
+    """A server of this test's own, with a migrated template, for a test that stops it (``stop()``, ``start()``):
+    the session's server is shared, and stopping it would fail every other test. Costs an ``initdb`` (1–2 s)."""
+    if os.environ.get("EXPEDITOR_TEST_DATABASE_URL"):
+        pytest.skip("a test that stops the server needs a throwaway cluster, not EXPEDITOR_TEST_DATABASE_URL")
+    bindir = find_pg_bindir()
+    if bindir is None:
+        _missing()
+        raise AssertionError("unreachable")
+    server = _throwaway_server(bindir)
+    assert server.cluster is not None
+    try:
+        server.template = f"expeditor_template_{os.getpid()}_{secrets.token_hex(3)}"
+        _prepare_template(server)
+        yield server
+    finally:
+        server.cluster.destroy()
+
+
 @pytest.fixture(scope="session")
 def postgres_server() -> Iterator[PostgresServer]:
     """The session's PostgreSQL server with a migrated template; stopped and removed at the end of the session."""
@@ -357,23 +399,8 @@ def postgres_server() -> Iterator[PostgresServer]:
         if bindir is None:
             _missing()
             raise AssertionError("unreachable")
-        if os.geteuid() == 0 and shutil.which("runuser") is None:
-            pytest.fail("running as root, the tests need runuser to start PostgreSQL as the postgres user")
-        cluster = PostgresCluster(bindir, password=secrets.token_urlsafe(18))
-        try:
-            cluster.initialize()
-            cluster.start()
-        except BaseException:
-            cluster.destroy()
-            raise
-        server = PostgresServer(
-            admin_url=f"postgresql://postgres:{quote(cluster.password, safe='')}@127.0.0.1:{cluster.port}/postgres",
-            user=TEST_ROLE,
-            password=secrets.token_urlsafe(18),
-            host="127.0.0.1",
-            port=cluster.port,
-            cluster=cluster,
-        )
+        server = _throwaway_server(bindir)
+        cluster = server.cluster
     server.template = f"expeditor_template_{os.getpid()}_{secrets.token_hex(3)}"
     try:
         _prepare_template(server)

@@ -184,6 +184,7 @@ UNITS = set(GRAPH)
 # DESIGN's layers, highest first: a unit imports nothing from a layer above its own.
 LAYERS: tuple[set[str], ...] = (
     {"cli", "server"},
+    {"queue"},  # the dispatch workers and the queue launcher run dispatch's attempts
     {"dispatch", "recipes"},
     {"runs"},
     {"reports"},  # the usage reports read the store; the run service records a job's cost with them

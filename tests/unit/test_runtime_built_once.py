@@ -16,7 +16,7 @@ REPOSITORY = Path(__file__).resolve().parents[2]
 ENTRY_POINTS = [
     "src/expeditor/server/app.py",
     "src/expeditor/runs/commands.py",
-    "src/expeditor/dispatch.py",
+    "src/expeditor/dispatch/command.py",
     "src/expeditor/recipes/run.py",
     "src/expeditor/demo.py",
 ]

@@ -65,6 +65,8 @@ class RunControl:
         self._decision: Decision | None = None
         self._pending: Verdict | None = None
         self.cancel_requested = anyio.Event()
+        # A run on another host (a queued dispatch): where it stands, as the waiting call last read its record.
+        self.remote_activity: str | None = None
 
     @property
     def pending(self) -> Verdict | None:

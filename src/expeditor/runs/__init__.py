@@ -13,6 +13,7 @@ from expeditor.runs.hints import LAUNCH_HINT, launch_hint
 from expeditor.runs.jobs import (
     AttemptBody,
     ClaimedJob,
+    FencedOut,
     JobEnd,
     JobLifecycle,
     MarkRunning,
@@ -35,6 +36,7 @@ __all__ = [
     "CallerContext",
     "ClaimedJob",
     "EndRetry",
+    "FencedOut",
     "JobEnd",
     "JobLifecycle",
     "MarkRunning",

@@ -25,6 +25,8 @@ logger = logging.getLogger(__name__)
 def describe_activity(control: RunControl | None, started: float) -> str:
     """One line on where a run stands: starting, running with no output yet, or its last activity."""
     elapsed = time.time() - started
+    if control is not None and control.remote_activity is not None:
+        return f"{control.remote_activity}, {elapsed:.0f}s elapsed"
     if control is None or control.session is None:
         return f"starting, {elapsed:.0f}s elapsed"
     session = control.session

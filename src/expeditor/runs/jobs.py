@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import anyio
 
-from expeditor.errors import ExpeditorError
+from expeditor.errors import ExpeditorError, IllegalTransition
 from expeditor.reports import campaign_runs, job_usage
 from expeditor.runs.endings import EndRetry, encodable_copy, land_end
 from expeditor.state import (
@@ -29,6 +29,7 @@ from expeditor.state import (
     ClaimAction,
     DispatchRecord,
     DispatchStatus,
+    OnLaunchHook,
     Owner,
     RunStatus,
     inputs_hash,
@@ -38,6 +39,7 @@ from expeditor.usage import SessionUsage
 __all__ = [
     "AttemptBody",
     "ClaimedJob",
+    "FencedOut",
     "JobEnd",
     "JobLifecycle",
     "MarkRunning",
@@ -72,6 +74,11 @@ class RecordedEnd:
     record: DispatchRecord
     restored: bool = False
     error: str | None = None
+
+
+class FencedOut(IllegalTransition):
+    """The attempt could not be taken: its record moved on (another launcher took it, or a newer claim). Nothing
+    ran, and its end is not this launcher's to record."""
 
 
 MarkRunning = Callable[[str], Awaitable[None]]
@@ -136,6 +143,8 @@ def record_job_end(
     outputs = dict(end.outputs) if end.outputs is not None else _step_captures(store, campaign_id, name)
 
     def mark() -> DispatchRecord:
+        if end.status is RunStatus.INTERRUPTED:
+            return store.mark_interrupted(campaign_id, name, attempt=attempt, reason=end.reason)
         if succeeded:
             return store.mark_succeeded(
                 campaign_id, name, attempt=attempt, summary=end.summary, outputs=outputs, usage=usage
@@ -160,9 +169,11 @@ def _ended_record(
 ) -> DispatchRecord:
     """The whole record as ``end`` leaves the attempt ``claimed``, its text encodable: what a store that lost
     the record is given back, and what the caller is shown when no store would take it."""
-    status = {RunStatus.SUCCESS: DispatchStatus.SUCCESS, RunStatus.CANCELLED: DispatchStatus.CANCELLED}.get(
-        end.status, DispatchStatus.FAILURE
-    )
+    status = {
+        RunStatus.SUCCESS: DispatchStatus.SUCCESS,
+        RunStatus.CANCELLED: DispatchStatus.CANCELLED,
+        RunStatus.INTERRUPTED: DispatchStatus.INTERRUPTED,
+    }.get(end.status, DispatchStatus.FAILURE)
     now = time.time()
     record = claimed.model_copy(
         update={
@@ -210,6 +221,7 @@ class JobLifecycle:
         caller_session_id: str | None,
         force: bool,
         replays_steps: bool,
+        on_launch: OnLaunchHook | None = None,
     ) -> ClaimedJob:
         """Claim the job for this process. A launch of a job that replays its recorded steps (a pipeline)
         first forgets them when they must not be replayed (see ``steps_to_forget``).
@@ -227,6 +239,7 @@ class JobLifecycle:
                 caller_session_id=caller_session_id,
                 owner=Owner.current(self.store.host),
                 force=force,
+                on_launch=on_launch,
             )
         )
         claimed = ClaimedJob(claim)
@@ -249,13 +262,15 @@ class JobLifecycle:
         attempt_body: AttemptBody,
         *,
         stopped: Callable[[BaseException], JobEnd] = ended_by,
+        owner: Owner | None = None,
     ) -> RecordedEnd:
         """Run the claimed attempt within this process's concurrency limit and record its end.
 
         ``attempt_body(mark_running)`` prepares the attempt, awaits ``mark_running(session_id)`` right
         before its session starts, and returns how the attempt ended. The end is recorded whatever
         happens, waiting for a slot included: what the body returns, or, when anything raises, what
-        ``stopped`` makes of the exception (which is then re-raised). Recording is shielded, so a process
+        ``stopped`` makes of the exception (which is then re-raised). ``owner``: the process taking the
+        record over from its claimer as the attempt starts (a queue worker). Recording is shielded, so a process
         stopping at that moment does not leave the job ``pending`` or ``running``; a store that fails then
         does not turn a finished attempt into an error: the returned ``RecordedEnd`` says what was kept.
         """
@@ -265,20 +280,25 @@ class JobLifecycle:
 
         async def mark_running(started_session_id: str) -> None:
             nonlocal session_id
-            await anyio.to_thread.run_sync(
-                functools.partial(
-                    self.store.mark_running,
-                    campaign_id,
-                    name,
-                    attempt=attempt,
-                    dispatched_session_id=started_session_id,
-                )
+            take = functools.partial(
+                self.store.mark_running,
+                campaign_id,
+                name,
+                attempt=attempt,
+                dispatched_session_id=started_session_id,
+                owner=owner,
             )
+            try:
+                await anyio.to_thread.run_sync(take)
+            except IllegalTransition as exc:
+                raise FencedOut(str(exc)) from exc
             session_id = started_session_id
 
         try:
             async with self._slots:
                 end = await attempt_body(mark_running)
+        except FencedOut:
+            raise  # the record is another launcher's: its end is theirs to write
         except BaseException as exc:
             await self._record_end(claimed, stopped(exc), session_id)
             raise

@@ -13,8 +13,8 @@ from mcp.server.mcpserver import MCPServer
 
 from expeditor import __version__
 from expeditor.config import Settings
-from expeditor.dispatch import DispatchService
-from expeditor.runs import CallerContext, open_runtime
+from expeditor.dispatch import DispatchService, Launcher
+from expeditor.runs import CallerContext, Runtime, open_runtime
 from expeditor.server.boundary import ExpeditorMCPServer
 from expeditor.server.dispatch_tools import register_dispatch_tools
 from expeditor.server.recipe_tools import register_recipe_tools
@@ -71,6 +71,7 @@ def build_server(
                 owner_kind="server",
             ) as runtime,
             anyio.create_task_group() as task_group,
+            contextlib.AsyncExitStack() as launchers,
         ):
             tasks = (
                 TaskBoard(task_group, retention=settings.task_retention, kill_grace=settings.kill_grace)
@@ -79,7 +80,9 @@ def build_server(
             )
             state = ServerState(
                 runtime=runtime,
-                dispatcher=DispatchService(runtime),
+                dispatcher=DispatchService(
+                    runtime, launcher=await _queue_launcher(runtime, launchers, CallerContext.from_env(environment))
+                ),
                 stdio_caller=CallerContext.from_env(environment),
                 tasks=tasks,
             )
@@ -112,3 +115,19 @@ def build_server(
     register_recipe_tools(server)
     register_report_tools(server)
     return server
+
+
+async def _queue_launcher(
+    runtime: Runtime, stack: contextlib.AsyncExitStack, stdio_caller: CallerContext
+) -> Launcher | None:
+    """In queue mode the launcher that defers dispatches to the workers (open for the server's life); else None.
+
+    A session's nested server has none: no launched session may dispatch (the recursion rule), so it would
+    only hold a queue connection open for nothing.
+    """
+    if runtime.settings.dispatch_mode != "queue" or stdio_caller.kind is not None:
+        return None
+    # The queue extra (procrastinate) is imported only by a process in queue mode.
+    from expeditor.queue.launcher import open_queue_launcher
+
+    return await stack.enter_async_context(open_queue_launcher(runtime))

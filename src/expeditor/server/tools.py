@@ -12,6 +12,7 @@ from mcp.types import CallToolResult, ToolAnnotations
 from pydantic import BaseModel, Field
 
 from expeditor.executor import RunControl, RunRequest, RunResult, Termination
+from expeditor.queue.cancel import cancel_dispatch, queue_aborter, queued_dispatch_of, refusal_for
 from expeditor.runs import launch_hint
 from expeditor.server.boundary import tool_errors
 from expeditor.server.declare import READ_ONLY, tool
@@ -138,10 +139,12 @@ def register_tools(server: MCPServer[Any]) -> None:
         ],
         ctx: Context,
     ) -> Annotated[CallToolResult, CancelOutcome]:
-        """Stop a session this server launched: its whole process tree is killed and the run ends as cancelled.
+        """Stop a session this server launched, or a dispatched job's session on any host: its whole process
+        tree is killed and the run ends as cancelled.
 
         The call that launched it (run_skill or dispatch) then returns with termination "cancelled".
         A launched session may stop only the sessions it launched, directly or through its children.
+        With workers on several hosts (queue mode), a dispatched job's session is stopped wherever it runs.
         """
         state = ServerState.of(ctx)
         with tool_errors("cancel_session"):
@@ -156,10 +159,33 @@ def register_tools(server: MCPServer[Any]) -> None:
             if state.supervisor.cancel(session_id, reason):
                 message = f"session {session_id} is being stopped"
                 return tool_result(message, CancelOutcome(cancelled=True, message=message))
+            shared = state.settings.store_url is not None
+            queued = await queued_dispatch_of(state.store, session_id) if shared else None
+            if queued is not None:
+                caller_of_job = (queued.caller_session_id,) if queued.caller_session_id else ()
+                if not caller.may_cancel(caller_of_job):
+                    raise ToolError(
+                        f"session {session_id} runs a job dispatched by {queued.caller_session_id or 'another caller'}"
+                        ": only its dispatcher or the holder of the server's token may cancel it"
+                    )
+                settings = state.settings
+                async with queue_aborter(settings) as abort_job:
+                    done = await cancel_dispatch(
+                        state.store,
+                        abort_job,
+                        queued.campaign_id,
+                        queued.name,
+                        reason=reason,
+                        wait=settings.kill_grace + settings.store_timeout,
+                    )
+                return tool_result(done.message, CancelOutcome(cancelled=done.cancelled, message=done.message))
             owners = [e for e in state.supervisor.executor.registry.entries() if e.session_id == session_id]
             if owners:
                 raise ToolError(
                     f"session {session_id} belongs to another expeditor server (pid {owners[0].owner_pid}); "
                     "cancel it through that server"
                 )
+            refusal = await refusal_for(state.store, session_id) if shared else None
+            if refusal is not None:
+                raise ToolError(refusal)
             raise ToolError(f"no live session {session_id}: list_sessions shows the sessions that can be cancelled")

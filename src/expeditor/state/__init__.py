@@ -17,7 +17,7 @@ from expeditor.state.models import (
 )
 from expeditor.state.opening import open_store
 from expeditor.state.sqlite import SqliteCampaignStore
-from expeditor.state.store import CampaignStore
+from expeditor.state.store import CampaignStore, OnLaunchHook
 
 __all__ = [
     "LEGAL_TRANSITIONS",
@@ -26,6 +26,7 @@ __all__ = [
     "ClaimAction",
     "DispatchRecord",
     "DispatchStatus",
+    "OnLaunchHook",
     "Owner",
     "RunEvidence",
     "RunRecord",

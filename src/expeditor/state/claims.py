@@ -171,7 +171,7 @@ def decide_claim(current: DispatchRecord | None, request: ClaimRequest, owner_al
             previous_status=status,
             inputs_changed=changed,
             interrupted_owner=None if ended is None else current.owner,
-            prior_session_id=None if status is DispatchStatus.SUCCESS else current.dispatched_session_id,
+            prior_session_id=launched.resume_session_id,
             reason=f"{request.job}: {why}; launch attempt {attempt + 1}",
         ),
         interrupted=ended,
@@ -282,6 +282,7 @@ def _create(request: ClaimRequest) -> ClaimDecision:
 
 def _relaunched(current: DispatchRecord, request: ClaimRequest) -> DispatchRecord:
     check_transition(current.status, DispatchStatus.PENDING, what=f"dispatch {request.job}")
+    resume = None if current.status is DispatchStatus.SUCCESS else current.dispatched_session_id
     return current.model_copy(
         update={
             "status": DispatchStatus.PENDING,
@@ -295,6 +296,8 @@ def _relaunched(current: DispatchRecord, request: ClaimRequest) -> DispatchRecor
             "usage": None,
             "error": None,
             "owner": request.owner,
+            "resume_session_id": resume,
+            "queue_job_id": None,
             "updated_at": request.now,
             "started_at": None,
             "finished_at": None,

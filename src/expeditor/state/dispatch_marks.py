@@ -11,7 +11,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from typing import Any
 
-from expeditor.state.models import DispatchRecord, DispatchStatus
+from expeditor.state.models import DispatchRecord, DispatchStatus, Owner
 from expeditor.usage import SessionUsage
 
 __all__ = ["DispatchMarks"]
@@ -25,8 +25,15 @@ class DispatchMarks(ABC):
         self, campaign_id: str, name: str, attempt: int, target: DispatchStatus, changes: Mapping[str, object]
     ) -> DispatchRecord: ...
 
-    def mark_running(self, campaign_id: str, name: str, *, attempt: int, dispatched_session_id: str) -> DispatchRecord:
-        changes = {"dispatched_session_id": dispatched_session_id, "started_at": time.time()}
+    def mark_running(
+        self, campaign_id: str, name: str, *, attempt: int, dispatched_session_id: str, owner: Owner | None = None
+    ) -> DispatchRecord:
+        """``owner``: the process that runs the attempt when it is not its claimer (a queue worker takes the
+        record over). Legal once per attempt (pending → running), so of two launchers of one attempt the
+        second is refused."""
+        changes: dict[str, object] = {"dispatched_session_id": dispatched_session_id, "started_at": time.time()}
+        if owner is not None:
+            changes["owner"] = owner
         return self._transition(campaign_id, name, attempt, DispatchStatus.RUNNING, changes)
 
     def mark_succeeded(

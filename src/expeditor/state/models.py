@@ -171,7 +171,23 @@ class DispatchRecord(BaseModel):
     outputs: dict[str, Any] = Field(default_factory=dict, description="What the job captured (a pipeline's captures).")
     usage: SessionUsage | None = Field(default=None, description="Token usage of its sessions, every attempt.")
     error: str | None = Field(default=None, description="Why the latest attempt failed, was cancelled or interrupted.")
-    owner: Owner | None = Field(default=None, description="The process that claimed the latest attempt.")
+    owner: Owner | None = Field(
+        default=None, description="The process that claimed the latest attempt, or the worker that took it over."
+    )
+    resume_session_id: str | None = Field(
+        default=None,
+        description="The session the pending attempt resumes (the previous unsuccessful attempt's), if any: "
+        "whoever launches it reads it here, not from the claimer.",
+    )
+    queue_job_id: int | None = Field(
+        default=None, description="The queue's job that runs the latest attempt (dispatch_mode queue only)."
+    )
+    cwd: str | None = Field(
+        default=None, description="Queued jobs: the directory the latest attempt runs in, on whichever host runs it."
+    )
+    stale_threshold: float | None = Field(
+        default=None, description="Queued jobs: the latest attempt's stale threshold, when its caller set one."
+    )
     created_at: Timestamp = Field(description="When the job was first dispatched.")
     updated_at: Timestamp = Field(description="When its record last changed.")
     started_at: Timestamp | None = Field(default=None, description="When its latest attempt started.")

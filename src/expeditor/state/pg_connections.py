@@ -17,7 +17,7 @@ from typing import Any, TypeVar, cast
 import psycopg
 from psycopg.conninfo import conninfo_to_dict
 from psycopg.rows import dict_row, tuple_row
-from psycopg_pool import ConnectionPool, PoolTimeout
+from psycopg_pool import ConnectionPool, PoolClosed, PoolTimeout
 from pydantic import ValidationError
 
 from expeditor.errors import InvalidInput, StoreUnavailable
@@ -61,28 +61,39 @@ class PgServer:
 
         ``single_statement``: ``work`` runs one statement (a lookup), which is its own transaction.
         """
-        pool = self._open(doing)
         try:
-            try:
-                with pool.connection() as connection:
-                    return self._run(connection, work, single_statement)
-            except PoolTimeout:
-                # No pooled connection in time: the server is down, or back but the pool (which retries
-                # with growing delays) has not noticed. Start a fresh pool, and answer this call on one
-                # connection of its own when the server takes it; its refusal is what the caller is told.
-                self._replace_pool()
-                with PgConnection.connect(
-                    self._url,
-                    row_factory=dict_row,
-                    autocommit=True,
-                    connect_timeout=self._connect_options["connect_timeout"],
-                    options=self._connect_options["options"],
-                ) as own:
-                    return self._run(own, work, single_statement)
+            return self._on_current_pool(doing, work, single_statement)
         except psycopg.Error as exc:
             raise self.unavailable(doing, scrubbed(first_line(exc), self._url)) from exc
         except ValidationError as exc:
             raise self.unavailable(doing, f"a record cannot be read: {exc}") from exc
+
+    def _on_current_pool(self, doing: str, work: Callable[[PgConnection], T], single_statement: bool) -> T:
+        pool = self._open(doing)
+        try:
+            with pool.connection() as connection:
+                return self._run(connection, work, single_statement)
+        except PoolClosed:
+            # Another call replaced the pool while this one waited on it (below): the fresh one answers.
+            # ``work`` never ran: a pool fails only callers still waiting for a connection.
+            fresh = self._open(doing)
+            if fresh is pool:
+                raise
+            with fresh.connection() as connection:
+                return self._run(connection, work, single_statement)
+        except PoolTimeout:
+            # No pooled connection in time: the server is down, or back but the pool (which retries
+            # with growing delays) has not noticed. Start a fresh pool, and answer this call on one
+            # connection of its own when the server takes it; its refusal is what the caller is told.
+            self._replace_pool(pool)
+            with PgConnection.connect(
+                self._url,
+                row_factory=dict_row,
+                autocommit=True,
+                connect_timeout=self._connect_options["connect_timeout"],
+                options=self._connect_options["options"],
+            ) as own:
+                return self._run(own, work, single_statement)
 
     def _run(self, connection: PgConnection, work: Callable[[PgConnection], T], single_statement: bool) -> T:
         if not self._schema_checked:
@@ -121,11 +132,12 @@ class PgServer:
             name=f"expeditor store {self.server}",
         )
 
-    def _replace_pool(self) -> None:
+    def _replace_pool(self, failed: ConnectionPool[psycopg.Connection[Any]]) -> None:
         """Start over with a fresh pool: one that failed to connect retries with growing delays, so after the
-        server comes back it could still make callers wait; a fresh one connects at once."""
+        server comes back it could still make callers wait; a fresh one connects at once. Only the pool that
+        failed is replaced: many callers timing out on it at once must not replace each other's fresh pools."""
         with self._lock:
-            if self._closed:
+            if self._closed or self._pool is not failed:
                 return
             stale, self._pool = self._pool, self._new_pool()
             self._opened = False

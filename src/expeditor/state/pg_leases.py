@@ -6,6 +6,12 @@ for ``lease_ttl`` seconds, from a background thread. An owner is alive while its
 the database's clock (``now()``, never a host's: hosts' clocks disagree) and, when it is on this host,
 while its pid and start time are those of a running process (a SIGKILLed local owner is dead at once).
 The row is registered with the first write and deleted on close.
+
+A renewal's time is when it was *sent* (``last_renewal``, on this host's monotonic clock): the database
+ran it at that moment or later, so the lease it wrote lasts at least ``lease_ttl`` from then. A hung or
+slow connection therefore never makes this process believe its lease is younger than it is (a worker's
+self-fence counts from it: ``queue.fencing``). Renewals are sent every ``lease_interval`` from the previous
+send, and each runs under a statement and lock timeout below the interval.
 """
 
 from __future__ import annotations
@@ -34,6 +40,7 @@ _RENEW = (
     f"VALUES (%s, %s, %s, %s, {_NOW}, {_NOW} + %s) "
     "ON CONFLICT (host, pid, start_time) DO UPDATE SET lease_expires_at = excluded.lease_expires_at"
 )
+_BOUNDED = "SELECT set_config('statement_timeout', %s, true), set_config('lock_timeout', %s, true)"
 _LIVE = f"SELECT host, pid, start_time FROM owners WHERE lease_expires_at > {_NOW}"
 _LIVE_ONE = _LIVE + " AND host = %s AND pid = %s AND start_time = %s"
 
@@ -56,8 +63,8 @@ class Leases:
 
     @property
     def last_renewal(self) -> float | None:
-        """``time.monotonic()`` of the last renewal the database took (None before the first): past
-        ``lease_ttl`` since, other hosts may take this process for dead."""
+        """``time.monotonic()`` at which the last renewal the database took was sent (None before the first):
+        past ``lease_ttl`` since, other hosts may take this process for dead."""
         return self._renewed_at
 
     def ensure_registered(self) -> None:
@@ -114,11 +121,22 @@ class Leases:
 
     def _renew(self, doing: str) -> None:
         me = self.me
-        self._transaction(doing, lambda c: c.execute(_RENEW, (me.host, me.pid, me.start_time, self._kind, self._ttl)))
-        self._renewed_at = time.monotonic()
+        waited = f"{max(1, round(self._interval * 500))}ms"  # half the interval: the next renewal is never held up
+
+        def renew(connection: PgConnection) -> None:
+            connection.execute(_BOUNDED, (waited, waited))
+            connection.execute(_RENEW, (me.host, me.pid, me.start_time, self._kind, self._ttl))
+
+        sent = time.monotonic()
+        self._transaction(doing, renew)
+        self._renewed_at = sent if self._renewed_at is None else max(self._renewed_at, sent)
 
     def _keep_renewing(self) -> None:
-        while not self._stop.wait(self._interval):
+        due = time.monotonic()
+        while True:
+            due = max(due + self._interval, time.monotonic())  # from the previous send, not its answer
+            if self._stop.wait(due - time.monotonic()):
+                return
             try:
                 self._renew(f"renewing the lease of {self.me.describe()}")
             except StoreUnavailable as exc:

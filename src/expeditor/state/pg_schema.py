@@ -23,6 +23,7 @@ from psycopg import sql
 from expeditor.errors import StoreUnavailable
 
 __all__ = [
+    "DISPATCH_FINAL_CHANNEL",
     "MIGRATIONS",
     "MIGRATION_LOCK_CLASS",
     "SCHEMA_VERSION",
@@ -145,7 +146,47 @@ def _v1(connection: Connection) -> None:
         connection.execute(statement)
 
 
-MIGRATIONS: tuple[Callable[[Connection], None], ...] = (_v1,)
+DISPATCH_FINAL_CHANNEL = "expeditor_dispatch_final"
+_NOTIFY_FINAL: LiteralString = f"""
+    CREATE FUNCTION notify_dispatch_final() RETURNS trigger LANGUAGE plpgsql AS $$
+    BEGIN
+        PERFORM pg_notify('{DISPATCH_FINAL_CHANNEL}', NEW.dispatch_id);
+        RETURN NULL;
+    END;
+    $$
+"""
+
+
+def _v2(connection: Connection) -> None:
+    """Scale-out: the session a pending attempt resumes, the queue job that runs it, its cwd and stale
+    threshold, on the record; a notification when a dispatch ends; the queue's schema version
+    (procrastinate's, which records none itself; ``expeditor db migrate`` writes it)."""
+    for column in ("resume_session_id text", "queue_job_id bigint", "cwd text", "stale_threshold double precision"):
+        connection.execute(f"ALTER TABLE dispatches ADD COLUMN {column}")
+    # A dispatch reaching its end wakes whoever waits for it on another host (the queue launcher).
+    connection.execute(_NOTIFY_FINAL)
+    connection.execute(
+        "CREATE TRIGGER dispatch_final AFTER INSERT OR UPDATE OF status ON dispatches FOR EACH ROW "
+        "WHEN (NEW.status NOT IN ('pending', 'running')) EXECUTE FUNCTION notify_dispatch_final()"
+    )
+    connection.execute(
+        "CREATE TABLE queue_version (engine text PRIMARY KEY, version text NOT NULL, "
+        "applied_at double precision NOT NULL)"
+    )
+
+
+def _v3(connection: Connection) -> None:
+    """Scale-out, across hosts: running sessions' transcripts checkpointed into the store (``queue.transcripts``:
+    zlib-compressed pieces appended by byte offset, whole lines only), and each worker's slots on its lease."""
+    connection.execute(
+        "CREATE TABLE transcripts (session_id text NOT NULL, byte_offset bigint NOT NULL CHECK (byte_offset >= 0), "
+        "raw_length integer NOT NULL CHECK (raw_length > 0), data bytea NOT NULL, host text NOT NULL, "
+        "stored_at double precision NOT NULL, PRIMARY KEY (session_id, byte_offset))"
+    )
+    connection.execute("ALTER TABLE owners ADD COLUMN slots integer")
+
+
+MIGRATIONS: tuple[Callable[[Connection], None], ...] = (_v1, _v2, _v3)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

@@ -105,6 +105,17 @@ class PostgresCampaignStore(DispatchMarks):
         self._leases.close()
         self._server.close()
 
+    def announce_slots(self, slots: int) -> None:
+        """Take this process's lease (if not yet) and write a worker's slots on it, for ``status`` to show."""
+        me = self._leases.me
+        self._write(
+            f"recording the slots of {me.describe()}",
+            lambda c: c.execute(
+                "UPDATE owners SET slots = %s WHERE host = %s AND pid = %s AND start_time = %s",
+                (slots, me.host, me.pid, me.start_time),
+            ),
+        )
+
     def _write(self, doing: str, work: Callable[[PgConnection], T]) -> T:
         self._leases.ensure_registered()
         return self._server.transaction(doing, work)

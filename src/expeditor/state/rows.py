@@ -55,6 +55,10 @@ _DISPATCH_COLUMNS = (
     "updated_at",
     "started_at",
     "finished_at",
+    "resume_session_id",
+    "queue_job_id",
+    "cwd",
+    "stale_threshold",
 )
 
 
@@ -151,6 +155,10 @@ def dispatch_from_row(row: sqlite3.Row) -> DispatchRecord:
         updated_at=row["updated_at"],
         started_at=row["started_at"],
         finished_at=row["finished_at"],
+        resume_session_id=row["resume_session_id"],
+        queue_job_id=row["queue_job_id"],
+        cwd=row["cwd"],
+        stale_threshold=row["stale_threshold"],
     )
 
 

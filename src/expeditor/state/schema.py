@@ -119,7 +119,16 @@ def _v4(connection: sqlite3.Connection) -> None:
     connection.execute("ALTER TABLE runs ADD COLUMN last_moved_at REAL")
 
 
-MIGRATIONS: tuple[Callable[[sqlite3.Connection], None], ...] = (_v1, _v2, _v3, _v4)
+def _v5(connection: sqlite3.Connection) -> None:
+    """The session a pending attempt resumes, on the record (its launcher may not be its claimer), and the
+    queue job that runs it, with its cwd and stale threshold (a PostgreSQL store only; the columns keep the
+    two schemas alike)."""
+    connection.execute("ALTER TABLE dispatches ADD COLUMN resume_session_id TEXT")
+    for column in ("queue_job_id INTEGER", "cwd TEXT", "stale_threshold REAL"):
+        connection.execute(f"ALTER TABLE dispatches ADD COLUMN {column}")
+
+
+MIGRATIONS: tuple[Callable[[sqlite3.Connection], None], ...] = (_v1, _v2, _v3, _v4, _v5)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

@@ -22,7 +22,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
-from expeditor.errors import ClaimRefused, StoreUnavailable
+from expeditor.errors import ClaimRefused, InvalidInput, StoreUnavailable
 from expeditor.executor.models import Termination
 from expeditor.process_identity import process_alive
 from expeditor.state.claims import ClaimRequest, check_run_end, fenced_transition, next_launch, short_circuit
@@ -51,6 +51,7 @@ from expeditor.state.rows import (
     write_dispatch,
 )
 from expeditor.state.sqlite_claims import claim_in
+from expeditor.state.store import OnLaunchHook
 from expeditor.usage.models import SessionUsage
 
 __all__ = ["SqliteCampaignStore"]
@@ -182,7 +183,13 @@ class SqliteCampaignStore(DispatchMarks):
         caller_session_id: str | None,
         owner: Owner,
         force: bool = False,
+        on_launch: OnLaunchHook | None = None,
     ) -> Claim:
+        if on_launch is not None:
+            raise InvalidInput(
+                "the SQLite store cannot queue a job with its claim: dispatch_mode queue needs a PostgreSQL "
+                "store_url (EXPEDITOR_STORE_URL)"
+            )
         request = ClaimRequest.of(
             campaign_id,
             name,

@@ -30,7 +30,7 @@ through ``anyio.to_thread.run_sync``.
 from __future__ import annotations
 
 import builtins
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
 from expeditor.executor.models import Termination
@@ -46,7 +46,11 @@ from expeditor.state.models import (
 )
 from expeditor.usage.models import SessionUsage
 
-__all__ = ["CampaignStore"]
+__all__ = ["CampaignStore", "OnLaunchHook"]
+
+
+OnLaunchHook = Callable[[Any, Claim], None]
+"""Run in a launching claim's transaction, given the store's connection (a PostgreSQL one)."""
 
 
 class CampaignStore(Protocol):
@@ -64,8 +68,12 @@ class CampaignStore(Protocol):
         caller_session_id: str | None,
         owner: Owner,
         force: bool = False,
+        on_launch: OnLaunchHook | None = None,
     ) -> Claim:
         """Decide, atomically, whether this caller launches the job.
+
+        ``on_launch(connection, claim)`` runs inside the claim's transaction when it launches, so what it
+        writes commits with the claim or not at all (the queue's job); only a shared store takes one.
 
         No record: create it ``pending`` (attempt 1) and answer ``launch``. ``success``: answer
         ``short_circuit`` unless ``force``. ``running`` or ``pending`` under a live owner:
@@ -102,8 +110,10 @@ class CampaignStore(Protocol):
         """Whether the process that owns ``record`` may still be working on it."""
         ...
 
-    def mark_running(self, campaign_id: str, name: str, *, attempt: int, dispatched_session_id: str) -> DispatchRecord:
-        """pending -> running: the attempt's session was launched."""
+    def mark_running(
+        self, campaign_id: str, name: str, *, attempt: int, dispatched_session_id: str, owner: Owner | None = None
+    ) -> DispatchRecord:
+        """pending -> running: the attempt's session was launched (by ``owner``, when not its claimer)."""
         ...
 
     def mark_succeeded(

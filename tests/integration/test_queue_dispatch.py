@@ -1,0 +1,208 @@
+"""Queue mode end to end: real `expeditor worker` processes on PostgreSQL, dispatches from other processes.
+
+Each worker is a host of its own (``tests.support.queue``); the fake agent's invocation log, shared by all
+hosts, counts launches.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from expeditor.testing import read_invocation_log
+from tests.support.queue import QueueHosts, require_procrastinate
+
+pytestmark = pytest.mark.usefixtures("_procrastinate")
+
+DONE = {"steps": [{"assistant": "Diagnosed."}, {"result": {}}]}
+
+
+@pytest.fixture
+def _procrastinate() -> None:
+    require_procrastinate()
+
+
+def problem(scenario: dict[str, Any]) -> str:
+    """A diagnose input whose text carries the fake orchestrator's scenario."""
+    return f"problem={json.dumps(scenario)}"
+
+
+def launches(hosts: QueueHosts) -> list[dict[str, Any]]:
+    if not hosts.agent_log.exists():
+        return []
+    return [entry for entry in read_invocation_log(hosts.agent_log) if entry["event"] == "launch"]
+
+
+def dispatch(
+    hosts: QueueHosts, name: str, *extra: str, host: str = "dispatcher", settings: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    return hosts.expeditor(
+        "dispatch",
+        "camp",
+        name,
+        "--recipe",
+        "diagnose",
+        "--input",
+        problem(DONE),
+        "--json",
+        *extra,
+        host=host,
+        extra=settings,
+    )
+
+
+def test_a_dispatch_runs_on_a_worker_and_returns_its_outcome_with_the_host(queue_hosts: QueueHosts) -> None:
+    queue_hosts.start("alpha")
+    done = dispatch(queue_hosts, "one")
+    assert done.returncode == 0, done.stderr
+    outcome = json.loads(done.stdout)
+    assert (outcome["status"], outcome["host"], outcome["attempts"]) == ("success", "alpha", 1)
+    (launch,) = launches(queue_hosts)
+    assert launch["session_id"] == outcome["dispatched_session_id"]
+    record = queue_hosts.record("camp", "one")
+    assert record is not None
+    assert record["owner_host"] == "alpha"
+    assert record["queue_job_id"] is not None
+
+
+def test_racing_callers_on_many_hosts_launch_each_name_exactly_once(queue_hosts: QueueHosts) -> None:
+    """10 names, each asked for 10 times at once by 5 processes (2 callers each): 100 callers, 3 workers.
+
+    Liveness is not under test here: leases last 10 s, so a claimer starved of CPU on a loaded machine is not
+    taken for dead (which would rightly relaunch its pending attempt as attempt 2)."""
+    long_leases = {"EXPEDITOR_LEASE_INTERVAL": "1", "EXPEDITOR_LEASE_TTL": "10"}
+    names = [f"job{index}" for index in range(10)]
+    argv = [sys.executable, "-m", "tests.support.queue_dispatcher", "diagnose", problem(DONE), "2", *names]
+    racers = [
+        subprocess.Popen(
+            argv,
+            env=queue_hosts.env(f"dispatcher{index}", **long_leases),
+            cwd=Path(__file__).resolve().parents[2],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        for index in range(5)
+    ]
+    # Every process starts at once (on a loaded machine, starting is most of this test's time).
+    for host in ("alpha", "beta", "gamma"):
+        queue_hosts.start(host, wait=False, extra=long_leases)
+    for worker in queue_hosts.workers:
+        worker.wait_ready()
+    for racer in racers:
+        assert racer.stdout is not None
+        assert racer.stdout.readline().strip() == "ready"
+    for racer in racers:
+        assert racer.stdin is not None
+        racer.stdin.write("go\n")
+        racer.stdin.flush()
+    outcomes = [json.loads(line) for racer in racers for line in racer.communicate(timeout=120)[0].splitlines()]
+    assert [racer.returncode for racer in racers] == [0] * 5
+    assert len(outcomes) == 100
+
+    launched = [entry["cwd"] for entry in launches(queue_hosts)]
+    assert len(launched) == len(names), "one launch per name"
+    records = {row["name"]: row for row in queue_hosts.rows("SELECT * FROM dispatches")}
+    for name in names:
+        seen = {(outcome["dispatch_id"], outcome["attempts"]) for outcome in outcomes if outcome["name"] == name}
+        assert seen == {(records[name]["dispatch_id"], 1)}, name
+        assert records[name]["status"] == "success"
+    jobs = queue_hosts.rows("SELECT count(*) AS n FROM procrastinate_jobs")
+    assert jobs == [{"n": len(names)}], "one job per name"
+
+
+@pytest.mark.anyio
+async def test_an_mcp_client_cancelling_its_dispatch_aborts_the_job_waiting_or_running(queue_hosts: QueueHosts) -> None:
+    """A waiting job is cancelled and never launched; a running one's worker kills its session; both records say
+    ``cancelled``. The server is in this process, in queue mode; the worker is a process of its own."""
+    import anyio
+    import psutil
+    from mcp import Client
+
+    from expeditor.server.app import build_server
+    from tests.support.fake import fake_settings
+
+    settings = fake_settings(
+        queue_hosts.root,
+        home=queue_hosts.home("server"),
+        store_url=queue_hosts.url,
+        dispatch_mode="queue",
+        host_name="server",
+        lease_interval=0.5,
+        lease_ttl=1.5,
+        progress_interval=0.5,
+    )
+    hanging = {"steps": [{"assistant": "Working."}, {"hang": True}]}
+    arguments = {"recipe": "diagnose", "inputs": {"problem": json.dumps(hanging)}, "cwd": str(queue_hosts.root)}
+
+    told_no_worker = anyio.Event()
+
+    async def on_progress(progress: float, total: float | None, message: str | None) -> None:
+        if message and "no worker is alive to take it" in message:
+            told_no_worker.set()
+
+    async def cancelled_once(client: Client, name: str, status: str) -> dict[str, Any]:
+        async def call() -> None:
+            arguments_of_call = {"campaign": "camp", "name": name, **arguments}
+            await client.call_tool("dispatch", arguments_of_call, progress_callback=on_progress)
+
+        async with anyio.create_task_group() as group:
+            group.start_soon(call)
+            await anyio.to_thread.run_sync(
+                lambda: queue_hosts.wait_for(f"{name} {status}", lambda: _status(queue_hosts, name) == status)
+            )
+            if status == "pending":  # the caller hears, while it waits, that nothing could take its job
+                with anyio.fail_after(10):
+                    await told_no_worker.wait()
+            if status == "running":  # cancelled once its session is there to kill
+                await anyio.to_thread.run_sync(
+                    lambda: queue_hosts.wait_for("the launch", lambda: launches(queue_hosts))
+                )
+            group.cancel_scope.cancel()
+        return await anyio.to_thread.run_sync(
+            lambda: queue_hosts.wait_for(f"{name} cancelled", lambda: _cancelled(queue_hosts, name), timeout=10)
+        )
+
+    async with Client(build_server(settings)) as client:
+        waiting = await cancelled_once(client, "waiting", "pending")
+        assert _job_status(queue_hosts, waiting["queue_job_id"]) == "cancelled"
+        worker = await anyio.to_thread.run_sync(lambda: queue_hosts.start("alpha"))
+        running = await cancelled_once(client, "running", "running")
+        (launch,) = launches(queue_hosts)
+        assert not psutil.pid_exists(launch["pid"]) or psutil.Process(launch["pid"]).status() == psutil.STATUS_ZOMBIE
+        await anyio.to_thread.run_sync(
+            lambda: queue_hosts.wait_for(
+                "the running job aborted", lambda: _job_status(queue_hosts, running["queue_job_id"]) == "aborted"
+            )
+        )
+    assert [entry["session_id"] for entry in launches(queue_hosts)] == [running["dispatched_session_id"]]
+    assert "fenced out" not in worker.text()
+
+
+def _status(hosts: QueueHosts, name: str) -> str | None:
+    record = hosts.record("camp", name)
+    return None if record is None else str(record["status"])
+
+
+def _cancelled(hosts: QueueHosts, name: str) -> dict[str, Any] | None:
+    record = hosts.record("camp", name)
+    return record if record is not None and record["status"] == "cancelled" else None
+
+
+def _job_status(hosts: QueueHosts, job_id: int) -> str:
+    return str(hosts.rows("SELECT status FROM procrastinate_jobs WHERE id = %s", (job_id,))[0]["status"])
+
+
+def test_with_no_worker_alive_the_call_returns_the_waiting_record_at_its_deadline(queue_hosts: QueueHosts) -> None:
+    done = dispatch(queue_hosts, "unserved", settings={"EXPEDITOR_DISPATCH_TIMEOUT": "1"})
+    assert done.returncode == 1, done.stderr
+    outcome = json.loads(done.stdout)
+    assert outcome["status"] == "pending"
+    assert "the dispatch deadline (1 s) passed while it was pending; it goes on" in outcome["message"]
+    assert launches(queue_hosts) == []
+    assert queue_hosts.rows("SELECT status FROM procrastinate_jobs") == [{"status": "todo"}]
