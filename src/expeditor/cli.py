@@ -15,6 +15,7 @@ from expeditor.config import Settings, load_settings
 from expeditor.errors import ExpeditorError, InvalidInput, Unusable
 from expeditor.executor import RunRequest
 from expeditor.logs import configure_logging
+from expeditor.worktree_commands import add_worktree_commands
 
 __all__ = ["main"]
 
@@ -110,6 +111,7 @@ def _dispatch(args: argparse.Namespace) -> int:
     from expeditor.dispatch import dispatch_command
     from expeditor.recipes.commands import parse_inputs
     from expeditor.runs import CallerContext
+    from expeditor.runs.worktrees import Isolation
 
     settings = _settings(args)
     configure_logging(settings)
@@ -126,6 +128,7 @@ def _dispatch(args: argparse.Namespace) -> int:
         as_json=args.json,
         out=sys.stdout,
         err=sys.stderr,
+        isolation=Isolation(args.isolation) if args.isolation else None,
     )
 
 
@@ -242,7 +245,9 @@ def _parser() -> argparse.ArgumentParser:
         "--stale-threshold", type=_positive_seconds, help="seconds of silence before the orchestrator is stale"
     )
     dispatch.add_argument("--json", action="store_true", help="print the outcome as JSON")
+    dispatch.add_argument("--isolation", choices=("none", "worktree"), help="worktree: a git worktree of its own")
     dispatch.set_defaults(handler=_dispatch)
+    add_worktree_commands(commands)
 
     status = commands.add_parser(
         "status",
@@ -298,6 +303,13 @@ def _parser() -> argparse.ArgumentParser:
     )
     demo.add_argument("--markdown", metavar="FILE", help="also write the usage report as markdown to FILE")
     demo.set_defaults(handler=_demo)
+
+    from expeditor.runs.campaign_command import add_campaign_actions  # as lazily as every handler's module
+
+    campaign = commands.add_parser(
+        "campaign", help="a campaign's budget", description="Manage a campaign: set, show or clear its budget."
+    )
+    add_campaign_actions(campaign)
 
     report = commands.add_parser(
         "report",

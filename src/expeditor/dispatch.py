@@ -16,9 +16,11 @@ recipe's job runs (an agent orchestrator, or the pipeline runner) and what the c
 
 from __future__ import annotations
 
+import functools
 import logging
 import sys
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -42,7 +44,9 @@ from expeditor.runs import (
     open_runtime,
     settings_environment,
 )
+from expeditor.runs.budgets import check_budgets
 from expeditor.runs.commands import print_result, say_launch_hint
+from expeditor.runs.worktrees import Isolation, JobWorktree, finish_worktree, isolatable_project, prepare_worktree
 from expeditor.state import ClaimAction, DispatchRecord, DispatchStatus, RunStatus, inputs_hash
 from expeditor.usage import SessionUsage
 
@@ -78,6 +82,8 @@ class DispatchOutcome(BaseModel):
         description="Why the run's end could not be recorded (the store could not be written); the job may "
         "then run again on the next dispatch. None once it is on record.",
     )
+    worktree: str | None = Field(default=None, description="The git worktree the job runs in, when isolated.")
+    branch: str | None = Field(default=None, description="The git branch holding the isolated job's commits.")
     message: str = Field(description="One sentence saying what happened.")
 
     @classmethod
@@ -92,6 +98,8 @@ class DispatchOutcome(BaseModel):
             summary=record.result_summary,
             outputs=dict(record.outputs or {}),
             usage=record.usage,
+            worktree=record.worktree,
+            branch=record.branch,
             message=message,
             **flags,
         )
@@ -117,8 +125,10 @@ class DispatchService:
         cwd: Path | None = None,
         stale_threshold: float | None = None,
         control: RunControl | None = None,
+        isolation: Isolation | None = None,
     ) -> DispatchOutcome:
-        """Run the job once. ``control`` is the launched run's handle for whoever reports its progress."""
+        """Run the job once. ``control`` is the launched run's handle for whoever reports its progress;
+        ``isolation`` overrides the recipe's."""
         validate_identifier(campaign, what="campaign")
         validate_identifier(name, what="job name")
         jobs = self.runtime.jobs
@@ -126,6 +136,15 @@ class DispatchService:
         if done is not None and not force:
             return self._short_circuit(done, self._resolved_for_comparison(recipe, inputs))
         loaded, resolved, work_dir = self._prepare(recipe, inputs, cwd, stale_threshold)
+        isolated = (isolation or loaded.isolation) is Isolation.WORKTREE
+        if isolated:
+            await anyio.to_thread.run_sync(isolatable_project, self.settings, work_dir)  # refused before the claim
+        # A spent budget (the campaign's, or the job's own) is refused before the claim: nothing launches.
+        limits = (loaded.max_budget_usd, loaded.max_tokens)
+        store = self.runtime.store
+        await anyio.to_thread.run_sync(
+            functools.partial(check_budgets, self.settings, store, campaign, name, recipe=recipe, limits=limits)
+        )
         claimed = await jobs.claim(
             campaign,
             name,
@@ -145,7 +164,8 @@ class DispatchService:
                 already_running=True,
                 inputs_changed=claim.inputs_changed,
             )
-        return await self._launch(claimed, loaded, resolved, work_dir, caller, stale_threshold, control or RunControl())
+        launch = _Launch(claimed, loaded, resolved, work_dir, isolated)
+        return await self._launch(launch, caller, stale_threshold, control or RunControl())
 
     def _short_circuit(self, record: DispatchRecord, inputs: Mapping[str, str]) -> DispatchOutcome:
         changed = record.inputs_hash != inputs_hash(dict(inputs))
@@ -180,25 +200,15 @@ class DispatchService:
         return recipe, resolved, work_dir
 
     async def _launch(
-        self,
-        claimed: ClaimedJob,
-        recipe: Recipe,
-        inputs: dict[str, str],
-        work_dir: Path,
-        caller: CallerContext,
-        stale_threshold: float | None,
-        control: RunControl,
+        self, launch: _Launch, caller: CallerContext, stale_threshold: float | None, control: RunControl
     ) -> DispatchOutcome:
+        claimed, recipe, inputs = launch.claimed, launch.recipe, launch.inputs
         record = claimed.record
         campaign, name, attempt = record.campaign_id, record.name, claimed.claim.attempt
         prior_session_id = claimed.claim.prior_session_id
         pipeline = recipe.orchestrator is Orchestrator.PIPELINE
-        # The pipeline runner resumes from its step records, so every attempt of it is a fresh process.
-        resume = (
-            not pipeline
-            and prior_session_id is not None
-            and transcript_path(self.settings.claude_config_dir, work_dir, prior_session_id).exists()
-        )
+        resume = False
+        worktree: JobWorktree | None = None
         context = RunContext(
             campaign_id=campaign,
             job_name=name,
@@ -208,6 +218,17 @@ class DispatchService:
         )
 
         async def attempt_body(mark_running: MarkRunning) -> JobEnd:
+            nonlocal resume, worktree
+            work_dir = launch.work_dir
+            if launch.isolated:
+                worktree = await anyio.to_thread.run_sync(prepare_worktree, self.settings, work_dir, campaign, name)
+                work_dir = worktree.path
+            # The pipeline runner resumes from its step records, so every attempt of it is a fresh process.
+            resume = (
+                not pipeline
+                and prior_session_id is not None
+                and transcript_path(self.settings.claude_config_dir, work_dir, prior_session_id).exists()
+            )
             session_id = prior_session_id if resume and prior_session_id else new_session_id()
             if pipeline:
                 request = self._pipeline_request(record, recipe, inputs, work_dir, session_id, stale_threshold)
@@ -216,7 +237,8 @@ class DispatchService:
             logger.info(
                 "session=%s dispatch %s/%s attempt %d%s", session_id, campaign, name, attempt, " (resumed)" * resume
             )
-            await mark_running(session_id)
+            where = {} if worktree is None else {"worktree": str(worktree.path), "branch": worktree.branch}
+            await mark_running(session_id, **where)
             result = await self.runtime.supervisor.run(
                 request, caller, marker=DISPATCH_MARKER_LABEL, control=control, context=context
             )
@@ -242,6 +264,12 @@ class DispatchService:
             # The runner's own verdict ("pipeline failure: step 'test' failed ...") says more than its exit.
             why = (result.result_text.strip().splitlines() or [why])[0]
         message = f"{campaign}/{name} {verdict}: {why}"
+        if worktree is not None:
+            succeeded = final.status is DispatchStatus.SUCCESS
+            finish = functools.partial(
+                finish_worktree, worktree, succeeded=succeeded, keep=recipe.keep_worktree, job=f"{campaign}/{name}"
+            )
+            message += "; " + await anyio.to_thread.run_sync(finish)
         if recorded.error is not None:
             message += f"; but {recorded.error}, so the next dispatch may run it again"
         return DispatchOutcome.of(final, message, resumed=resume, result=result, record_error=recorded.error)
@@ -303,6 +331,17 @@ class DispatchService:
         )
 
 
+@dataclass(frozen=True)
+class _Launch:
+    """A claimed job and what its launch runs: the recipe, its inputs, the project, and whether it is isolated."""
+
+    claimed: ClaimedJob
+    recipe: Recipe
+    inputs: dict[str, str]
+    work_dir: Path
+    isolated: bool
+
+
 def _job_end(result: RunResult) -> JobEnd:
     """The job's end as its run says: a pipeline's outputs are its recorded steps' captures (None reads them)."""
     status = RunStatus.from_termination(result.termination, is_error=result.is_error)
@@ -323,13 +362,22 @@ def dispatch_command(
     as_json: bool,
     out: TextIO,
     err: TextIO,
+    isolation: Isolation | None = None,
 ) -> int:
     """``expeditor dispatch``: run the job and print its outcome; 0 when it succeeded or already runs, else 1."""
 
     async def run() -> DispatchOutcome:
         async with open_runtime(settings, owner_kind="dispatch") as runtime:
             return await DispatchService(runtime).dispatch(
-                campaign, name, recipe, inputs, caller=caller, force=force, cwd=cwd, stale_threshold=stale_threshold
+                campaign,
+                name,
+                recipe,
+                inputs,
+                caller=caller,
+                force=force,
+                cwd=cwd,
+                stale_threshold=stale_threshold,
+                isolation=isolation,
             )
 
     outcome = anyio.run(run)

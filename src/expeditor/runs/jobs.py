@@ -17,6 +17,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
+from typing import Protocol
 
 import anyio
 
@@ -74,7 +75,14 @@ class RecordedEnd:
     error: str | None = None
 
 
-MarkRunning = Callable[[str], Awaitable[None]]
+class MarkRunning(Protocol):
+    """Marks the attempt running as its session starts: in ``worktree`` on ``branch`` when the job is isolated."""
+
+    async def __call__(
+        self, started_session_id: str, /, *, worktree: str | None = None, branch: str | None = None
+    ) -> None: ...
+
+
 AttemptBody = Callable[[MarkRunning], Awaitable[JobEnd]]
 
 
@@ -263,7 +271,9 @@ class JobLifecycle:
         campaign_id, name, attempt = record.campaign_id, record.name, claimed.claim.attempt
         session_id: str | None = None
 
-        async def mark_running(started_session_id: str) -> None:
+        async def mark_running(
+            started_session_id: str, *, worktree: str | None = None, branch: str | None = None
+        ) -> None:
             nonlocal session_id
             await anyio.to_thread.run_sync(
                 functools.partial(
@@ -272,6 +282,8 @@ class JobLifecycle:
                     name,
                     attempt=attempt,
                     dispatched_session_id=started_session_id,
+                    worktree=worktree,
+                    branch=branch,
                 )
             )
             session_id = started_session_id

@@ -25,8 +25,22 @@ class DispatchMarks(ABC):
         self, campaign_id: str, name: str, attempt: int, target: DispatchStatus, changes: Mapping[str, object]
     ) -> DispatchRecord: ...
 
-    def mark_running(self, campaign_id: str, name: str, *, attempt: int, dispatched_session_id: str) -> DispatchRecord:
-        changes = {"dispatched_session_id": dispatched_session_id, "started_at": time.time()}
+    def mark_running(
+        self,
+        campaign_id: str,
+        name: str,
+        *,
+        attempt: int,
+        dispatched_session_id: str,
+        worktree: str | None = None,
+        branch: str | None = None,
+    ) -> DispatchRecord:
+        changes = {
+            "dispatched_session_id": dispatched_session_id,
+            "started_at": time.time(),
+            "worktree": worktree,
+            "branch": branch,
+        }
         return self._transition(campaign_id, name, attempt, DispatchStatus.RUNNING, changes)
 
     def mark_succeeded(

@@ -145,7 +145,28 @@ def _v1(connection: Connection) -> None:
         connection.execute(statement)
 
 
-MIGRATIONS: tuple[Callable[[Connection], None], ...] = (_v1,)
+def _job_worktrees(connection: Connection) -> None:
+    """The git worktree and branch a job runs in (``isolation: worktree``)."""
+    connection.execute("ALTER TABLE dispatches ADD COLUMN worktree text, ADD COLUMN branch text")
+
+
+def _budgets(connection: Connection) -> None:
+    """Budgets of campaigns and jobs; a campaign's own has the job name ''."""
+    connection.execute(
+        """
+        CREATE TABLE budgets (
+            campaign_id    text NOT NULL,
+            job_name       text NOT NULL DEFAULT '',
+            max_budget_usd double precision CHECK (max_budget_usd > 0),
+            max_tokens     bigint CHECK (max_tokens > 0),
+            updated_at     double precision NOT NULL,
+            PRIMARY KEY (campaign_id, job_name)
+        )
+        """
+    )
+
+
+MIGRATIONS: tuple[Callable[[Connection], None], ...] = (_v1, _job_worktrees, _budgets)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

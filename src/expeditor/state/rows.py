@@ -55,6 +55,8 @@ _DISPATCH_COLUMNS = (
     "updated_at",
     "started_at",
     "finished_at",
+    "worktree",
+    "branch",
 )
 
 
@@ -151,6 +153,8 @@ def dispatch_from_row(row: sqlite3.Row) -> DispatchRecord:
         updated_at=row["updated_at"],
         started_at=row["started_at"],
         finished_at=row["finished_at"],
+        worktree=row["worktree"],
+        branch=row["branch"],
     )
 
 

@@ -119,7 +119,29 @@ def _v4(connection: sqlite3.Connection) -> None:
     connection.execute("ALTER TABLE runs ADD COLUMN last_moved_at REAL")
 
 
-MIGRATIONS: tuple[Callable[[sqlite3.Connection], None], ...] = (_v1, _v2, _v3, _v4)
+def _job_worktrees(connection: sqlite3.Connection) -> None:
+    """The git worktree and branch a job runs in (``isolation: worktree``)."""
+    for column in ("worktree TEXT", "branch TEXT"):
+        connection.execute(f"ALTER TABLE dispatches ADD COLUMN {column}")
+
+
+def _budgets(connection: sqlite3.Connection) -> None:
+    """Budgets of campaigns and jobs; a campaign's own has the job name ''."""
+    connection.execute(
+        """
+        CREATE TABLE budgets (
+            campaign_id    TEXT NOT NULL,
+            job_name       TEXT NOT NULL DEFAULT '',
+            max_budget_usd REAL CHECK (max_budget_usd > 0),
+            max_tokens     INTEGER CHECK (max_tokens > 0),
+            updated_at     REAL NOT NULL,
+            PRIMARY KEY (campaign_id, job_name)
+        )
+        """
+    )
+
+
+MIGRATIONS: tuple[Callable[[sqlite3.Connection], None], ...] = (_v1, _v2, _v3, _v4, _job_worktrees, _budgets)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

@@ -35,6 +35,7 @@ from typing import Any, Protocol
 
 from expeditor.executor.models import Termination
 from expeditor.state.models import (
+    Budget,
     Claim,
     DispatchRecord,
     DispatchStatus,
@@ -102,8 +103,17 @@ class CampaignStore(Protocol):
         """Whether the process that owns ``record`` may still be working on it."""
         ...
 
-    def mark_running(self, campaign_id: str, name: str, *, attempt: int, dispatched_session_id: str) -> DispatchRecord:
-        """pending -> running: the attempt's session was launched."""
+    def mark_running(
+        self,
+        campaign_id: str,
+        name: str,
+        *,
+        attempt: int,
+        dispatched_session_id: str,
+        worktree: str | None = None,
+        branch: str | None = None,
+    ) -> DispatchRecord:
+        """pending -> running: the attempt's session was launched (in ``worktree``, on ``branch``, when isolated)."""
         ...
 
     def mark_succeeded(
@@ -240,6 +250,17 @@ class CampaignStore(Protocol):
 
     def clear_steps(self, campaign_id: str, name: str, *, from_sequence: int = 1) -> int:
         """Forget the job's step executions from ``from_sequence`` on (all: a forced rerun); returns how many."""
+        ...
+
+    # --- budgets -----------------------------------------------------------------------
+
+    def set_budget(self, budget: Budget) -> Budget | None:
+        """Set the budget of ``budget.campaign_id`` (and ``job_name``), replacing the one set before; returns it
+        as stored. A budget with neither limit removes it (returns None)."""
+        ...
+
+    def list_budgets(self, campaign_id: str) -> builtins.list[Budget]:
+        """The campaign's budgets: its own first, then its jobs' by name."""
         ...
 
     def close(self) -> None:
