@@ -16,7 +16,7 @@ import pytest
 
 # The PostgreSQL fixtures (postgres_server, pg_database_url) and the queue's (queue_database_url, queue_hosts),
 # for every test directory.
-pytest_plugins = ["tests.support.postgres", "tests.support.queue"]
+pytest_plugins = ["tests.support.postgres", "tests.support.queue_hosts"]
 
 # Every process a test starts inherits this tag, so the leak guard can find what escaped.
 TEST_TAG_VARIABLE = "EXPEDITOR_TEST_TAG"

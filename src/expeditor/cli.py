@@ -24,6 +24,7 @@ from expeditor.queue.commands import (
     dispatch_launcher,
     migrate_queue_too,
 )
+from expeditor.worktree_commands import add_worktree_commands
 
 __all__ = ["main"]
 
@@ -120,6 +121,7 @@ def _dispatch(args: argparse.Namespace) -> int:
     from expeditor.dispatch import dispatch_command
     from expeditor.recipes.commands import parse_inputs
     from expeditor.runs import CallerContext
+    from expeditor.runs.worktrees import Isolation
 
     settings = _settings(args)
     configure_logging(settings)
@@ -138,6 +140,7 @@ def _dispatch(args: argparse.Namespace) -> int:
         out=sys.stdout,
         err=sys.stderr,
         launcher=launcher,
+        isolation=Isolation(args.isolation) if args.isolation else None,
     )
 
 
@@ -256,7 +259,9 @@ def _parser() -> argparse.ArgumentParser:
         "--stale-threshold", type=_positive_seconds, help="seconds of silence before the orchestrator is stale"
     )
     dispatch.add_argument("--json", action="store_true", help="print the outcome as JSON")
+    dispatch.add_argument("--isolation", choices=("none", "worktree"), help="worktree: a git worktree of its own")
     dispatch.set_defaults(handler=_dispatch)
+    add_worktree_commands(commands)
 
     status = commands.add_parser(
         "status",
@@ -316,6 +321,12 @@ def _parser() -> argparse.ArgumentParser:
     demo.set_defaults(handler=_demo)
 
     add_worker_command(commands, lambda args: functools.partial(_settings, args))
+    from expeditor.runs.campaign_command import add_campaign_actions  # as lazily as every handler's module
+
+    campaign = commands.add_parser(
+        "campaign", help="a campaign's budget", description="Manage a campaign: set, show or clear its budget."
+    )
+    add_campaign_actions(campaign)
 
     report = commands.add_parser(
         "report",

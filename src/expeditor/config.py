@@ -111,6 +111,11 @@ class Settings(BaseSettings):
     default_model: str | None = Field(
         default=None, description="Model used when a call names none (default: the CLI's own default)."
     )
+    model_prices: dict[str, tuple[float, float, float, float]] = Field(
+        default_factory=dict,
+        description="USD per million tokens (input, output, cache read, cache write) by model id prefix, over the "
+        "built-in table: prices the runs that died before reporting their cost (estimates).",
+    )
     permission_mode: str = Field(
         default="acceptEdits",
         pattern=r"^(default|acceptEdits|bypassPermissions|plan|dontAsk)$",

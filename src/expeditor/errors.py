@@ -8,6 +8,7 @@
     │   └── Unusable          the request is well formed, but what it names does not exist or cannot be used
     │                         as it is (an unknown recipe, a recipe file with problems): fix the name or the
     │                         thing named. The command line exits 1 for it, 2 for any other InvalidInput
+    │       └── BudgetSpent   the campaign or job has spent its budget: nothing was launched; raise the budget
     ├── LaunchFailed          expeditor's own installation cannot launch a session (its bundled plugin is
     │                         missing): reinstall. An agent command that cannot start is no error but a run
     │                         that ends as ``launch_failed``, with the reason in its result
@@ -24,6 +25,7 @@ our code, with ``raise ... from exc``, so a traceback keeps the original cause.
 from __future__ import annotations
 
 __all__ = [
+    "BudgetSpent",
     "ClaimRefused",
     "ExpeditorError",
     "IllegalTransition",
@@ -51,6 +53,10 @@ class InvalidIdentifier(InvalidInput):
 
 class Unusable(InvalidInput):
     """What a well-formed request names does not exist or cannot be used as it is."""
+
+
+class BudgetSpent(Unusable):
+    """A campaign or job has spent its budget, so nothing more of it is launched; the message gives both figures."""
 
 
 class LaunchFailed(ExpeditorError):

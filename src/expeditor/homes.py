@@ -36,6 +36,7 @@ __all__ = [
     "make_private_dir",
     "project_root",
     "state_base",
+    "worktrees_root",
 ]
 
 LEGACY_HOME_NAME = ".expeditor"
@@ -97,6 +98,12 @@ def default_home(directory: Path | None = None, environ: Mapping[str, str] | Non
         if _is_home(legacy):
             return legacy
     return home_for_project(project, state_base(os.environ if environ is None else environ, Path.home()))
+
+
+def worktrees_root(home: Path) -> Path:
+    """Where the jobs of ``isolation: worktree`` get their git worktrees: expeditor's own, outside the checkout,
+    so a session may work there without the directory being listed in ``allowed_roots``."""
+    return home / "worktrees"
 
 
 def describe_home(home: Path) -> str:

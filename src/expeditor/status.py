@@ -165,7 +165,7 @@ def session_table(sessions: Sequence[SessionInfo]) -> Table:
 
 def dispatch_table(campaign: str, records: Sequence[DispatchRecord]) -> Table:
     table = Table(title=f"Campaign {campaign} ({_count(len(records), 'job')})")
-    for column in ("job", "status", "attempts", "session", "tokens (in/out/cache read)", "updated"):
+    for column in ("job", "status", "attempts", "session", "tokens (in/out/cache read)", "updated", "branch"):
         table.add_column(column)
     for record in records:
         usage = record.usage.total if record.usage else None
@@ -176,6 +176,7 @@ def dispatch_table(campaign: str, records: Sequence[DispatchRecord]) -> Table:
             (record.dispatched_session_id or "-")[:8],
             f"{usage.input_tokens}/{usage.output_tokens}/{usage.cache_read_tokens}" if usage else "-",
             time.strftime("%H:%M:%S", time.localtime(record.updated_at)),
+            record.branch or "-",
         )
     return table
 

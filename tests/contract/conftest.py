@@ -55,7 +55,10 @@ def store_location(store_kind: str, request: pytest.FixtureRequest, tmp_path: Pa
         return str(tmp_path / "state.sqlite3")
     url: str = request.getfixturevalue("pg_database_url")
     with psycopg.connect(url, autocommit=True) as connection:
-        connection.execute("TRUNCATE expeditor.dispatches, expeditor.runs, expeditor.step_executions, expeditor.owners")
+        connection.execute(
+            "TRUNCATE expeditor.dispatches, expeditor.runs, expeditor.step_executions, expeditor.owners, "
+            "expeditor.budgets"
+        )
     return url
 
 

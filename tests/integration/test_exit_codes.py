@@ -63,6 +63,17 @@ CASES: dict[str, Case] = {
         ("dispatch", "c", "k", "--recipe", "diagnose", "--input", "oops"), 2, "key=value"
     ),
     "dispatch input missing": Case(("dispatch", "c", "m", "--recipe", "diagnose"), 2, "problem"),
+    "dispatch isolated outside a repository": Case(
+        ("dispatch", "c", "i", "--recipe", "diagnose", "--input", "problem=p", "--isolation", "worktree"),
+        2,
+        "needs a git repository",
+    ),
+    "worktrees ok": Case(("worktrees",), 0, "no job worktrees"),
+    "worktrees prune ok": Case(("worktrees", "prune"), 0, "0 worktree(s) removed"),
+    "worktrees unknown action": Case(("worktrees", "purge"), 2, "invalid choice"),
+    "campaign budget ok": Case(("campaign", "budget", "c", "5"), 0, "budget $5"),
+    "campaign budget not an amount": Case(("campaign", "budget", "c", "lots"), 2, "not an amount in USD"),
+    "campaign budget clear with amount": Case(("campaign", "budget", "c", "5", "--clear"), 2, "--clear removes"),
     "status ok": Case(("status",), 0),
     "status unknown campaign": Case(("status", "--campaign", "nope"), 1, "nope"),
     "status bad interval": Case(("status", "--interval", "0"), 2, "positive"),

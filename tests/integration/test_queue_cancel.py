@@ -1,7 +1,7 @@
 """Cancel across hosts (issue 27, item 6): ``expeditor cancel`` from another process stops a queued dispatch
 wherever it runs, or before it runs; a session of another host that is not a queued dispatch is refused.
 
-Real ``expeditor worker`` processes on the fake agent and a real PostgreSQL (``tests.support.queue``).
+Real ``expeditor worker`` processes on the fake agent and a real PostgreSQL (``tests.support.queue_hosts``).
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from expeditor.state import Owner, RunRecord
 from expeditor.state.postgres import PostgresCampaignStore
 from expeditor.testing import read_invocation_log
 from tests.support.fake import FAKE_AGENT_COMMAND
-from tests.support.queue import QueueHosts, queue_database_url, queue_hosts, require_procrastinate  # noqa: F401
+from tests.support.queue_hosts import QueueHosts, queue_database_url, queue_hosts, require_procrastinate  # noqa: F401
 
 require_procrastinate()
 

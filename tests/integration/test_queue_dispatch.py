@@ -1,6 +1,6 @@
 """Queue mode end to end: real `expeditor worker` processes on PostgreSQL, dispatches from other processes.
 
-Each worker is a host of its own (``tests.support.queue``); the fake agent's invocation log, shared by all
+Each worker is a host of its own (``tests.support.queue_hosts``); the fake agent's invocation log, shared by all
 hosts, counts launches.
 """
 
@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from expeditor.testing import read_invocation_log
-from tests.support.queue import QueueHosts, require_procrastinate
+from tests.support.queue_hosts import QueueHosts, require_procrastinate
 
 pytestmark = pytest.mark.usefixtures("_procrastinate")
 

@@ -31,7 +31,7 @@ from expeditor.queue.tasks import defer_in_claim
 from expeditor.state.models import Owner
 from expeditor.state.postgres import PostgresCampaignStore
 from tests.support.postgres import STORE_SCHEMA, PostgresServer
-from tests.support.queue import QUEUE_TIMINGS, QueueHosts, queue_database_url, queue_hosts
+from tests.support.queue_hosts import QUEUE_TIMINGS, QueueHosts, queue_database_url, queue_hosts
 from tests.support.tcp_proxy import TcpProxy, tcp_proxy
 
 __all__ = ["queue_database_url", "queue_hosts"]  # the fixtures this module uses

@@ -22,7 +22,7 @@ import psycopg
 import pytest
 from psycopg.rows import dict_row
 
-from tests.support.queue import (
+from tests.support.queue_hosts import (
     QUEUE_TIMINGS,
     QueueHosts,
     queue_database_url,

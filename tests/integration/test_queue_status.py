@@ -2,7 +2,7 @@
 slots, slots in use and heartbeat age), the jobs waiting, and the dispatches per host; the sessions table and
 ``list_sessions`` stay this host's registry.
 
-Real ``expeditor worker`` processes on the fake agent and a real PostgreSQL (``tests.support.queue``).
+Real ``expeditor worker`` processes on the fake agent and a real PostgreSQL (``tests.support.queue_hosts``).
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import pytest
 
 from expeditor.config import load_settings
 from expeditor.status import StatusSnapshot, show_status
-from tests.support.queue import QUEUE_TIMINGS, QueueHosts, queue_database_url, queue_hosts, require_procrastinate  # noqa: F401
+from tests.support.queue_hosts import QUEUE_TIMINGS, QueueHosts, queue_database_url, queue_hosts, require_procrastinate  # noqa: F401
 
 require_procrastinate()
 

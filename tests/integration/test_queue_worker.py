@@ -1,6 +1,6 @@
 """`expeditor worker` itself: how it stops, what it refuses, and what it fences out, as real processes.
 
-Workers are hosts of their own (``tests.support.queue``) on a PostgreSQL database with the queue's schema; the
+Workers are hosts of their own (``tests.support.queue_hosts``) on a PostgreSQL database with the queue's schema; the
 fake agent's invocation log counts launches across all of them.
 """
 
@@ -21,7 +21,7 @@ import pytest
 
 from expeditor.testing import read_invocation_log
 from tests.support.postgres import STORE_SCHEMA, PostgresServer
-from tests.support.queue import QueueHosts, require_procrastinate
+from tests.support.queue_hosts import QueueHosts, require_procrastinate
 
 pytestmark = pytest.mark.usefixtures("_procrastinate")
 

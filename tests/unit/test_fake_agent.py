@@ -135,9 +135,11 @@ def test_default_run_replies_succeeds_and_writes_the_transcript_under_the_mangle
     mangled = str(agent.cwd).replace("/", "-").replace(".", "-").replace("_", "-").replace(" ", "-")
     transcript = agent.config / "projects" / mangled / f"{run.session_id}.jsonl"
     lines = [json.loads(line) for line in transcript.read_text().splitlines()]
-    assert [line["type"] for line in lines] == ["user", "assistant"]
+    # As 2.1.332 does, the session ends its transcript with its cost so far (a resume adds to it).
+    assert [line["type"] for line in lines] == ["user", "assistant", "cost-state"]
+    assert lines[2]["totalCostUSD"] == result["total_cost_usd"]
     assert lines[0]["message"] == {"role": "user", "content": "hello there"}
-    for line in lines:
+    for line in lines[:2]:
         assert line["sessionId"] == run.session_id
         assert line["cwd"] == str(agent.cwd)
         assert {"uuid", "timestamp", "message"} <= line.keys()
@@ -282,6 +284,10 @@ def test_resume_keeps_the_session_id_and_appends_to_the_same_transcript(agent: A
     assert {event["session_id"] for event in second.events} == {SESSION}
     prompts = [line["message"]["content"] for line in second.transcript() if line["type"] == "user"]
     assert prompts == ["first", "second"]
+    # Like 2.1.332, a resumed session's reported cost includes its earlier launches' (its tokens do not).
+    before, after = first.events[-1], second.events[-1]
+    own = sum(model["costUSD"] for model in after["modelUsage"].values())
+    assert after["total_cost_usd"] == pytest.approx(before["total_cost_usd"] + own)
 
 
 def test_fork_session_starts_a_new_transcript_with_a_copy_of_the_history(agent: Agent) -> None:
@@ -296,7 +302,7 @@ def test_fork_session_starts_a_new_transcript_with_a_copy_of_the_history(agent: 
     ]
     assert {line["sessionId"] for line in forked.transcript()} == {OTHER}
     original = transcript_path(agent.config, agent.cwd, SESSION).read_text().splitlines()
-    assert len(original) == 2
+    assert len(original) == 3  # user, assistant, cost-state
 
 
 def test_text_output_prints_only_the_result_text(agent: Agent) -> None:

@@ -9,6 +9,7 @@ with its attempt number by the job lifecycle.
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import sys
 from collections.abc import Callable
@@ -33,6 +34,7 @@ from expeditor.runs import (
     ended_by,
     settings_environment,
 )
+from expeditor.runs.worktrees import JobWorktree, finish_worktree, prepare_worktree
 from expeditor.state import DispatchRecord, DispatchStatus, Owner, RunStatus
 
 __all__ = ["DISPATCH_MARKER_LABEL", "TranscriptKeeper", "run_attempt"]
@@ -67,6 +69,7 @@ async def run_attempt(
     owner: Owner | None = None,
     interrupted_by: Callable[[], str | None] | None = None,
     transcripts: TranscriptKeeper | None = None,
+    isolated: bool = False,
 ) -> DispatchOutcome:
     """Run ``claimed``'s attempt under a ``dispatch`` marker for ``caller`` and record its end.
 
@@ -75,7 +78,8 @@ async def run_attempt(
     (``FencedOut``, and nothing is recorded). ``interrupted_by()``: while it gives a reason (its process is
     stopping), a cancelled attempt is recorded ``interrupted`` with it, to be run again, not ``cancelled``.
     ``transcripts``: an orchestrator's transcript is restored from the store before it resumes and checkpointed
-    into it while it runs, so another host can resume it.
+    into it while it runs, so another host can resume it. ``isolated``: the job runs in its own git worktree
+    of ``work_dir``'s project, prepared here at its first launch and found again by every later one.
     """
 
     def ended(end: JobEnd) -> JobEnd:
@@ -87,25 +91,9 @@ async def run_attempt(
     campaign, name, attempt = record.campaign_id, record.name, claimed.claim.attempt
     prior_session_id = record.resume_session_id
     pipeline = recipe.orchestrator is Orchestrator.PIPELINE
-    resumes_from = None
-    if transcripts is not None and prior_session_id is not None and not pipeline:
-        available, where = await anyio.to_thread.run_sync(transcripts.restore, work_dir, prior_session_id)
-        resumes_from = f"resumed session {prior_session_id} from {where}" if available else f"started fresh: {where}"
-        # Starting over loses the session's work so far: worth a warning, where a resume is routine.
-        logger.log(
-            logging.INFO if available else logging.WARNING,
-            "session=%s dispatch %s/%s: %s",
-            prior_session_id,
-            campaign,
-            name,
-            resumes_from,
-        )
-    # The pipeline runner resumes from its step records, so every attempt of it is a fresh process.
-    resume = (
-        not pipeline
-        and prior_session_id is not None
-        and transcript_path(settings.claude_config_dir, work_dir, prior_session_id).exists()
-    )
+    resumes_from: str | None = None
+    resume = False
+    worktree: JobWorktree | None = None
     context = RunContext(
         campaign_id=campaign,
         job_name=name,
@@ -115,17 +103,44 @@ async def run_attempt(
     )
 
     async def attempt_body(mark_running: MarkRunning) -> JobEnd:
+        # Inside the attempt, so a worktree that cannot be made is this attempt's recorded end.
+        nonlocal resumes_from, resume, worktree
+        here = work_dir
+        if isolated:
+            worktree = await anyio.to_thread.run_sync(prepare_worktree, settings, work_dir, campaign, name)
+            here = worktree.path
+        if transcripts is not None and prior_session_id is not None and not pipeline:
+            available, where = await anyio.to_thread.run_sync(transcripts.restore, here, prior_session_id)
+            resumes_from = (
+                f"resumed session {prior_session_id} from {where}" if available else f"started fresh: {where}"
+            )
+            # Starting over loses the session's work so far: worth a warning, where a resume is routine.
+            logger.log(
+                logging.INFO if available else logging.WARNING,
+                "session=%s dispatch %s/%s: %s",
+                prior_session_id,
+                campaign,
+                name,
+                resumes_from,
+            )
+        # The pipeline runner resumes from its step records, so every attempt of it is a fresh process.
+        resume = (
+            not pipeline
+            and prior_session_id is not None
+            and transcript_path(settings.claude_config_dir, here, prior_session_id).exists()
+        )
         session_id = prior_session_id if resume and prior_session_id else new_session_id()
         if pipeline:
-            request = _pipeline_request(runtime, record, recipe, inputs, work_dir, session_id, stale_threshold)
+            request = _pipeline_request(runtime, record, recipe, inputs, here, session_id, stale_threshold)
         else:
-            request = _orchestrator_request(runtime, recipe, inputs, work_dir, session_id, resume, stale_threshold)
+            request = _orchestrator_request(runtime, recipe, inputs, here, session_id, resume, stale_threshold)
         logger.info(
             "session=%s dispatch %s/%s attempt %d%s", session_id, campaign, name, attempt, " (resumed)" * resume
         )
-        await mark_running(session_id)
+        where_it_runs = {} if worktree is None else {"worktree": str(worktree.path), "branch": worktree.branch}
+        await mark_running(session_id, **where_it_runs)
         keeping = (
-            transcripts.checkpointing(session_id, work_dir)
+            transcripts.checkpointing(session_id, here)
             if transcripts is not None and not pipeline
             else contextlib.nullcontext()
         )
@@ -157,6 +172,15 @@ async def run_attempt(
         # The runner's own verdict ("pipeline failure: step 'test' failed ...") says more than its exit.
         why = (result.result_text.strip().splitlines() or [why])[0]
     message = f"{campaign}/{name} {verdict}: {why}"
+    if worktree is not None:
+        finish = functools.partial(
+            finish_worktree,
+            worktree,
+            succeeded=final.status is DispatchStatus.SUCCESS,
+            keep=recipe.keep_worktree,
+            job=f"{campaign}/{name}",
+        )
+        message += "; " + await anyio.to_thread.run_sync(finish)
     if recorded.error is not None:
         message += f"; but {recorded.error}, so the next dispatch may run it again"
     if resumes_from is not None:

@@ -14,6 +14,7 @@ from expeditor.dispatch.outcome import DispatchOutcome
 from expeditor.dispatch.service import DispatchService, Launcher
 from expeditor.runs import CallerContext, Runtime, open_runtime
 from expeditor.runs.commands import print_result, say_launch_hint
+from expeditor.runs.worktrees import Isolation
 from expeditor.state import DispatchStatus
 
 __all__ = ["LauncherFactory", "dispatch_command"]
@@ -36,6 +37,7 @@ def dispatch_command(
     out: TextIO,
     err: TextIO,
     launcher: LauncherFactory | None = None,
+    isolation: Isolation | None = None,
 ) -> int:
     """``expeditor dispatch``: run the job and print its outcome; 0 when it succeeded or already runs, else 1.
 
@@ -54,6 +56,7 @@ def dispatch_command(
                 force=force,
                 cwd=cwd,
                 stale_threshold=stale_threshold,
+                isolation=isolation,
             )
 
     outcome = anyio.run(run)

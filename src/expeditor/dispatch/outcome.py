@@ -41,6 +41,8 @@ class DispatchOutcome(BaseModel):
     host: str | None = Field(
         default=None, description="The host whose worker ran (or runs) the latest attempt, when this call knows it."
     )
+    worktree: str | None = Field(default=None, description="The git worktree the job runs in, when isolated.")
+    branch: str | None = Field(default=None, description="The git branch holding the isolated job's commits.")
     message: str = Field(description="One sentence saying what happened.")
 
     @classmethod
@@ -55,6 +57,8 @@ class DispatchOutcome(BaseModel):
             summary=record.result_summary,
             outputs=dict(record.outputs or {}),
             usage=record.usage,
+            worktree=record.worktree,
+            branch=record.branch,
             message=message,
             **flags,
         )

@@ -14,11 +14,13 @@ Lookups fail open; the claim does not: a launch nobody recorded would be repeate
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
+import anyio
 from pydantic import ValidationError
 
 from expeditor.config import Settings
@@ -29,6 +31,8 @@ from expeditor.executor import RunControl
 from expeditor.ids import validate_identifier
 from expeditor.recipes import Orchestrator, Recipe, RecipeError, RecipeLibrary
 from expeditor.runs import CallerContext, ClaimedJob, Runtime
+from expeditor.runs.budgets import check_budgets
+from expeditor.runs.worktrees import Isolation, isolatable_project
 from expeditor.state import ClaimAction, DispatchRecord, OnLaunchHook, inputs_hash
 
 __all__ = ["DispatchService", "Launcher", "LocalLauncher", "PreparedJob"]
@@ -42,6 +46,7 @@ class PreparedJob:
     inputs: dict[str, str]
     work_dir: Path
     stale_threshold: float | None
+    isolated: bool = False  # in a git worktree of its own (``isolation: worktree``)
 
 
 class Launcher(Protocol):
@@ -86,6 +91,7 @@ class LocalLauncher:
             caller,
             stale_threshold=job.stale_threshold,
             control=control,
+            isolated=job.isolated,
         )
 
 
@@ -112,15 +118,27 @@ class DispatchService:
         cwd: Path | None = None,
         stale_threshold: float | None = None,
         control: RunControl | None = None,
+        isolation: Isolation | None = None,
     ) -> DispatchOutcome:
-        """Run the job once. ``control`` is the launched run's handle for whoever reports its progress."""
+        """Run the job once. ``control`` is the launched run's handle for whoever reports its progress;
+        ``isolation`` overrides the recipe's."""
         validate_identifier(campaign, what="campaign")
         validate_identifier(name, what="job name")
         jobs = self.runtime.jobs
         done = await jobs.completed(campaign, name)
         if done is not None and not force:
             return self._short_circuit(done, self._resolved_for_comparison(recipe, inputs))
-        job = self.prepare(recipe, inputs, cwd, stale_threshold)
+        job = self.prepare(recipe, inputs, cwd, stale_threshold, isolation)
+        if job.isolated and job.work_dir.is_dir():
+            # Refused before the claim. In queue mode a cwd absent here is the worker's to check.
+            await anyio.to_thread.run_sync(isolatable_project, self.settings, job.work_dir)
+        # A spent budget (the campaign's, or the job's own) is refused before the claim: nothing launches.
+        limits = (job.recipe.max_budget_usd, job.recipe.max_tokens)
+        await anyio.to_thread.run_sync(
+            functools.partial(
+                check_budgets, self.settings, self.runtime.store, campaign, name, recipe=recipe, limits=limits
+            )
+        )
         claimed = await jobs.claim(
             campaign,
             name,
@@ -162,7 +180,12 @@ class DispatchService:
             return inputs
 
     def prepare(
-        self, recipe_name: str, inputs: Mapping[str, str], cwd: Path | None, stale_threshold: float | None
+        self,
+        recipe_name: str,
+        inputs: Mapping[str, str],
+        cwd: Path | None,
+        stale_threshold: float | None,
+        isolation: Isolation | None = None,
     ) -> PreparedJob:
         """Everything a launch needs that can be refused, refused before the claim: a job must not be
         recorded as claimed for a launch that cannot happen."""
@@ -174,4 +197,5 @@ class DispatchService:
             problem = exc.errors()[0]
             raise InvalidInput(f"stale_threshold {stale_threshold}: {problem['msg']}") from None
         work_dir = self.launcher.checked_cwd(cwd or self.settings.allowed_roots[0])
-        return PreparedJob(recipe, resolved, work_dir, stale_threshold)
+        isolated = (isolation or recipe.isolation) is Isolation.WORKTREE
+        return PreparedJob(recipe, resolved, work_dir, stale_threshold, isolated)

@@ -23,10 +23,12 @@ from expeditor.executor.models import RunRequest, RunResult, Suppression, Termin
 from expeditor.executor.registry import SessionRegistry
 from expeditor.executor.runner import LaunchSpec, ManagedOutcome, RunControl, run_managed
 from expeditor.executor.session import Watcher
+from expeditor.homes import worktrees_root
 from expeditor.ids import new_session_id, validate_identifier
 from expeditor.usage.transcript import usage_from_transcript
 
 __all__ = [
+    "BUDGET_STOP_SUBTYPE",
     "SECRET_SETTINGS",
     "ClaudeCodeExecutor",
     "WatcherFactory",
@@ -47,6 +49,8 @@ SECRET_SETTINGS = frozenset({"http_token", "store_url"})
 # The parent's session id would be mistaken for the child's own; a secret is not the child's to have.
 _STRIPPED_FROM_CHILD = frozenset({"CLAUDE_CODE_SESSION_ID", *(f"EXPEDITOR_{name.upper()}" for name in SECRET_SETTINGS)})
 _DEFAULT_CONFIG_DIR = Path.home() / ".claude"
+BUDGET_STOP_SUBTYPE = "error_max_budget_usd"
+"""The result event's subtype when Claude Code stopped a session at --max-budget-usd (docs/claude-code-cli-notes.md)."""
 
 
 def build_command(settings: Settings, request: RunRequest, session_id: str, *, mcp_config: Path | None) -> list[str]:
@@ -71,6 +75,10 @@ def build_command(settings: Settings, request: RunRequest, session_id: str, *, m
         argv += ["--add-dir", str(directory)]
     if mcp_config is not None:
         argv += ["--mcp-config", str(mcp_config)]
+    if request.output_schema is not None:
+        argv += ["--json-schema", json.dumps(request.output_schema, separators=(",", ":"))]
+    if request.max_budget_usd is not None:
+        argv += ["--max-budget-usd", f"{request.max_budget_usd:.10g}"]
     argv += list(request.extra_args)
     if request.allowed_tools:
         # Variadic: keep it last so it cannot swallow anything that follows.
@@ -117,7 +125,9 @@ def checked_directory(settings: Settings, path: Path, *, what: str) -> Path:
         raise InvalidInput(str(exc)) from None
     if not resolved.is_dir():
         raise InvalidInput(f"{what} {path} does not exist or is not a directory: expected an existing directory")
-    if not any(resolved == root or resolved.is_relative_to(root) for root in settings.allowed_roots):
+    # The jobs' worktrees are expeditor's own directory: allowed without being listed.
+    roots = (*settings.allowed_roots, worktrees_root(settings.home).resolve())
+    if not any(resolved == root or resolved.is_relative_to(root) for root in roots):
         roots = ", ".join(str(root) for root in settings.allowed_roots)
         raise InvalidInput(
             f"{what} {resolved} is outside the allowed roots ({roots}): "
@@ -294,6 +304,8 @@ def to_run_result(spec: LaunchSpec, outcome: ManagedOutcome) -> RunResult:
     if termination is Termination.COMPLETED and is_error and result is not None:
         first_line = ([*result.errors, *result.text.strip().splitlines()] or [result.subtype or "no message"])[0]
         reason = f"the session completed with an error result: {first_line[:200]}"
+        if result.subtype == BUDGET_STOP_SUBTYPE:
+            reason = f"Claude Code stopped the session at its budget (--max-budget-usd): {first_line[:200]}"
     transcript = spec.transcript_path if spec.transcript_path is not None and spec.transcript_path.exists() else None
     return RunResult(
         success=termination is Termination.COMPLETED and not is_error,
@@ -302,6 +314,7 @@ def to_run_result(spec: LaunchSpec, outcome: ManagedOutcome) -> RunResult:
         session_id=spec.session_id,
         caller_session_id=spec.caller_session_id,
         result_text=result_text,
+        structured_output=result.structured_output if result is not None and spec.reports_result else None,
         is_error=is_error,
         permission_denials=list(result.permission_denials) if result is not None else [],
         usage=usage,

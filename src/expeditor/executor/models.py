@@ -10,6 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema, field_validat
 
 from expeditor.config import validate_model
 from expeditor.errors import InvalidInput
+from expeditor.executor.structured_output import checked_output_schema
 from expeditor.ids import validate_identifier
 from expeditor.times import Timestamp
 from expeditor.usage.models import SessionUsage
@@ -108,7 +109,15 @@ class RunRequest(BaseModel):
     mcp_config: dict[str, Any] | None = Field(default=None, description="Written to a file for --mcp-config.")
     allowed_tools: tuple[str, ...] = ()
     permission_mode: str | None = None
+    output_schema: dict[str, Any] | None = Field(
+        default=None,
+        description="A JSON Schema (of an object) the session's final answer must match: passed as --json-schema; "
+        "the answer comes back as the result's structured_output.",
+    )
     extra_args: tuple[str, ...] = ()
+    max_budget_usd: float | None = Field(
+        default=None, gt=0, description="Claude Code's --max-budget-usd: it stops the session at this cost."
+    )
     env: dict[str, str] = Field(default_factory=dict, description="Extra environment for the child.")
     argv: tuple[str, ...] | None = Field(
         default=None,
@@ -130,6 +139,11 @@ class RunRequest(BaseModel):
             return None if value is None else validate_model(value)
         except InvalidInput as exc:
             raise ValueError(str(exc)) from None
+
+    @field_validator("output_schema")
+    @classmethod
+    def _output_schema(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
+        return None if value is None else checked_output_schema(value)
 
     @field_validator("session_id", "resume_session_id")
     @classmethod
@@ -169,6 +183,10 @@ class RunResult(BaseModel):
     session_id: str = Field(description="The session's id: pass it as resume_session_id to continue the session.")
     caller_session_id: str | None = Field(default=None, description="The session that asked for this run, if known.")
     result_text: str = Field(default="", description="The session's final text (its result).")
+    structured_output: dict[str, Any] | None = Field(
+        default=None,
+        description="The object the session answered with, when it ran with an output_schema and answered through it.",
+    )
     is_error: bool = Field(default=False, description="The session reported an error result.")
     permission_denials: list[str] = Field(
         default_factory=list,

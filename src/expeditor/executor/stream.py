@@ -22,6 +22,17 @@ def _kept_text(value: Any) -> str | None:
     return encodable(value) if isinstance(value, str) else None
 
 
+def _kept_json(value: Any) -> Any:
+    """Decoded JSON with every string in it (keys too) made encodable: an escape can make a lone surrogate."""
+    if isinstance(value, str):
+        return encodable(value)
+    if isinstance(value, list):
+        return [_kept_json(item) for item in value]  # pyright: ignore[reportUnknownVariableType]
+    if isinstance(value, dict):
+        return {encodable(str(key)): _kept_json(item) for key, item in value.items()}  # pyright: ignore[reportUnknownVariableType]
+    return value
+
+
 @dataclass(frozen=True)
 class ResultFacts:
     """What the ``result`` event says about the session."""
@@ -33,6 +44,8 @@ class ResultFacts:
     usage: SessionUsage
     errors: tuple[str, ...] = ()
     permission_denials: tuple[str, ...] = ()
+    structured_output: dict[str, Any] | None = None
+    """The object answered through ``--json-schema`` (Claude Code's StructuredOutput tool), if any."""
 
 
 @dataclass
@@ -80,6 +93,7 @@ class StreamState:
     def _result(self, event: dict[str, Any]) -> ResultFacts:
         errors = event.get("errors")
         denials = event.get("permission_denials")
+        structured = event.get("structured_output")
         return ResultFacts(
             errors=tuple(encodable(e) for e in errors if isinstance(e, str)) if isinstance(errors, list) else (),  # pyright: ignore[reportUnknownVariableType]
             permission_denials=tuple(
@@ -94,4 +108,5 @@ class StreamState:
             is_error=event.get("is_error") is True,
             subtype=_kept_text(event.get("subtype")) or "",
             usage=result_usage(event, self.peak_context),
+            structured_output=_kept_json(structured) if isinstance(structured, dict) else None,
         )

@@ -112,7 +112,12 @@ class QueueLauncher:
         return path
 
     def claim_hook(self, job: PreparedJob) -> OnLaunchHook | None:
-        return defer_in_claim(queue=self.queue, cwd=str(job.work_dir), stale_threshold=job.stale_threshold)
+        return defer_in_claim(
+            queue=self.queue,
+            cwd=str(job.work_dir),
+            stale_threshold=job.stale_threshold,
+            isolation="worktree" if job.isolated else None,
+        )
 
     async def launch(
         self, claimed: ClaimedJob, job: PreparedJob, caller: CallerContext, control: RunControl

@@ -175,7 +175,9 @@ async def _recover_job(
 def _take_over(store: PostgresCampaignStore, record: DispatchRecord, job: Job, me: Owner) -> Claim:
     """The claim that interrupts ``record``'s attempt if its owner is dead: in its transaction the next attempt's
     job is deferred and the stalled one finished, so workers woken by the new job find its lock free."""
-    defer = defer_in_claim(queue=job.queue, cwd=record.cwd or "", stale_threshold=record.stale_threshold)
+    defer = defer_in_claim(
+        queue=job.queue, cwd=record.cwd or "", stale_threshold=record.stale_threshold, isolation=record.isolation
+    )
 
     def still_stalled(connection: PgConnection, claim: Claim) -> None:
         moved = claim.previous_status is not DispatchStatus.RUNNING or claim.record.attempts != record.attempts + 1

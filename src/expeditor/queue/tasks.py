@@ -43,7 +43,8 @@ DISPATCH_LOCK_PREFIX = ""  # the lock is "campaign/name" itself: SQL building on
 
 _WAITING_JOB: LiteralString = "SELECT id FROM procrastinate_jobs WHERE queueing_lock = %s AND status = 'todo'"
 _ON_RECORD: LiteralString = (
-    "UPDATE dispatches SET queue_job_id = %s, cwd = %s, stale_threshold = %s WHERE campaign_id = %s AND name = %s"
+    "UPDATE dispatches SET queue_job_id = %s, cwd = %s, stale_threshold = %s, isolation = %s "
+    "WHERE campaign_id = %s AND name = %s"
 )
 
 
@@ -74,7 +75,9 @@ def register_tasks(app: App, *, queue: str) -> None:
     app.task(name=RUN_DISPATCH, pass_context=True, queue=queue)(run_dispatch)
 
 
-def defer_in_claim(*, queue: str, cwd: str, stale_threshold: float | None) -> OnLaunchHook:
+def defer_in_claim(
+    *, queue: str, cwd: str, stale_threshold: float | None, isolation: str | None = None
+) -> OnLaunchHook:
     """The claim's ``on_launch`` hook: defer the job on the claim's connection, in a savepoint of its transaction.
 
     ``AlreadyEnqueued``: a job for this name waits already and will run the pending attempt, so the claim
@@ -97,6 +100,6 @@ def defer_in_claim(*, queue: str, cwd: str, stale_threshold: float | None) -> On
             waiting = connection.execute(_WAITING_JOB, (lock,)).fetchone()
             job_id = None if waiting is None else int(waiting["id"])
             logger.info("%s: a job for it waits already (%s); it runs attempt %d", lock, job_id, record.attempts)
-        connection.execute(_ON_RECORD, (job_id, cwd, stale_threshold, record.campaign_id, record.name))
+        connection.execute(_ON_RECORD, (job_id, cwd, stale_threshold, isolation, record.campaign_id, record.name))
 
     return hook

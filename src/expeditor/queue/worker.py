@@ -123,6 +123,7 @@ class WorkerHost:
                 owner=self.me,
                 interrupted_by=lambda: self.stopping or (self._last_cut if self.cuts != cuts_before else None),
                 transcripts=self.transcripts,
+                isolated=record.isolation == "worktree",
             )
         except FencedOut as exc:
             return self._fenced(job_id, job, str(exc))
@@ -194,7 +195,10 @@ class WorkerHost:
                 force=False,
                 replays_steps=orchestrator is Orchestrator.PIPELINE,
                 on_launch=defer_in_claim(
-                    queue=self.queue, cwd=record.cwd or "", stale_threshold=record.stale_threshold
+                    queue=self.queue,
+                    cwd=record.cwd or "",
+                    stale_threshold=record.stale_threshold,
+                    isolation=record.isolation,
                 ),
             )
         except StoreUnavailable as exc:

@@ -16,6 +16,7 @@ from expeditor.recipes.loader import RecipeEntry, RecipeLibrary
 from expeditor.recipes.problems import RecipeError
 from expeditor.recipes.schema import Recipe
 from expeditor.recipes.validation import parse_recipe, recipe_file_problems
+from expeditor.runs.worktrees import Isolation
 
 __all__ = ["list_recipes", "parse_inputs", "show_recipe", "validate_recipes"]
 
@@ -145,7 +146,8 @@ def parse_inputs(pairs: Sequence[str]) -> dict[str, str]:
 
 def _render(recipe: Recipe, entry: RecipeEntry, settings: Settings) -> str:
     lines = [
-        f"{recipe.name} (version {recipe.version}, orchestrator: {recipe.orchestrator})",
+        f"{recipe.name} (version {recipe.version}, orchestrator: {recipe.orchestrator}"
+        + (f", isolation: {recipe.isolation})" if recipe.isolation is not Isolation.NONE else ")"),
         f"source: {entry.source_label}, {entry.location}",
         "",
         " ".join(recipe.description.split()),
@@ -166,7 +168,8 @@ def _render(recipe: Recipe, entry: RecipeEntry, settings: Settings) -> str:
         )
         extras = [
             f"when {step.when.describe()}" if step.when is not None else "",
-            f"captures {', '.join(step.capture)}" if step.capture else "",
+            f"captures {', '.join(step.capture_names)}" if step.capture_names else "",
+            "answer checked against its output_schema" if step.output_schema is not None else "",
             f"retries {step.retries}" if step.retries else "",
             f"at most {step.max_visits} runs" if step.max_visits is not None else "",
         ]

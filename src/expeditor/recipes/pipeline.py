@@ -25,16 +25,16 @@ from typing import Literal
 import anyio
 
 from expeditor.config import Settings
-from expeditor.errors import ExpeditorError
+from expeditor.errors import BudgetSpent, ExpeditorError
 from expeditor.executor import RunRequest, RunResult, SessionKind, Termination
 from expeditor.ids import new_session_id
-from expeditor.recipes.captures import extract_captures
+from expeditor.recipes.captures import AttemptVerdict, judge_attempt
 from expeditor.recipes.observer import GuardedObserver, PipelineObserver, SilentObserver
 from expeditor.recipes.placeholders import substitute, substitute_argv
 from expeditor.recipes.problems import RecipeError
 from expeditor.recipes.resume import plan_replay
 from expeditor.recipes.schema import DEFAULT_MAX_VISITS, FAIL, STOP, Outcome, Recipe
-from expeditor.runs import CallerContext, RunContext, Supervisor
+from expeditor.runs import CallerContext, RunContext, Supervisor, check_budgets
 from expeditor.state import CampaignStore, StepExecution, StepStatus
 from expeditor.usage import SessionUsage
 
@@ -197,6 +197,7 @@ class PipelineRunner:
         effective = recipe.step_settings(name, self.settings)
         usage = SessionUsage()
         result: RunResult | None = None
+        verdict: AttemptVerdict | None = None
         running: StepExecution | None = None
         caller = CallerContext(session_id=job.run_id, kind=SessionKind.PIPELINE)
         context = RunContext(campaign_id=job.campaign_id, job_name=job.job_name, step_sequence=sequence, label=name)
@@ -206,6 +207,7 @@ class PipelineRunner:
                 if running is not None:  # between two attempts
                     await self._end(running, StepStatus.CANCELLED, reason, usage=usage, announce=False)
                 raise _Ended("cancelled", reason)
+            await self._check_budgets(name, running, usage)
             session_id = new_session_id()
             running = self._execution(
                 sequence, name, StepStatus.RUNNING, started, run_id=session_id, attempts=attempt, usage=usage
@@ -222,6 +224,8 @@ class PipelineRunner:
                 stale_threshold=effective.stale_threshold,
                 idle_timeout=effective.stale_threshold,
                 timeout=effective.timeout,
+                output_schema=step.output_schema if argv is None else None,
+                max_budget_usd=step.max_budget_usd if argv is None else None,
             )
             try:
                 result = await self.supervisor.run(request, caller, marker=STEP_MARKER_LABEL, context=context)
@@ -239,19 +243,40 @@ class PipelineRunner:
             if result.termination is Termination.CANCELLED:
                 await self._end(running, StepStatus.CANCELLED, result.reason, usage=usage, result=result)
                 raise _Ended("cancelled", f"step {name!r} was cancelled: {result.reason}")
-            if result.success:
+            verdict = judge_attempt(result, step)
+            if verdict.success:
                 break
             if attempt <= step.retries:
                 logger.info(
-                    "session=%s step %s attempt %d failed (%s); retrying", session_id, name, attempt, result.reason
+                    "session=%s step %s attempt %d failed (%s); retrying", session_id, name, attempt, verdict.reason
                 )
         assert result is not None
+        assert verdict is not None
         assert running is not None
-        status = StepStatus.SUCCESS if result.success else StepStatus.FAILURE
-        captures = extract_captures(result.result_text, step.capture) if result.success else {}
-        self._captures.update(captures)
-        await self._end(running, status, result.reason, usage=usage, result=result, captures=captures)
-        return "success" if result.success else "failure"
+        status = StepStatus.SUCCESS if verdict.success else StepStatus.FAILURE
+        self._captures.update(verdict.captures)
+        await self._end(running, status, verdict.reason, usage=usage, result=result, captures=verdict.captures)
+        return "success" if verdict.success else "failure"
+
+    async def _check_budgets(self, name: str, running: StepExecution | None, usage: SessionUsage) -> None:
+        """A spent budget (the campaign's or the job's) ends the walk before the step, or its next attempt."""
+        job, recipe = self.job, self.job.recipe
+        check = functools.partial(
+            check_budgets,
+            self.settings,
+            self.store,
+            job.campaign_id,
+            job.job_name,
+            recipe=recipe.name,
+            limits=(recipe.max_budget_usd, recipe.max_tokens),
+        )
+        try:
+            await anyio.to_thread.run_sync(check)
+        except BudgetSpent as exc:
+            reason = f"stopped before step {name!r}: {exc}"
+            if running is not None:  # between two attempts
+                await self._end(running, StepStatus.FAILURE, reason, usage=usage, announce=False)
+            raise _Ended("failure", reason) from None
 
     async def _end(
         self,

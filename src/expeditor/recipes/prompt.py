@@ -1,12 +1,13 @@
 """The prompt of a dispatched orchestrator: an agent session that walks a recipe with ``run_skill``.
 
 It gives the recipe's description, how to call the tool, the routing rules, every step in
-order with its skill command, settings and routes, and every input verbatim as
+order with its skill command, settings, result schema and routes, and every input verbatim as
 ``name: value`` lines. It is pinned by a golden test: change it on purpose only.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 
 from expeditor.recipes.problems import RecipeError
@@ -31,12 +32,17 @@ How to call {RUN_SKILL_TOOL} for a step:
 - stale_threshold: the step's stale threshold in seconds; leave it out where it says
   "{_SERVER_DEFAULT}".
 - timeout: the step's timeout in seconds; leave it out where it says "{_SERVER_DEFAULT}".
+- output_schema: the step's result schema, exactly as the step gives it (a JSON object);
+  leave it out for a step without one.
 
 Reading a result:
 - The step succeeded when the tool reports success. An error result, or a session that
   ended stale, timed out or crashed, is a failure.
 - When a step lists captures, take each from its result text: a line "name=value", or the
   key of a JSON object. A later value of a name replaces an earlier one.
+- A step with a result schema answers with a JSON object matching it: the tool result's
+  structured_output. Take its captures from that object's fields. A result without it, or
+  with one that does not match the schema, is a failure.
 
 Routes:
 - A step with "retries: N" is called again, up to N more times, while it fails; only then
@@ -88,8 +94,10 @@ def _step_block(recipe: Recipe, index: int, name: str, step: Step) -> str:
     ]
     if step.when is not None:
         lines.append(f"   when: {step.when.describe()}")
-    if step.capture:
-        lines.append(f"   captures: {', '.join(step.capture)}")
+    if step.output_schema is not None:
+        lines.append(f"   result schema: {json.dumps(step.output_schema, separators=(',', ':'))}")
+    if step.capture_names:
+        lines.append(f"   captures: {', '.join(step.capture_names)}")
     if step.retries:
         lines.append(f"   retries: {step.retries}")
     if step.max_visits is not None:

@@ -15,6 +15,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from expeditor.errors import InvalidIdentifier
+from expeditor.executor.structured_output import schema_properties
 from expeditor.ids import validate_identifier
 from expeditor.recipes.graph import closed_loops, reachable_from, unreachable_steps
 from expeditor.recipes.placeholders import NAME_PATTERN, placeholder_names
@@ -50,7 +51,7 @@ class _Outline:
 
     def __post_init__(self) -> None:
         for step_name, step in self.steps.items():
-            for capture in step.capture:
+            for capture in step.capture_names:
                 self.captured_by.setdefault(capture, []).append(step_name)
 
     @classmethod
@@ -156,7 +157,27 @@ class _Rules:
                 self.add(location, f"{capture!r} is also an input's name; expected a name no input has")
             elif capture in seen:
                 self.add(location, f"{capture!r} is listed twice; expected each name once")
+            elif step.output_schema is not None and capture not in (fields := schema_properties(step.output_schema)):
+                listing = ", ".join(fields) or "none are declared"
+                self.add(
+                    location,
+                    f"{capture!r} is not a property of the step's output_schema, where captures come from; "
+                    f"expected one of: {listing}{did_you_mean(capture, fields)}",
+                )
             seen.add(capture)
+        if step.output_schema is not None and not step.capture:
+            # Without a list, every top-level property is captured: each must be able to be one.
+            for capture in step.capture_names:
+                if not _is_placeholder_name(capture):
+                    why = "is not a valid capture name (letters, digits and '_', not starting with a digit)"
+                elif capture in self.outline.input_names:
+                    why = "is also an input's name"
+                else:
+                    continue
+                self.add(
+                    ("steps", step_name, "output_schema"),
+                    f"has property {capture!r}, which {why}; expected 'capture' listing the properties to keep",
+                )
 
     def check_placeholders(self, step_name: str, step: Step) -> None:
         templates: list[tuple[Location, str]] = []

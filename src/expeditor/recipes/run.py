@@ -14,13 +14,14 @@ run resumes at that step.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import signal
 import sys
 import time
 from collections.abc import AsyncIterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TextIO
 
@@ -45,6 +46,7 @@ from expeditor.recipes.progress import (
 from expeditor.recipes.schema import Recipe
 from expeditor.reports import campaign_report, render_markdown, render_table
 from expeditor.runs import JobEnd, MarkRunning, Runtime, Supervisor, open_runtime
+from expeditor.runs.worktrees import Isolation, JobWorktree, finish_worktree, isolatable_project, prepare_worktree
 from expeditor.state import CampaignStore, ClaimAction, RunStatus, inputs_hash
 
 __all__ = ["EXIT_CANCELLED", "RecipeRun", "default_campaign", "run_recipe"]
@@ -90,6 +92,8 @@ def run_recipe(settings: Settings, request: RecipeRun, out: TextIO | None = None
     job_name = request.job_name or recipe.name
     validate_identifier(campaign, what="campaign")
     validate_identifier(job_name, what="job name")
+    if recipe.isolation is Isolation.WORKTREE and not request.dispatched:
+        isolatable_project(settings, cwd)  # refused before the claim; a dispatcher checked it before launching us
     # Launched by a dispatcher, this process is a managed session and keys its markers on its own id.
     own_id = os.environ.get("EXPEDITOR_SESSION_ID")
     run_id = (
@@ -163,11 +167,19 @@ async def _claim_and_run(runtime: Runtime, job: PipelineJob, request: RecipeRun,
     if claimed.forgotten_steps:
         out.write(f"{claimed.forgotten_steps} recorded step executions are not replayed: {claimed.forgotten_because}\n")
     outcome: PipelineOutcome | None = None
+    worktree: JobWorktree | None = None
 
     async def attempt_body(mark_running: MarkRunning) -> JobEnd:
-        nonlocal outcome
-        await mark_running(job.run_id)
-        outcome = await _run_with_progress(runtime, job, request, out)
+        nonlocal outcome, worktree
+        isolated_job = job
+        if job.recipe.isolation is Isolation.WORKTREE:
+            prepare = functools.partial(prepare_worktree, runtime.settings, job.cwd, job.campaign_id, job.job_name)
+            worktree = await anyio.to_thread.run_sync(prepare)
+            isolated_job = replace(job, cwd=worktree.path)
+            await mark_running(job.run_id, worktree=str(worktree.path), branch=worktree.branch)
+        else:
+            await mark_running(job.run_id)
+        outcome = await _run_with_progress(runtime, isolated_job, request, out)
         status = {"success": RunStatus.SUCCESS, "failure": RunStatus.FAILURE, "cancelled": RunStatus.CANCELLED}
         summary = summary_text(outcome.executions, outcome.replayed) if outcome.success else None
         return JobEnd(status[outcome.status], outcome.reason, summary=summary, outputs=outcome.captures)
@@ -178,6 +190,15 @@ async def _claim_and_run(runtime: Runtime, job: PipelineJob, request: RecipeRun,
 
     await runtime.jobs.launch(claimed, attempt_body, stopped=stopped)
     assert outcome is not None
+    if worktree is not None:
+        finish = functools.partial(
+            finish_worktree,
+            worktree,
+            succeeded=outcome.success,
+            keep=job.recipe.keep_worktree,
+            job=f"{job.campaign_id}/{job.job_name}",
+        )
+        out.write(f"{job.campaign_id}/{job.job_name}: {await anyio.to_thread.run_sync(finish)}\n")
     return _EXIT_CODES[outcome.status]
 
 

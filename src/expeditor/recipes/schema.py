@@ -8,7 +8,9 @@ next step in order, or ``stop`` after the last) or ``on_failure`` (default: ``fa
 ``max_visits`` times (default ``DEFAULT_MAX_VISITS``) fails the run, which bounds loops.
 Captures persist across steps; the
 latest value of a name wins; a declared capture the result does not report stays unset
-(not a failure), so a placeholder needing it fails when substituted. Model, stale
+(not a failure), so a placeholder needing it fails when substituted. A skill step with
+``output_schema`` answers with an object that must match it (``captures.judge_attempt``): a
+missing or mismatched answer fails the attempt. Model, stale
 threshold and timeout fall back from the step to the recipe's ``defaults`` to the settings.
 
 Build recipes with :func:`expeditor.recipes.parse_recipe`, which also checks the rules that
@@ -22,14 +24,16 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from expeditor.config import Settings, validate_model
 from expeditor.errors import InvalidInput
+from expeditor.executor.structured_output import checked_output_schema, schema_properties
 from expeditor.recipes.conditions import Condition
 from expeditor.recipes.problems import RecipeError
+from expeditor.runs.worktrees import Isolation
 
 __all__ = [
     "DEFAULT_MAX_VISITS",
@@ -171,21 +175,45 @@ class Step(BaseModel):
     )
     on_failure: str = Field(default=FAIL, description="Step to go to after failure, or stop/fail (default: fail).")
     capture: tuple[str, ...] = Field(
-        default=(), description="Names of values read from the result text (key=value lines or a JSON block)."
+        default=(),
+        description="Names of values read from the result: its structured output with output_schema "
+        "(default: the schema's top-level properties), else its text (key=value lines or a JSON block).",
+    )
+    output_schema: dict[str, Any] | None = Field(
+        default=None,
+        description="A JSON Schema of an object: the session answers with a matching object (--json-schema), "
+        "captures are its fields, and an answer that does not match fails the step.",
     )
     when: Condition | None = Field(default=None, description="Run the step only when this holds; else skip it.")
+    max_budget_usd: float | None = Field(
+        default=None, gt=0, description="The session's own budget (Claude Code's --max-budget-usd), USD."
+    )
 
     @field_validator("model")
     @classmethod
     def _model_known(cls, value: str | None) -> str | None:
         return _known_model(value)
 
+    @field_validator("output_schema")
+    @classmethod
+    def _valid_schema(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
+        return None if value is None else checked_output_schema(value)
+
     @model_validator(mode="after")
     def _skill_or_run(self) -> Step:
         if (self.skill is None) == (self.run is None):
             given = "both" if self.skill is not None else "neither"
             raise ValueError(f"has {given} of 'skill' and 'run'; expected exactly one of them")
+        if self.run is not None and self.output_schema is not None:
+            raise ValueError("has 'output_schema' on a 'run' command, which has no structured output; expected a skill")
         return self
+
+    @property
+    def capture_names(self) -> tuple[str, ...]:
+        """The names the step captures: those listed, else its output schema's top-level properties."""
+        if self.capture or self.output_schema is None:
+            return self.capture
+        return schema_properties(self.output_schema)
 
 
 @dataclass(frozen=True)
@@ -210,7 +238,20 @@ class Recipe(BaseModel):
     )
     inputs: dict[str, InputSpec] = Field(default_factory=dict, description="Inputs by name.")
     defaults: Defaults = Field(default_factory=Defaults, description="Fallbacks for every step.")
+    max_budget_usd: float | None = Field(
+        default=None, gt=0, description="The job's budget, USD: past it no further step (or dispatch) starts."
+    )
+    max_tokens: int | None = Field(
+        default=None, gt=0, description="The job's token budget, for providers whose cost is unknown."
+    )
     steps: dict[str, Step] = Field(min_length=1, description="The steps, in order.")
+    isolation: Isolation = Field(
+        default=Isolation.NONE,
+        description="worktree: each job runs in a git worktree of its own, on branch expeditor/<campaign>/<job>.",
+    )
+    keep_worktree: bool = Field(
+        default=False, description="Keep a succeeded job's worktree (by default only its branch stays)."
+    )
 
     @field_validator("name")
     @classmethod

@@ -4,17 +4,27 @@ Built from the runs the store recorded (``aggregate``), rendered as markdown, JS
 table (``render``), and printed by ``expeditor report`` (``commands``).
 """
 
-from expeditor.reports.aggregate import build_report, campaign_report, campaign_runs, figures_so_far, job_usage
+from expeditor.reports.aggregate import (
+    build_report,
+    campaign_report,
+    campaign_runs,
+    campaign_spending,
+    figures_so_far,
+    job_usage,
+)
 from expeditor.reports.commands import ReportFormat, report_command
 from expeditor.reports.render import render_json, render_markdown, render_table
 from expeditor.reports.report import UsageReport
+from expeditor.reports.spending import Spending
 
 __all__ = [
     "ReportFormat",
+    "Spending",
     "UsageReport",
     "build_report",
     "campaign_report",
     "campaign_runs",
+    "campaign_spending",
     "figures_so_far",
     "job_usage",
     "render_json",

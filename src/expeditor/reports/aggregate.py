@@ -12,7 +12,7 @@ has no row, though it counts in those totals. A recipe's plain ``run`` command c
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
@@ -24,16 +24,19 @@ from expeditor.reports.report import (
     PARTIAL_MARK,
     EfficiencyRow,
     Footnote,
+    JobBranch,
     ModelRow,
     StepRow,
     TotalRow,
     UsageReport,
 )
+from expeditor.reports.spending import Spending, budget_row, spending
 from expeditor.state import CampaignStore, RunRecord, RunStatus
 from expeditor.usage.models import SessionUsage, TokenUsage, UsageSource
+from expeditor.usage.prices import Price
 from expeditor.usage.transcript import usage_from_transcript
 
-__all__ = ["build_report", "campaign_report", "campaign_runs", "figures_so_far", "job_usage"]
+__all__ = ["build_report", "campaign_report", "campaign_runs", "campaign_spending", "figures_so_far", "job_usage"]
 
 # The model of a session that asked for none and recorded no figures: the CLI's default.
 _DEFAULT_MODEL = "default"
@@ -289,15 +292,41 @@ def campaign_runs(store: CampaignStore, campaign_id: str, job_name: str | None =
 
 
 def campaign_report(
-    store: CampaignStore, campaign_id: str, job_name: str | None = None, *, now: float | None = None
+    store: CampaignStore,
+    campaign_id: str,
+    job_name: str | None = None,
+    *,
+    now: float | None = None,
+    prices: Mapping[str, Price] | None = None,
 ) -> UsageReport:
     """The usage report of a campaign, or of one job of it, as recorded in ``store``.
 
     A session still running has no final figures yet; what it spent so far stands in (partial,
-    ``figures_so_far``).
+    ``figures_so_far``). Each budget set for the campaign (or that job) is shown beside its spend,
+    priced with ``prices`` over the built-in table.
     """
     runs = [_with_figures_so_far(run, store.host) for run in campaign_runs(store, campaign_id, job_name)]
-    return build_report(runs, campaign_id=campaign_id, job_name=job_name, now=now)
+    report = build_report(runs, campaign_id=campaign_id, job_name=job_name, now=now)
+    budgets = [
+        budget_row(budget, campaign_spending(store, campaign_id, budget.job_name, prices=prices))
+        for budget in store.list_budgets(campaign_id)
+        if job_name is None or budget.job_name in (None, job_name)
+    ]
+    records = [store.get(campaign_id, job_name)] if job_name is not None else store.list(campaign_id)
+    branches = [
+        JobBranch(job_name=record.name, branch=record.branch, worktree=record.worktree)
+        for record in records
+        if record is not None and record.branch is not None
+    ]
+    return report.model_copy(update={"budgets": budgets, "branches": branches})
+
+
+def campaign_spending(
+    store: CampaignStore, campaign_id: str, job_name: str | None = None, *, prices: Mapping[str, Price] | None = None
+) -> Spending:
+    """What the campaign (or one job of it) has spent: every run it recorded, and the running ones so far."""
+    runs = campaign_runs(store, campaign_id, job_name)
+    return spending((_with_figures_so_far(run, store.host) for run in runs), prices)
 
 
 def figures_so_far(run: RunRecord, *, host: str) -> SessionUsage | None:

@@ -34,7 +34,7 @@ def report_command(
         )
     store = open_store(settings)
     try:
-        report = campaign_report(store, campaign_id, job_name)
+        report = campaign_report(store, campaign_id, job_name, prices=settings.model_prices)
     finally:
         store.close()
     if not report.steps:

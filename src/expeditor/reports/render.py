@@ -33,6 +33,7 @@ _SUMMARY_COLUMNS = (
 )
 _EFFICIENCY_COLUMNS = ("Step", "LoC Changed", "cache_read/LoC", "cache_write/LoC", "output/LoC")
 _MODEL_COLUMNS = ("Model", "steps", "uncached", "output", "cache_read", "cache_write", "time")
+_BUDGET_COLUMNS = ("Budget of", "budget", "spent", "token budget", "tokens used")
 # Characters that would end a table cell, start emphasis or open an HTML tag in GitHub markdown.
 _MARKDOWN_SPECIAL = re.compile(r"([\\`*_<>|])")
 
@@ -131,7 +132,37 @@ def _layouts(report: UsageReport) -> list[_Layout]:
         ],
         total=[],
     )
-    return [summary, efficiency, models]
+    return [summary, efficiency, models, *_budget_layouts(report), *_branch_layouts(report)]
+
+
+def _branch_layouts(report: UsageReport) -> list[_Layout]:
+    """The Job Branches table, only when a job ran in a worktree of its own: where its commits are."""
+    if not report.branches:
+        return []
+    rows = [[row.job_name, row.branch, row.worktree or ""] for row in report.branches]
+    return [_Layout("Job Branches", ("Job", "Branch", "Worktree"), 3, rows, [], [])]
+
+
+def _budget_layouts(report: UsageReport) -> list[_Layout]:
+    """The Budgets table, only when a budget is set: each beside what was spent (``~``: partly estimated)."""
+    if not report.budgets:
+        return []
+    rows = [
+        [
+            row.scope,
+            "" if row.max_budget_usd is None else f"${row.max_budget_usd:,.4g}",
+            ("~" if row.estimate else "") + f"${row.spent_usd:,.4f}",
+            "" if row.max_tokens is None else format_count(row.max_tokens),
+            format_count(row.spent_tokens),
+        ]
+        for row in report.budgets
+    ]
+    notes = ["~ part of the spend is estimated from tokens and the price table (a run ended before its cost)."]
+    unpriced = sum(row.unpriced_runs for row in report.budgets)
+    if unpriced:
+        notes.append(f"{unpriced} run(s) used a model no price matches: their tokens count, their cost does not.")
+    estimated = any(row.estimate for row in report.budgets)
+    return [_Layout("Budgets", _BUDGET_COLUMNS, 1, rows, [], notes if estimated else notes[1:])]
 
 
 def _escape(text: str) -> str:

@@ -17,8 +17,10 @@ from expeditor.usage.models import TokenUsage
 __all__ = [
     "NON_ANTHROPIC_MARK",
     "PARTIAL_MARK",
+    "BudgetRow",
     "EfficiencyRow",
     "Footnote",
+    "JobBranch",
     "ModelRow",
     "StepRow",
     "TotalRow",
@@ -95,6 +97,26 @@ class Footnote(_Row):
     text: str = Field(description="What the mark means.")
 
 
+class BudgetRow(_Row):
+    """A budget of the campaign or of one of its jobs, beside what its runs spent."""
+
+    scope: str = Field(description="What it bounds: 'campaign <id>' or 'job <campaign>/<job>'.")
+    max_budget_usd: float | None = Field(default=None, description="Its limit in USD; None when it has none.")
+    spent_usd: float = Field(ge=0, description="What its runs cost: their reported costs, and estimates.")
+    estimate: bool = Field(description="Part of spent_usd is estimated from tokens (runs that died before their cost).")
+    unpriced_runs: int = Field(ge=0, description="Runs whose cost is unknown (a model no price matches).")
+    max_tokens: int | None = Field(default=None, description="Its token limit; None when it has none.")
+    spent_tokens: int = Field(ge=0, description="Tokens its runs used: input, output, cache reads and writes.")
+
+
+class JobBranch(_Row):
+    """A job run in a git worktree of its own: the branch holding its commits, and where the worktree was."""
+
+    job_name: str = Field(description="The job.")
+    branch: str = Field(description="Its git branch (expeditor/<campaign>/<job>): the job's deliverable.")
+    worktree: str | None = Field(default=None, description="Its worktree (removed once the job succeeded).")
+
+
 class UsageReport(BaseModel):
     """Token usage per step, in total, per line changed and per model, with the footnotes its flags point at."""
 
@@ -112,3 +134,9 @@ class UsageReport(BaseModel):
         default_factory=list[ModelRow], description="Model Usage Breakdown: one row per model."
     )
     footnotes: list[Footnote] = Field(default_factory=list[Footnote], description="What the rows' marks mean.")
+    budgets: list[BudgetRow] = Field(
+        default_factory=list[BudgetRow], description="Budgets: each set for the campaign or a job, beside its spend."
+    )
+    branches: list[JobBranch] = Field(
+        default_factory=list[JobBranch], description="The git branch of each job that ran in a worktree of its own."
+    )

@@ -5,6 +5,7 @@ The server, the dispatcher, the pipeline runner, the CLI and the demo all build 
 through the ``JobLifecycle``.
 """
 
+from expeditor.runs.budgets import JobLimits, check_budgets
 from expeditor.runs.caller import CALLER_HEADER, CallerContext
 from expeditor.runs.child_config import SERVER_NAME, allowed_tools, child_mcp_config, settings_environment
 from expeditor.runs.endings import EndRetry
@@ -39,6 +40,7 @@ __all__ = [
     "FencedOut",
     "JobEnd",
     "JobLifecycle",
+    "JobLimits",
     "MarkRunning",
     "RecordedEnd",
     "RunContext",
@@ -48,6 +50,7 @@ __all__ = [
     "allowed_tools",
     "become_subreaper",
     "build_executor",
+    "check_budgets",
     "child_mcp_config",
     "describe_activity",
     "ended_by",

@@ -17,6 +17,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
+from typing import Protocol
 
 import anyio
 
@@ -81,7 +82,14 @@ class FencedOut(IllegalTransition):
     ran, and its end is not this launcher's to record."""
 
 
-MarkRunning = Callable[[str], Awaitable[None]]
+class MarkRunning(Protocol):
+    """Marks the attempt running as its session starts: in ``worktree`` on ``branch`` when the job is isolated."""
+
+    async def __call__(
+        self, started_session_id: str, /, *, worktree: str | None = None, branch: str | None = None
+    ) -> None: ...
+
+
 AttemptBody = Callable[[MarkRunning], Awaitable[JobEnd]]
 
 
@@ -278,7 +286,9 @@ class JobLifecycle:
         campaign_id, name, attempt = record.campaign_id, record.name, claimed.claim.attempt
         session_id: str | None = None
 
-        async def mark_running(started_session_id: str) -> None:
+        async def mark_running(
+            started_session_id: str, *, worktree: str | None = None, branch: str | None = None
+        ) -> None:
             nonlocal session_id
             take = functools.partial(
                 self.store.mark_running,
@@ -287,6 +297,8 @@ class JobLifecycle:
                 attempt=attempt,
                 dispatched_session_id=started_session_id,
                 owner=owner,
+                worktree=worktree,
+                branch=branch,
             )
             try:
                 await anyio.to_thread.run_sync(take)

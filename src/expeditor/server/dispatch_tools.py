@@ -14,6 +14,7 @@ from pydantic import BaseModel, Field
 from expeditor.dispatch import DispatchOutcome
 from expeditor.executor import RunControl, Termination
 from expeditor.runs import launch_hint
+from expeditor.runs.worktrees import Isolation
 from expeditor.server.boundary import tool_errors
 from expeditor.server.declare import READ_ONLY, tool
 from expeditor.server.params import Campaign, JobName, StaleThreshold
@@ -67,6 +68,8 @@ def _record_lines(record: DispatchRecord) -> list[str]:
         found.append("inputs: " + ", ".join(f"{key}={value!r}" for key, value in record.inputs.items()))
     if record.usage is not None:
         found.append(usage_line(record.usage))
+    if record.branch:
+        found.append(f"branch {record.branch}, worktree {record.worktree}")
     if record.error:
         found.append(f"error: {record.error}")
     if record.result_summary:
@@ -112,6 +115,13 @@ def register_dispatch_tools(server: MCPServer[Any]) -> None:
             ),
         ] = None,
         stale_threshold: StaleThreshold = None,
+        isolation: Annotated[
+            Isolation | None,
+            Field(
+                description="worktree: the job runs in a git worktree of its own, on branch "
+                "expeditor/<campaign>/<job>, made from the project's HEAD; none: in cwd itself. Default: the recipe's."
+            ),
+        ] = None,
     ) -> Annotated[CallToolResult, DispatchOutcome]:
         """Run one named job of a campaign: a sub-orchestrator session that follows `recipe` with `inputs`.
 
@@ -143,6 +153,7 @@ def register_dispatch_tools(server: MCPServer[Any]) -> None:
                     cwd=Path(cwd) if cwd else None,
                     stale_threshold=stale_threshold,
                     control=control,
+                    isolation=isolation,
                 )
         run = outcome.result
         if run is not None and outcome.usage == run.usage:

@@ -6,7 +6,7 @@ schema states them; the limits themselves live in config.
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 from pydantic import Field
 
@@ -19,6 +19,7 @@ __all__ = [
     "Cwd",
     "JobName",
     "Model",
+    "OutputSchema",
     "SessionId",
     "StaleThreshold",
     "Timeout",
@@ -75,6 +76,13 @@ Timeout = Annotated[
 AddDirs = Annotated[
     list[str] | None,
     Field(description="Extra directories the session may read and write (Claude Code's --add-dir), absolute paths."),
+]
+OutputSchema = Annotated[
+    dict[str, Any] | None,
+    Field(
+        description="A JSON Schema of an object the session must answer with (Claude Code's --json-schema): the "
+        "answer comes back as structured_output. Give a recipe step's result schema exactly as the step states it.",
+    ),
 ]
 SessionId = Annotated[
     str | None,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from typing import Annotated, Any, Literal
 
 import anyio
@@ -45,7 +46,10 @@ def register_report_tools(server: MCPServer[Any]) -> None:
         incomplete figures. `campaign_id`, this argument's name before, is still accepted for one release."""
         state = ServerState.of(ctx)
         with tool_errors("token_report"):
-            report = await anyio.to_thread.run_sync(campaign_report, state.store, campaign, job_name)
+            prices = state.settings.model_prices
+            report = await anyio.to_thread.run_sync(
+                functools.partial(campaign_report, state.store, campaign, job_name, prices=prices)
+            )
         if not report.steps:
             scope = f"job {job_name!r} of campaign {campaign!r}" if job_name else f"campaign {campaign!r}"
             raise ToolError(f"no agent sessions recorded for {scope}: list_dispatches shows the jobs a campaign has")

@@ -16,7 +16,7 @@ from expeditor.queue.cancel import cancel_dispatch, queue_aborter, queued_dispat
 from expeditor.runs import launch_hint
 from expeditor.server.boundary import tool_errors
 from expeditor.server.declare import READ_ONLY, tool
-from expeditor.server.params import AddDirs, Cwd, Model, SessionId, StaleThreshold, Timeout
+from expeditor.server.params import AddDirs, Cwd, Model, OutputSchema, SessionId, StaleThreshold, Timeout
 from expeditor.server.progress import reporting_progress
 from expeditor.server.results import lines, run_lines, tool_result
 from expeditor.server.state import ServerState
@@ -73,6 +73,7 @@ def register_tools(server: MCPServer[Any]) -> None:
         timeout: Timeout = None,  # noqa: ASYNC109  (the session's wall-clock limit, not ours)
         add_dirs: AddDirs = None,
         resume_session_id: SessionId = None,
+        output_schema: OutputSchema = None,
     ) -> Annotated[CallToolResult, RunResult]:
         """Run one headless Claude Code session for a skill command (e.g. "/make-plan 42") in `cwd` and wait for it.
 
@@ -81,7 +82,8 @@ def register_tools(server: MCPServer[Any]) -> None:
         1200), or when it runs past `timeout` seconds (default 7200). The text says whether it
         succeeded, how it ended and why, its token usage and its final text; the structured result
         adds the evidence (`decided_by`, `last_moved`, `killed`). Pass its `session_id` as
-        `resume_session_id` to continue that session. You are not judged stuck while you wait.
+        `resume_session_id` to continue that session. With `output_schema` the session answers
+        with a matching JSON object, returned as `structured_output`. You are not judged stuck while you wait.
         """
         state = ServerState.of(ctx)
         with tool_errors("run_skill"):
@@ -95,6 +97,7 @@ def register_tools(server: MCPServer[Any]) -> None:
                 timeout=timeout,
                 add_dirs=tuple(Path(d) for d in add_dirs or ()),
                 resume_session_id=resume_session_id,
+                output_schema=output_schema,
             )
             task = current_task()
             control = RunControl() if task is None else task.control

@@ -2,6 +2,7 @@
 
 from expeditor.state.models import (
     LEGAL_TRANSITIONS,
+    Budget,
     Claim,
     ClaimAction,
     DispatchRecord,
@@ -21,6 +22,7 @@ from expeditor.state.store import CampaignStore, OnLaunchHook
 
 __all__ = [
     "LEGAL_TRANSITIONS",
+    "Budget",
     "CampaignStore",
     "Claim",
     "ClaimAction",

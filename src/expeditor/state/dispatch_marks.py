@@ -26,12 +26,25 @@ class DispatchMarks(ABC):
     ) -> DispatchRecord: ...
 
     def mark_running(
-        self, campaign_id: str, name: str, *, attempt: int, dispatched_session_id: str, owner: Owner | None = None
+        self,
+        campaign_id: str,
+        name: str,
+        *,
+        attempt: int,
+        dispatched_session_id: str,
+        owner: Owner | None = None,
+        worktree: str | None = None,
+        branch: str | None = None,
     ) -> DispatchRecord:
         """``owner``: the process that runs the attempt when it is not its claimer (a queue worker takes the
         record over). Legal once per attempt (pending → running), so of two launchers of one attempt the
-        second is refused."""
-        changes: dict[str, object] = {"dispatched_session_id": dispatched_session_id, "started_at": time.time()}
+        second is refused. ``worktree`` and ``branch``: where an isolated job runs."""
+        changes: dict[str, object] = {
+            "dispatched_session_id": dispatched_session_id,
+            "started_at": time.time(),
+            "worktree": worktree,
+            "branch": branch,
+        }
         if owner is not None:
             changes["owner"] = owner
         return self._transition(campaign_id, name, attempt, DispatchStatus.RUNNING, changes)

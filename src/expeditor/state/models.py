@@ -27,6 +27,7 @@ from expeditor.usage.models import SessionUsage
 
 __all__ = [
     "LEGAL_TRANSITIONS",
+    "Budget",
     "Claim",
     "ClaimAction",
     "DispatchRecord",
@@ -192,6 +193,13 @@ class DispatchRecord(BaseModel):
     updated_at: Timestamp = Field(description="When its record last changed.")
     started_at: Timestamp | None = Field(default=None, description="When its latest attempt started.")
     finished_at: Timestamp | None = Field(default=None, description="When its latest attempt ended.")
+    worktree: str | None = Field(
+        default=None, description="The git worktree its latest attempt ran in (isolation: worktree); None: the cwd."
+    )
+    branch: str | None = Field(default=None, description="The git branch of that worktree: the job's deliverable.")
+    isolation: str | None = Field(
+        default=None, description="'worktree' when a queued job runs isolated (the worker reads it); None: not queued."
+    )
 
 
 class RunEvidence(BaseModel):
@@ -274,6 +282,26 @@ class StepExecution(BaseModel):
     usage: SessionUsage | None = Field(default=None, description="Usage of every attempt of this execution.")
     attempts: int = Field(default=0, ge=0, description="Runs launched for this execution (1 + retries used).")
     reason: str | None = Field(default=None, description="Why it ended as it did, for the end-of-run summary.")
+
+
+class Budget(BaseModel):
+    """A ceiling on what a campaign, or one job of it, may spend; past it nothing more of it is launched."""
+
+    model_config = ConfigDict(frozen=True)
+
+    campaign_id: str = Field(min_length=1, description="The campaign it bounds.")
+    job_name: str | None = Field(
+        default=None, min_length=1, description="The job it bounds (a recipe's budget); None for the whole campaign."
+    )
+    max_budget_usd: float | None = Field(default=None, gt=0, description="Most USD its runs may cost.")
+    max_tokens: int | None = Field(
+        default=None, gt=0, description="Most tokens (input, output, cache reads and writes) its runs may use."
+    )
+    updated_at: Timestamp | None = Field(default=None, description="When it was last set.")
+
+    @property
+    def scope(self) -> str:
+        return f"job {self.campaign_id}/{self.job_name}" if self.job_name else f"campaign {self.campaign_id}"
 
 
 class ClaimAction(StrEnum):

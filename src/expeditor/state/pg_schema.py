@@ -186,7 +186,31 @@ def _v3(connection: Connection) -> None:
     connection.execute("ALTER TABLE owners ADD COLUMN slots integer")
 
 
-MIGRATIONS: tuple[Callable[[Connection], None], ...] = (_v1, _v2, _v3)
+def _v4(connection: Connection) -> None:
+    """The git worktree and branch a job runs in, and whether it is isolated (``isolation: worktree``: a queue
+    worker reads it from the record)."""
+    connection.execute(
+        "ALTER TABLE dispatches ADD COLUMN worktree text, ADD COLUMN branch text, ADD COLUMN isolation text"
+    )
+
+
+def _v5(connection: Connection) -> None:
+    """Budgets of campaigns and jobs; a campaign's own has the job name ''."""
+    connection.execute(
+        """
+        CREATE TABLE budgets (
+            campaign_id    text NOT NULL,
+            job_name       text NOT NULL DEFAULT '',
+            max_budget_usd double precision CHECK (max_budget_usd > 0),
+            max_tokens     bigint CHECK (max_tokens > 0),
+            updated_at     double precision NOT NULL,
+            PRIMARY KEY (campaign_id, job_name)
+        )
+        """
+    )
+
+
+MIGRATIONS: tuple[Callable[[Connection], None], ...] = (_v1, _v2, _v3, _v4, _v5)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

@@ -20,9 +20,11 @@ from psycopg.types.json import Jsonb
 
 from expeditor.errors import ClaimRefused, StoreUnavailable
 from expeditor.executor.models import Termination
+from expeditor.state.budget_rows import BudgetSql, budget_from_row
 from expeditor.state.claims import ClaimRequest, ended_run, restored_dispatch, restored_run, short_circuit
 from expeditor.state.dispatch_marks import DispatchMarks
 from expeditor.state.models import (
+    Budget,
     Claim,
     DispatchRecord,
     DispatchStatus,
@@ -61,6 +63,8 @@ from expeditor.usage.models import SessionUsage
 __all__ = ["PostgresCampaignStore"]
 
 logger = logging.getLogger(__name__)
+
+_BUDGETS = BudgetSql("%s")
 
 T = TypeVar("T")
 
@@ -346,3 +350,23 @@ class PostgresCampaignStore(DispatchMarks):
             return connection.execute(statement, (campaign_id, name, from_sequence)).rowcount
 
         return self._write(f"clearing the steps of {campaign_id}/{name}", work)
+
+    # --- budgets ---------------------------------------------------------------------------
+
+    def set_budget(self, budget: Budget) -> Budget | None:
+        stamped, parameters = _BUDGETS.stored(budget)
+
+        def work(connection: PgConnection) -> Budget | None:
+            if budget.max_budget_usd is None and budget.max_tokens is None:
+                connection.execute(_BUDGETS.delete, _BUDGETS.key(budget))
+                return None
+            connection.execute(_BUDGETS.upsert, parameters)
+            return stamped
+
+        return self._write(f"setting the budget of {budget.scope}", work)
+
+    def list_budgets(self, campaign_id: str) -> builtins.list[Budget]:
+        def query(connection: PgConnection) -> builtins.list[Budget]:
+            return [budget_from_row(row) for row in connection.execute(_BUDGETS.select, (campaign_id,))]
+
+        return self._lookup(f"reading the budgets of {campaign_id}", [], query)

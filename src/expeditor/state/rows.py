@@ -59,6 +59,9 @@ _DISPATCH_COLUMNS = (
     "queue_job_id",
     "cwd",
     "stale_threshold",
+    "worktree",
+    "branch",
+    "isolation",
 )
 
 
@@ -159,6 +162,9 @@ def dispatch_from_row(row: sqlite3.Row) -> DispatchRecord:
         queue_job_id=row["queue_job_id"],
         cwd=row["cwd"],
         stale_threshold=row["stale_threshold"],
+        worktree=row["worktree"],
+        branch=row["branch"],
+        isolation=row["isolation"],
     )
 
 

@@ -128,7 +128,30 @@ def _v5(connection: sqlite3.Connection) -> None:
         connection.execute(f"ALTER TABLE dispatches ADD COLUMN {column}")
 
 
-MIGRATIONS: tuple[Callable[[sqlite3.Connection], None], ...] = (_v1, _v2, _v3, _v4, _v5)
+def _v6(connection: sqlite3.Connection) -> None:
+    """The git worktree and branch a job runs in, and whether it is isolated (``isolation: worktree``: a queue
+    worker reads it from the record)."""
+    for column in ("worktree TEXT", "branch TEXT", "isolation TEXT"):
+        connection.execute(f"ALTER TABLE dispatches ADD COLUMN {column}")
+
+
+def _v7(connection: sqlite3.Connection) -> None:
+    """Budgets of campaigns and jobs; a campaign's own has the job name ''."""
+    connection.execute(
+        """
+        CREATE TABLE budgets (
+            campaign_id    TEXT NOT NULL,
+            job_name       TEXT NOT NULL DEFAULT '',
+            max_budget_usd REAL CHECK (max_budget_usd > 0),
+            max_tokens     INTEGER CHECK (max_tokens > 0),
+            updated_at     REAL NOT NULL,
+            PRIMARY KEY (campaign_id, job_name)
+        )
+        """
+    )
+
+
+MIGRATIONS: tuple[Callable[[sqlite3.Connection], None], ...] = (_v1, _v2, _v3, _v4, _v5, _v6, _v7)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

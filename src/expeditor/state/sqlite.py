@@ -25,10 +25,12 @@ from typing import Any, TypeVar
 from expeditor.errors import ClaimRefused, InvalidInput, StoreUnavailable
 from expeditor.executor.models import Termination
 from expeditor.process_identity import process_alive
+from expeditor.state.budget_rows import BudgetSql, budget_from_row
 from expeditor.state.claims import ClaimRequest, check_run_end, fenced_transition, next_launch, short_circuit
 from expeditor.state.connections import SqliteFile
 from expeditor.state.dispatch_marks import DispatchMarks
 from expeditor.state.models import (
+    Budget,
     Claim,
     DispatchRecord,
     DispatchStatus,
@@ -57,6 +59,8 @@ from expeditor.usage.models import SessionUsage
 __all__ = ["SqliteCampaignStore"]
 
 logger = logging.getLogger(__name__)
+
+_BUDGETS = BudgetSql("?")
 
 T = TypeVar("T")
 
@@ -356,3 +360,23 @@ class SqliteCampaignStore(DispatchMarks):
             return connection.execute(sql, (campaign_id, name, from_sequence)).rowcount
 
         return self._file.write(f"clearing the steps of {campaign_id}/{name}", work)
+
+    # --- budgets ---------------------------------------------------------------------------
+
+    def set_budget(self, budget: Budget) -> Budget | None:
+        stamped, parameters = _BUDGETS.stored(budget)
+
+        def work(connection: sqlite3.Connection) -> Budget | None:
+            if budget.max_budget_usd is None and budget.max_tokens is None:
+                connection.execute(_BUDGETS.delete, _BUDGETS.key(budget))
+                return None
+            connection.execute(_BUDGETS.upsert, parameters)
+            return stamped
+
+        return self._file.write(f"setting the budget of {budget.scope}", work)
+
+    def list_budgets(self, campaign_id: str) -> builtins.list[Budget]:
+        def query(connection: sqlite3.Connection) -> builtins.list[Budget]:
+            return [budget_from_row(row) for row in connection.execute(_BUDGETS.select, (campaign_id,))]
+
+        return self._lookup(f"reading the budgets of {campaign_id}", [], query)

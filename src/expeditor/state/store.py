@@ -35,6 +35,7 @@ from typing import Any, Protocol
 
 from expeditor.executor.models import Termination
 from expeditor.state.models import (
+    Budget,
     Claim,
     DispatchRecord,
     DispatchStatus,
@@ -111,9 +112,18 @@ class CampaignStore(Protocol):
         ...
 
     def mark_running(
-        self, campaign_id: str, name: str, *, attempt: int, dispatched_session_id: str, owner: Owner | None = None
+        self,
+        campaign_id: str,
+        name: str,
+        *,
+        attempt: int,
+        dispatched_session_id: str,
+        owner: Owner | None = None,
+        worktree: str | None = None,
+        branch: str | None = None,
     ) -> DispatchRecord:
-        """pending -> running: the attempt's session was launched (by ``owner``, when not its claimer)."""
+        """pending -> running: the attempt's session was launched (by ``owner``, when not its claimer; in
+        ``worktree``, on ``branch``, when the job is isolated)."""
         ...
 
     def mark_succeeded(
@@ -250,6 +260,17 @@ class CampaignStore(Protocol):
 
     def clear_steps(self, campaign_id: str, name: str, *, from_sequence: int = 1) -> int:
         """Forget the job's step executions from ``from_sequence`` on (all: a forced rerun); returns how many."""
+        ...
+
+    # --- budgets -----------------------------------------------------------------------
+
+    def set_budget(self, budget: Budget) -> Budget | None:
+        """Set the budget of ``budget.campaign_id`` (and ``job_name``), replacing the one set before; returns it
+        as stored. A budget with neither limit removes it (returns None)."""
+        ...
+
+    def list_budgets(self, campaign_id: str) -> builtins.list[Budget]:
+        """The campaign's budgets: its own first, then its jobs' by name."""
         ...
 
     def close(self) -> None:

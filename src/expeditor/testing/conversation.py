@@ -12,6 +12,7 @@ agent's start-up time.
 
 from __future__ import annotations
 
+import json
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -22,6 +23,8 @@ from expeditor.testing.channels import Channels, now_iso
 __all__ = ["VERSION", "Conversation", "OutputFormat", "Tokens", "cost_usd", "resolve_model"]
 
 VERSION = "fake-0.1"
+BUDGET_STOP_SUBTYPE = "error_max_budget_usd"
+"""The result subtype 2.1.332 ends a session with when it reaches --max-budget-usd."""
 """Reported as ``claude_code_version`` and ``version``: nothing mistakes the fake for a real CLI."""
 
 OutputFormat = Literal["text", "json", "stream-json"]
@@ -98,6 +101,10 @@ class Conversation:
     permission_denials: list[dict[str, Any]] = field(default_factory=list[dict[str, Any]])
     last_text: str = ""
     last_tool_use_id: str | None = None
+    max_budget_usd: float | None = None
+    """--max-budget-usd: as in 2.1.332, a session whose cost reaches it ends with an error_max_budget_usd result."""
+    prior_cost_usd: float = 0.0
+    """What a resumed session cost before (its transcript's last cost-state): 2.1.332's total_cost_usd adds it."""
     _parent_uuid: str | None = None
 
     @property
@@ -259,12 +266,17 @@ class Conversation:
         usage: Tokens | None = None,
         num_turns: int | None = None,
         cost: float | None = None,
+        structured_output: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
         """The final ``result`` event (printed whole in stream-json and json, only its text in text).
 
         Every figure left out is computed from the messages sent, each counted once; a ``usage``
-        override replaces the totals and is attributed to the session's model.
+        override replaces the totals and is attributed to the session's model. A ``structured_output``
+        is reported as 2.1.332 reports an answer through ``--json-schema``: beside the result, whose
+        text is then the same object as compact JSON.
         """
+        if structured_output is not None and text is None:
+            text = json.dumps(structured_output, separators=(",", ":"))
         per_model: dict[str, Tokens] = {}
         for model, sent in [(self.model, usage)] if usage is not None else self.sent:
             per_model[model] = per_model.get(model, Tokens(0, 0, 0, 0)) + sent
@@ -292,12 +304,33 @@ class Conversation:
             "result": self.last_text if text is None else text,
             "stop_reason": "end_turn",
             "session_id": self.session_id,
-            "total_cost_usd": round(sum(m["costUSD"] for m in model_usage.values()), 6) if cost is None else cost,
+            "total_cost_usd": round(
+                self.prior_cost_usd + (sum(m["costUSD"] for m in model_usage.values()) if cost is None else cost), 6
+            ),
             "usage": _api_usage(totals),
             "modelUsage": model_usage,
             "permission_denials": self.permission_denials,
             "terminal_reason": "completed",
             "uuid": str(uuid.uuid4()),
         }
-        self.out.stdout_line(record["result"] if self.output_format == "text" else record)
+        if structured_output is not None:
+            record["structured_output"] = structured_output
+        if self.max_budget_usd is not None and record["total_cost_usd"] >= self.max_budget_usd:
+            # 2.1.332's budget stop: an error result without a result text, and exit status 1.
+            del record["result"]
+            record.update(
+                subtype=BUDGET_STOP_SUBTYPE,
+                is_error=True,
+                errors=[f"Reached maximum budget (${self.max_budget_usd:g})"],
+                terminal_reason="budget_exhausted",
+            )
+        self.out.transcript_line(
+            {"type": "cost-state", "sessionId": self.session_id, "totalCostUSD": record["total_cost_usd"]}
+        )
+        self.out.stdout_line(record.get("result", "") if self.output_format == "text" else record)
         return record
+
+    def budget_reached(self) -> bool:
+        """Whether the messages sent so far cost the session's --max-budget-usd (checked after each turn)."""
+        spent = self.prior_cost_usd + sum(cost_usd(model, tokens) for model, tokens in self.sent)
+        return self.max_budget_usd is not None and spent >= self.max_budget_usd

@@ -83,6 +83,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--append-system-prompt")
     p.add_argument("--system-prompt")
     p.add_argument("--max-turns", type=int)
+    p.add_argument("--json-schema", metavar="SCHEMA", help="taken as given; a result step's structured_output answers")
+    p.add_argument("--max-budget-usd", type=float, help="end with error_max_budget_usd once the cost reaches it")
     p.add_argument("--dangerously-skip-permissions", action="store_true")
     p.add_argument("--settings")
     return p
@@ -268,6 +270,8 @@ def run(argv: list[str]) -> int:
         out=Channels(launch.transcript),
         output_format=args.output_format,
         started=started,
+        max_budget_usd=args.max_budget_usd,
+        prior_cost_usd=_prior_cost(launch.transcript) if launch.fork_from is None else 0.0,
     )
     if launch.fork_from is not None:
         _copy_history(launch.fork_from, conversation)
@@ -292,6 +296,19 @@ def run(argv: list[str]) -> int:
         runtime = Runtime(conversation, log, launch.mcp_servers, launch.allow, launch.deny, bypass)
         code = run_steps(scenario, runtime)
     return _finish(log, code)
+
+
+def _prior_cost(transcript: Path) -> float:
+    """A resumed session's cost so far: the last ``cost-state`` line of its transcript (0 for a new session)."""
+    cost = 0.0
+    lines = transcript.read_text().splitlines() if transcript.is_file() else []
+    for line in lines:
+        if '"cost-state"' in line:
+            try:
+                cost = float(json.loads(line)["totalCostUSD"])
+            except (ValueError, KeyError, TypeError):
+                continue
+    return cost
 
 
 def _finish(log: InvocationLog, code: int) -> int:

@@ -186,6 +186,10 @@ class ResultSpec(_Strict):
     usage: Usage | None = Field(default=None, description="default: the sum over messages, each counted once")
     num_turns: int | None = Field(default=None, ge=0)
     cost_usd: float | None = Field(default=None, ge=0)
+    structured_output: dict[str, Any] | None = Field(
+        default=None,
+        description="the object answered through --json-schema, as the real CLI reports it; text defaults to its JSON",
+    )
 
 
 def _none_to_empty(value: Any) -> Any:

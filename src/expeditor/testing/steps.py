@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, assert_never
 
 from expeditor.testing.channels import InvocationLog, now_iso
-from expeditor.testing.conversation import Conversation
+from expeditor.testing.conversation import BUDGET_STOP_SUBTYPE, Conversation
 from expeditor.testing.marker_step import MarkerStep, hold_marker
 from expeditor.testing.mcp_call import McpServer, ToolOutcome, call_tool, permitted
 from expeditor.testing.scenario import (
@@ -60,10 +60,14 @@ class Runtime:
 
 def run_steps(scenario: Scenario, runtime: Runtime) -> int:
     """Run every step; returns the exit code (an ``exit`` step's, else the scenario's)."""
+    conversation = runtime.conversation
     for step in scenario.steps:
         code = _run(step, runtime)
         if code is not None:
             return code
+        if isinstance(step, AssistantStep | CallToolStep) and conversation.budget_reached():
+            conversation.result()  # the budget stop: 2.1.332 ends the session after the turn that reached it
+            return 1
     return scenario.exit_code
 
 
@@ -108,14 +112,17 @@ def _run(step: Step, rt: Runtime) -> int | None:
         case CallToolStep(call_tool=call):
             _call_tool(call, rt)
         case ResultStep(result=spec):
-            conversation.result(
+            ended = conversation.result(
                 text=spec.text,
                 is_error=spec.is_error,
                 subtype=spec.subtype,
                 usage=spec.usage.tokens() if spec.usage else None,
                 num_turns=spec.num_turns,
                 cost=spec.cost_usd,
+                structured_output=spec.structured_output,
             )
+            if ended["subtype"] == BUDGET_STOP_SUBTYPE:
+                return 1
         case WriteFileStep(write_file=write):
             target = Path.cwd() / write.path
             target.parent.mkdir(parents=True, exist_ok=True)
