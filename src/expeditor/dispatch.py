@@ -222,7 +222,7 @@ class DispatchService:
             work_dir = launch.work_dir
             if launch.isolated:
                 worktree = await anyio.to_thread.run_sync(prepare_worktree, self.settings, work_dir, campaign, name)
-                work_dir = worktree.path
+                work_dir = await anyio.to_thread.run_sync(worktree.directory_for, work_dir)
             # The pipeline runner resumes from its step records, so every attempt of it is a fresh process.
             resume = (
                 not pipeline
