@@ -3,7 +3,7 @@
 Server: ``EXPEDITOR_BENCH_DATABASE_URL`` (a database the script may fill), else a throwaway cluster like the
 tests' (``tests/support/postgres.py``: loopback, fsync off). Hosts are real ``expeditor worker`` processes,
 each with its own host name, home and Claude config directory, started by the tests' helper
-(``tests/support/queue.py``), with the clocks given here instead of the tests' shortest ones.
+(``tests/support/queue_hosts.py``), with the clocks given here instead of the tests' shortest ones.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from typing import Any
 
 import psycopg
 from tests.support.postgres import STORE_SCHEMA, PostgresCluster, find_pg_bindir
-from tests.support.queue import QueueHosts
+from tests.support.queue_hosts import QueueHosts
 
 from expeditor.queue.schema import migrate_queue
 from expeditor.queue.tasks import defer_in_claim

@@ -19,7 +19,7 @@ from typing import Any
 
 import anyio
 import psutil
-from tests.support.queue import QueueHosts
+from tests.support.queue_hosts import QueueHosts
 
 from bench._common import temp_root
 from bench._queue import HANGING, clocks, defer_dispatch, queue_database, summary, wait_until

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import anyio
-from tests.support.queue import QueueHosts
+from tests.support.queue_hosts import QueueHosts
 
 from bench._common import temp_root
 from bench._queue import QUICK, clocks, launches, queue_database, summary

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any, cast
 
 import psutil
-from tests.support.queue import QueueHosts
+from tests.support.queue_hosts import QueueHosts
 
 from bench._common import temp_root
 from bench._queue import Database, clocks, defer_dispatch, queue_database, wait_until

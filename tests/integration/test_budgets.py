@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from mcp import Client
 
 from expeditor.config import Settings
 from expeditor.dispatch import DispatchService
@@ -23,6 +24,7 @@ from expeditor.reports import campaign_report, render_markdown
 from expeditor.runs import CallerContext, build_executor, open_runtime
 from expeditor.runs.campaign_command import campaign_budget_command
 from expeditor.runs.supervisor import Supervisor
+from expeditor.server.app import build_server
 from expeditor.state import DispatchStatus, SqliteCampaignStore, StepStatus
 from expeditor.testing import launched_prompts, read_invocation_log
 from tests.support.fake import fake_settings
@@ -221,3 +223,61 @@ async def test_a_token_budget_stops_a_job_the_same_way(tmp_path: Path) -> None:
         assert launched(tmp_path) == ["/one"]
     finally:
         store.close()
+
+
+async def test_run_skill_passes_the_callers_session_budget(tmp_path: Path) -> None:
+    # An agent orchestrator runs a recipe's steps through run_skill: a step's max_budget_usd reaches
+    # Claude Code only through it.
+    env = {
+        **os.environ,
+        "EXPEDITOR_FAKE_SCENARIO": TWO_CENTS,
+        "EXPEDITOR_FAKE_LOG": str(tmp_path / "agent.log"),
+        "CLAUDE_CODE_SESSION_ID": str(uuid.uuid4()),
+    }
+    arguments: dict[str, Any] = {"skill_command": "/one", "cwd": str(tmp_path), "max_budget_usd": 0.25}
+    async with Client(build_server(fake_settings(tmp_path), env=env)) as client:
+        ran = await client.call_tool("run_skill", arguments)
+        refused = await client.call_tool("run_skill", {**arguments, "max_budget_usd": 0})
+
+    assert not ran.is_error
+    assert budget_flags(tmp_path) == ["0.25"]
+    assert refused.is_error
+
+
+AGENT_STEPS = """\
+name: agentic
+description: an agent walks two steps of two cents each
+steps:
+  one: {skill: /one}
+  two: {skill: /two}
+"""
+
+
+async def test_an_agent_orchestrators_next_step_is_refused_once_its_campaign_budget_is_spent(tmp_path: Path) -> None:
+    # The agent orchestrator runs its steps through run_skill: past the budget, its next step does not launch.
+    settings = fake_settings(tmp_path)
+    settings.recipes_dir.mkdir(parents=True)
+    (settings.recipes_dir / "agentic.yaml").write_text(AGENT_STEPS)
+    assert campaign_budget_command(settings, "nightly", (0.02, None), as_json=False, out=io.StringIO()) == 0
+    calls = [
+        {
+            "call_tool": {
+                "server": "expeditor",
+                "tool": "run_skill",
+                "arguments": {"skill_command": s, "cwd": str(tmp_path)},
+            }
+        }
+        for s in ("/one", "/two")
+    ]
+    orchestrator = json.dumps({"steps": [*calls, {"result": "recipe_outcome=failure"}]})
+    env = {**os.environ, **agent_env(tmp_path), "EXPEDITOR_FAKE_SCENARIO_ORCHESTRATOR": orchestrator}
+    caller = CallerContext(session_id=None, kind=None)
+
+    async with open_runtime(settings, env=env) as runtime:
+        await DispatchService(runtime).dispatch("nightly", "a", "agentic", {}, caller=caller, cwd=tmp_path)
+
+    assert [prompt for prompt in launched(tmp_path) if prompt.startswith("/")] == ["/one"]
+    transcripts = "".join(path.read_text() for path in settings.claude_config_dir.rglob("*.jsonl"))
+    # Spent: the first step's $0.02, and the orchestrator's own tokens so far (priced: it is still running).
+    assert "campaign nightly has spent $0.02" in transcripts
+    assert "of its $0.02 budget: nothing more of it is launched" in transcripts

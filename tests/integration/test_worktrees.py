@@ -382,3 +382,41 @@ def test_a_recipe_may_keep_a_succeeded_job_s_worktree_and_a_failed_job_keeps_it_
     assert changed_files(repository, head, kept.branch) == ["app.txt"]
     # The next launch of the job finds the same worktree again.
     assert prepare_worktree(settings, repository, "c", "kept") == kept
+
+
+def test_a_job_of_a_subdirectory_works_in_that_subdirectory_of_its_worktree(tmp_path: Path) -> None:
+    # A monorepo's service: its job must not run at the repository's top level instead.
+    repository = tmp_path / "project"
+    make_repository(repository)
+    service = repository / "service"
+    service.mkdir()
+    (service / "main.txt").write_text("service\n")
+    git(repository, "add", "service")
+    git(repository, "-c", "user.name=t", "-c", "user.email=t@example.com", "commit", "--quiet", "-m", "service")
+    head = git(repository, "rev-parse", "HEAD")
+    (tmp_path / "home" / "recipes").mkdir(parents=True)
+    (tmp_path / "home" / "recipes" / "plain.yaml").write_text(PLAIN_PIPELINE)
+    (tmp_path / "scenarios").mkdir()
+    writes = scenario({"write_file": {"path": "new.txt", "text": "new\n"}}, {"result": "done"})
+    (tmp_path / "scenarios" / "only.json").write_text(writes)
+
+    done = _dispatch_cli(tmp_path, service, repository, "--isolation", "worktree")
+
+    assert done.returncode == 0, done.stdout + done.stderr
+    [launch] = _launches(tmp_path)
+    assert Path(launch["cwd"]).relative_to(worktrees_root(tmp_path / "home")).parts[-3:] == ("c", "job", "service")
+    assert changed_files(repository, head, "expeditor/c/job") == ["service/new.txt"]
+    # The same from `recipe run` of a recipe that asks for isolation itself.
+    (tmp_path / "home" / "recipes" / "plain.yaml").write_text(PLAIN_PIPELINE + "isolation: worktree\n")
+    command = [sys.executable, "-m", "expeditor", "recipe", "run", "plain", "--campaign", "c", "--job", "run"]
+    ran = subprocess.run(
+        [*command, "--cwd", str(service)],
+        env=_cli_env(tmp_path, repository),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert ran.returncode == 0, ran.stdout + ran.stderr
+    assert Path(_launches(tmp_path)[-1]["cwd"]).parts[-3:] == ("c", "run", "service")
+    assert changed_files(repository, head, "expeditor/c/run") == ["service/new.txt"]
+    assert git(repository, "status", "--porcelain") == ""

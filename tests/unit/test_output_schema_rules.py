@@ -69,6 +69,12 @@ BROKEN: list[tuple[str, str, str]] = [
         "review:\n  run: [ls]\n  output_schema: {type: object}\n",
         "r/sample.yaml:6: step 'review': has 'output_schema' on a 'run' command, which has no structured output",
     ),
+    (
+        # Not a schema, but the same rule: only a skill step's session takes it, so it would bound nothing.
+        "a session budget on a command",
+        "review:\n  run: [ls]\n  max_budget_usd: 0.5\n",
+        "r/sample.yaml:6: step 'review': has 'max_budget_usd' on a 'run' command, which costs nothing",
+    ),
 ]
 
 

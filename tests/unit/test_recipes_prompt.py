@@ -45,3 +45,14 @@ def test_settings_no_recipe_sets_are_left_to_the_server() -> None:
     assert "   model: server default; stale_threshold: server default; timeout: server default\n" in prompt
     assert "- cwd: your current working directory, as an absolute path\n" in prompt
     assert prompt.endswith("\n\nInputs: none.\n")
+
+
+def test_a_steps_budget_is_in_the_prompt_for_the_orchestrator_to_pass_to_run_skill() -> None:
+    # An agent orchestrator runs each step through run_skill: a step budget it is never told of is never enforced.
+    recipe = parse_recipe(
+        "name: b\ndescription: d.\nsteps:\n  a: {skill: /a, max_budget_usd: 0.25}\n  b: {skill: /b}\n", source="b.yaml"
+    )
+    prompt = orchestrator_prompt(recipe, {})
+    assert "- max_budget_usd: the step's budget in USD" in prompt
+    assert "   budget: 0.25 USD\n" in prompt
+    assert prompt.count("   budget: ") == 1

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
+from expeditor.config import load_settings
 from expeditor.executor.models import SessionKind
 from expeditor.reports.spending import Spending, spending
+from expeditor.runs import settings_environment
 from expeditor.state import Budget, Owner, RunRecord
 from expeditor.usage.models import SessionUsage, TokenUsage, UsageSource
 from expeditor.usage.prices import price_of, run_cost
@@ -72,3 +76,21 @@ def test_a_resumed_launch_whose_earlier_one_reported_nothing_is_priced_by_its_to
 
     assert spent.usd == pytest.approx(2 * 1000 * 20 / MILLION)
     assert spent.estimate
+
+
+def test_a_price_table_and_host_lists_reach_a_nested_expeditor_as_it_can_read_them(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A dispatched pipeline runner and an orchestrator's nested server read the parent's settings from
+    # the environment; a Python repr there would stop them from starting at all.
+    parent = load_settings(
+        home=tmp_path,
+        allowed_roots=(tmp_path,),
+        model_prices={"claude-custom": (1.0, 2.0, 0.1, 1.25)},
+        http_allowed_hosts=("a.example.com", "b.example.com:8080"),
+    )
+    for name, value in settings_environment(parent).items():
+        monkeypatch.setenv(name, value)
+    child = load_settings()
+    assert child.model_prices == {"claude-custom": (1.0, 2.0, 0.1, 1.25)}
+    assert child.http_allowed_hosts == ("a.example.com", "b.example.com:8080")

@@ -108,7 +108,7 @@ async def run_attempt(
         here = work_dir
         if isolated:
             worktree = await anyio.to_thread.run_sync(prepare_worktree, settings, work_dir, campaign, name)
-            here = worktree.path
+            here = await anyio.to_thread.run_sync(worktree.directory_for, work_dir)
         if transcripts is not None and prior_session_id is not None and not pipeline:
             available, where = await anyio.to_thread.run_sync(transcripts.restore, here, prior_session_id)
             resumes_from = (

@@ -34,6 +34,7 @@ How to call {RUN_SKILL_TOOL} for a step:
 - timeout: the step's timeout in seconds; leave it out where it says "{_SERVER_DEFAULT}".
 - output_schema: the step's result schema, exactly as the step gives it (a JSON object);
   leave it out for a step without one.
+- max_budget_usd: the step's budget in USD; leave it out for a step without one.
 
 Reading a result:
 - The step succeeded when the tool reports success. An error result, or a session that
@@ -94,6 +95,8 @@ def _step_block(recipe: Recipe, index: int, name: str, step: Step) -> str:
     ]
     if step.when is not None:
         lines.append(f"   when: {step.when.describe()}")
+    if step.max_budget_usd is not None:
+        lines.append(f"   budget: {step.max_budget_usd:g} USD")
     if step.output_schema is not None:
         lines.append(f"   result schema: {json.dumps(step.output_schema, separators=(',', ':'))}")
     if step.capture_names:

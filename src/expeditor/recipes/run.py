@@ -175,7 +175,7 @@ async def _claim_and_run(runtime: Runtime, job: PipelineJob, request: RecipeRun,
         if job.recipe.isolation is Isolation.WORKTREE:
             prepare = functools.partial(prepare_worktree, runtime.settings, job.cwd, job.campaign_id, job.job_name)
             worktree = await anyio.to_thread.run_sync(prepare)
-            isolated_job = replace(job, cwd=worktree.path)
+            isolated_job = replace(job, cwd=await anyio.to_thread.run_sync(worktree.directory_for, job.cwd))
             await mark_running(job.run_id, worktree=str(worktree.path), branch=worktree.branch)
         else:
             await mark_running(job.run_id)

@@ -206,6 +206,9 @@ class Step(BaseModel):
             raise ValueError(f"has {given} of 'skill' and 'run'; expected exactly one of them")
         if self.run is not None and self.output_schema is not None:
             raise ValueError("has 'output_schema' on a 'run' command, which has no structured output; expected a skill")
+        if self.run is not None and self.max_budget_usd is not None:
+            # Only a Claude Code session takes --max-budget-usd: on a command it would bound nothing.
+            raise ValueError("has 'max_budget_usd' on a 'run' command, which costs nothing; expected a skill")
         return self
 
     @property

@@ -18,7 +18,7 @@ from expeditor.errors import BudgetSpent, StoreUnavailable
 from expeditor.reports import campaign_spending
 from expeditor.state import Budget, CampaignStore
 
-__all__ = ["JobLimits", "check_budgets"]
+__all__ = ["JobLimits", "check_budgets", "check_caller_budgets"]
 
 logger = logging.getLogger(__name__)
 
@@ -40,13 +40,30 @@ def check_budgets(
     budgets = [budget for budget in store.list_budgets(campaign_id) if budget.job_name is None]
     if max_usd is not None or max_tokens is not None:
         budgets.append(job_budget)
+    _refuse_if_spent(settings, store, budgets, recipe=f"recipe {recipe!r}")
+
+
+def check_caller_budgets(settings: Settings, store: CampaignStore, caller_session_id: str | None) -> None:
+    """Raise BudgetSpent when the caller is a dispatched orchestrator whose campaign or job has spent its budget.
+
+    An ``orchestrator: agent`` job runs its steps through ``run_skill``: this is its check before each
+    step, as a pipeline's is. The job's budget is the one its dispatch recorded from the recipe.
+    """
+    caller = store.get_run(caller_session_id) if caller_session_id is not None else None
+    if caller is None or caller.campaign_id is None or caller.job_name is None:
+        return
+    budgets = [b for b in store.list_budgets(caller.campaign_id) if b.job_name in (None, caller.job_name)]
+    _refuse_if_spent(settings, store, budgets, recipe="its recipe")
+
+
+def _refuse_if_spent(settings: Settings, store: CampaignStore, budgets: list[Budget], *, recipe: str) -> None:
     for budget in budgets:
-        spent = campaign_spending(store, campaign_id, budget.job_name, prices=settings.model_prices)
+        spent = campaign_spending(store, budget.campaign_id, budget.job_name, prices=settings.model_prices)
         why = spent.exhausts(budget)
         if why is not None:
             how = (
-                f"raise it with `expeditor campaign budget {campaign_id} USD`"
+                f"raise it with `expeditor campaign budget {budget.campaign_id} USD`"
                 if budget.job_name is None
-                else f"raise max_budget_usd (or max_tokens) in recipe {recipe!r} and run the job again"
+                else f"raise max_budget_usd (or max_tokens) in {recipe} and run the job again"
             )
             raise BudgetSpent(f"{why}: nothing more of it is launched; {how}")

@@ -9,6 +9,7 @@ the token alone says who is calling, so no caller header is written.
 
 from __future__ import annotations
 
+import json
 import sys
 from typing import Any
 
@@ -48,6 +49,11 @@ def settings_environment(settings: Settings) -> dict[str, str]:
             continue
         if name == "allowed_roots":
             text = ":".join(str(root) for root in value)
+        elif isinstance(value, dict):
+            # A mapping setting is read back from the environment as JSON, never as Python's repr.
+            text = json.dumps(value, separators=(",", ":"))
+        elif isinstance(value, tuple):
+            text = ",".join(str(item) for item in value)  # the host and origin lists: comma-separated
         elif isinstance(value, bool):
             text = "true" if value else "false"
         else:

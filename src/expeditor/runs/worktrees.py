@@ -70,6 +70,16 @@ class JobWorktree:
     branch: str
     repository: Path
 
+    def directory_for(self, project: Path) -> Path:
+        """Where a job of ``project`` works in this worktree: the same place relative to the repository's top
+        level, so a job of a monorepo's subdirectory stays in that subdirectory (made when HEAD lacks it)."""
+        resolved = project.resolve()
+        if resolved == self.repository or not resolved.is_relative_to(self.repository):
+            return self.path
+        inside = self.path / resolved.relative_to(self.repository)
+        inside.mkdir(parents=True, exist_ok=True)
+        return inside
+
 
 def _git(cwd: Path, *args: str) -> str:
     try:

@@ -18,6 +18,7 @@ __all__ = [
     "Campaign",
     "Cwd",
     "JobName",
+    "MaxBudgetUsd",
     "Model",
     "OutputSchema",
     "SessionId",
@@ -82,6 +83,14 @@ OutputSchema = Annotated[
     Field(
         description="A JSON Schema of an object the session must answer with (Claude Code's --json-schema): the "
         "answer comes back as structured_output. Give a recipe step's result schema exactly as the step states it.",
+    ),
+]
+MaxBudgetUsd = Annotated[
+    float | None,
+    Field(
+        gt=0,
+        description="The session's own budget in USD (Claude Code's --max-budget-usd): Claude Code stops it there. "
+        "Give a recipe step's budget as the step states it.",
     ),
 ]
 SessionId = Annotated[

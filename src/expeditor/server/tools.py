@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 from pathlib import Path
 from typing import Annotated, Any
 
+import anyio
 from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
 from mcp.types import CallToolResult, ToolAnnotations
@@ -14,9 +16,19 @@ from pydantic import BaseModel, Field
 from expeditor.executor import RunControl, RunRequest, RunResult, Termination
 from expeditor.queue.cancel import cancel_dispatch, queue_aborter, queued_dispatch_of, refusal_for
 from expeditor.runs import launch_hint
+from expeditor.runs.budgets import check_caller_budgets
 from expeditor.server.boundary import tool_errors
 from expeditor.server.declare import READ_ONLY, tool
-from expeditor.server.params import AddDirs, Cwd, Model, OutputSchema, SessionId, StaleThreshold, Timeout
+from expeditor.server.params import (
+    AddDirs,
+    Cwd,
+    MaxBudgetUsd,
+    Model,
+    OutputSchema,
+    SessionId,
+    StaleThreshold,
+    Timeout,
+)
 from expeditor.server.progress import reporting_progress
 from expeditor.server.results import lines, run_lines, tool_result
 from expeditor.server.state import ServerState
@@ -74,6 +86,7 @@ def register_tools(server: MCPServer[Any]) -> None:
         add_dirs: AddDirs = None,
         resume_session_id: SessionId = None,
         output_schema: OutputSchema = None,
+        max_budget_usd: MaxBudgetUsd = None,
     ) -> Annotated[CallToolResult, RunResult]:
         """Run one headless Claude Code session for a skill command (e.g. "/make-plan 42") in `cwd` and wait for it.
 
@@ -83,7 +96,9 @@ def register_tools(server: MCPServer[Any]) -> None:
         succeeded, how it ended and why, its token usage and its final text; the structured result
         adds the evidence (`decided_by`, `last_moved`, `killed`). Pass its `session_id` as
         `resume_session_id` to continue that session. With `output_schema` the session answers
-        with a matching JSON object, returned as `structured_output`. You are not judged stuck while you wait.
+        with a matching JSON object, returned as `structured_output`; with `max_budget_usd` Claude Code
+        stops it at that cost. A dispatched orchestrator's call is refused once its campaign's or job's
+        budget is spent. You are not judged stuck while you wait.
         """
         state = ServerState.of(ctx)
         with tool_errors("run_skill"):
@@ -98,7 +113,11 @@ def register_tools(server: MCPServer[Any]) -> None:
                 add_dirs=tuple(Path(d) for d in add_dirs or ()),
                 resume_session_id=resume_session_id,
                 output_schema=output_schema,
+                max_budget_usd=max_budget_usd,
             )
+            # A dispatched orchestrator's next step: refused once its campaign or job has spent its budget.
+            check = functools.partial(check_caller_budgets, state.settings, state.store, caller.session_id)
+            await anyio.to_thread.run_sync(check)
             task = current_task()
             control = RunControl() if task is None else task.control
 

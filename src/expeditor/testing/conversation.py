@@ -23,9 +23,9 @@ from expeditor.testing.channels import Channels, now_iso
 __all__ = ["VERSION", "Conversation", "OutputFormat", "Tokens", "cost_usd", "resolve_model"]
 
 VERSION = "fake-0.1"
+"""Reported as ``claude_code_version`` and ``version``: nothing mistakes the fake for a real CLI."""
 BUDGET_STOP_SUBTYPE = "error_max_budget_usd"
 """The result subtype 2.1.332 ends a session with when it reaches --max-budget-usd."""
-"""Reported as ``claude_code_version`` and ``version``: nothing mistakes the fake for a real CLI."""
 
 OutputFormat = Literal["text", "json", "stream-json"]
 
