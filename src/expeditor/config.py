@@ -8,14 +8,14 @@ from __future__ import annotations
 
 import os
 import shlex
-import socket
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import AliasChoices, BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, InitSettingsSource, NoDecode, PydanticBaseSettingsSource, SettingsConfigDict
 
 from expeditor.config_file import YamlFileSource, home_from
+from expeditor.config_shared_store import SharedStoreSettings
 from expeditor.homes import STATE_FILE_NAME, default_home
 from expeditor.model_names import MODEL_ALIASES, validate_model
 
@@ -84,7 +84,7 @@ class RunPolicy(BaseModel):
     result_exit_grace: _ResultExitGrace
 
 
-class Settings(BaseSettings):
+class Settings(SharedStoreSettings):
     """Every knob expeditor has. Each is also the environment variable ``EXPEDITOR_<NAME>``."""
 
     # An empty variable is unset: EXPEDITOR_HOME="" would otherwise make the working directory the home.
@@ -205,48 +205,6 @@ class Settings(BaseSettings):
     log_backup_count: int = Field(
         default=5, ge=1, le=1000, description="Rotated log files kept (expeditor.log.1 is the newest)."
     )
-    store_url: SecretStr | None = Field(
-        default=None,
-        description="A shared campaign store: postgresql://user@host:port/db (password in a password file, "
-        "PGPASSFILE). Unset: SQLite under home, for one machine.",
-    )
-    store_schema: str = Field(
-        default="expeditor", pattern=r"^[a-z_][a-z0-9_]{0,62}$", description="PostgreSQL schema of the store's tables."
-    )
-    store_pool_size: int = Field(default=8, ge=1, le=256, description="Connections to the PostgreSQL store, at most.")
-    store_timeout: float = Field(
-        default=5, gt=0, le=600, description="Connect, statement and lock timeout of the PostgreSQL store, seconds."
-    )
-    host_name: str = Field(
-        default_factory=socket.gethostname,
-        min_length=1,
-        description="This host as the records' owners name it; hosts sharing a store need different names.",
-    )
-    lease_interval: float = Field(default=10, gt=0, le=3600, description="Owner lease renewal interval, seconds.")
-    lease_ttl: float = Field(
-        default=30, gt=0, le=86400, description="An owner whose lease is this old is dead to other hosts, seconds."
-    )
-    dispatch_mode: Literal["local", "queue"] = Field(
-        default="local", description="Where a dispatch runs: local (here), or queue (a free `expeditor worker`)."
-    )
-    dispatch_queue: str = Field(
-        default="dispatches", pattern=r"^[A-Za-z0-9_.-]{1,63}$", description="Queue mode's job queue (worker --queue)."
-    )
-    stall_check_interval: float = Field(
-        default=5, gt=0, le=3600, description="How often workers look for jobs whose worker went silent, seconds."
-    )
-    transcript_checkpoint_interval: float = Field(
-        default=60,
-        gt=0,
-        le=86400,
-        description="Queue mode: how often a worker copies a running orchestrator's new transcript lines into the "
-        "store, so another host can resume the session, seconds.",
-    )
-    transcript_checkpoint_max_bytes: int = Field(
-        default=64 * 1024 * 1024,
-        ge=1024,
-        description="Queue mode: a transcript is copied into the store up to this size, then no more (logged).",
-    )
 
     @classmethod
     def settings_customise_sources(
@@ -292,15 +250,6 @@ class Settings(BaseSettings):
                 raise ValueError(f"{origin!r} is not an origin: expected e.g. https://expeditor.example.com")
             _check_authority(authority)
         return origins
-
-    @model_validator(mode="after")
-    def _lease_outlives_renewals(self) -> Settings:
-        if self.lease_ttl <= self.lease_interval:
-            raise ValueError(
-                f"lease_ttl ({self.lease_ttl:g} s) must be longer than lease_interval ({self.lease_interval:g} s), "
-                "or a live owner's lease would expire between renewals"
-            )
-        return self
 
     @field_validator("default_model")
     @classmethod

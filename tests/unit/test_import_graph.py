@@ -190,14 +190,15 @@ LAYERS: tuple[set[str], ...] = (
     {"reports"},  # the usage reports read the store; the run service records a job's cost with them
     {"executor", "monitor", "state"},
     {"usage"},
-    {"config", "config_file", "homes", "model_names", "ids", "errors", "times"},
+    {"config", "config_shared_store", "config_file", "homes", "model_names", "ids", "errors", "times"},
 )
 ABOVE: dict[str, set[str]] = {unit: set().union(*LAYERS[:rank]) for rank, layer in enumerate(LAYERS) for unit in layer}
 # What the layers alone do not forbid: edges within a layer, and for the lowest layer anything but errors.
 ALSO_FORBIDDEN: dict[str, set[str]] = {
     "executor": {"monitor"},
     "state": {"monitor"},
-    "config": UNITS - {"config", "config_file", "homes", "model_names", "errors"},
+    "config": UNITS - {"config", "config_shared_store", "config_file", "homes", "model_names", "errors"},
+    "config_shared_store": UNITS - {"config_shared_store"},
     "model_names": UNITS - {"model_names", "errors"},
     "config_file": UNITS - {"config_file", "homes", "errors"},
     "homes": UNITS - {"homes", "errors"},
