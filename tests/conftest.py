@@ -18,14 +18,40 @@ import pytest
 # for every test directory.
 pytest_plugins = ["tests.support.postgres", "tests.support.queue_hosts"]
 
-# Every process a test starts inherits this tag, so the leak guard can find what escaped.
+# Every process a test starts inherits this tag, so the leak guard can find what escaped. Under pytest-xdist
+# each worker tags its own (the run's tag and the worker's id): another worker's processes are not its leftovers.
 TEST_TAG_VARIABLE = "EXPEDITOR_TEST_TAG"
 os.environ.setdefault(TEST_TAG_VARIABLE, uuid.uuid4().hex)
+_WORKER = os.environ.get("PYTEST_XDIST_WORKER")
+if _WORKER and not os.environ[TEST_TAG_VARIABLE].endswith(f"-{_WORKER}"):
+    os.environ[TEST_TAG_VARIABLE] += f"-{_WORKER}"
 
 # Set before any test (or a process it starts) resolves a default home, so that no test ever writes
 # into the real ~/.local/state: this run's per-user state lives in a directory of its own.
 os.environ["XDG_STATE_HOME"] = tempfile.mkdtemp(prefix="expeditor-test-state-")
 atexit.register(shutil.rmtree, os.environ["XDG_STATE_HOME"], ignore_errors=True)
+
+
+# The suite mostly waits (process start-ups, real CLI sessions, deliberate timeouts), so more workers than
+# cores pay: measured on 2 cores, see the README. `-n N` chooses otherwise, `-n 0` or `-p no:xdist` runs serially.
+DEFAULT_WORKERS = 4
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_cmdline_main(config: pytest.Config) -> None:
+    """Run on ``DEFAULT_WORKERS`` pytest-xdist workers, handed one test at a time, unless the command line says.
+
+    Not in ``addopts``: there ``-n`` would make ``-p no:xdist`` (and pytest without the plugin) a usage error.
+    One test at a time: xdist's default hands out long runs of consecutive tests, which put the real-CLI
+    tests (the longest, next to each other) on one worker, one after the other.
+    """
+    options = config.option
+    if hasattr(config, "workerinput") or not config.pluginmanager.hasplugin("xdist"):
+        return
+    if options.numprocesses is None and not options.usepdb and not options.collectonly:
+        options.numprocesses = DEFAULT_WORKERS
+    if options.numprocesses and options.dist in ("no", "load") and options.maxschedchunk is None:
+        options.maxschedchunk = 1
 
 
 @pytest.fixture(scope="session")

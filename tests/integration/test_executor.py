@@ -191,13 +191,28 @@ async def test_nothing_of_the_tree_survives_a_killed_run(tmp_path: Path, shape: 
     spawn = {"sleep": 60, "count": 2, shape: True} if shape != "plain" else {"sleep": 60, "count": 2}
     executor = build_executor(fake_settings(tmp_path, kill_grace=0.2))
     request = scenario_request(
-        tmp_path,
-        {"steps": [{"spawn": spawn}, {"hang": True}]},
-        timeout=1.0,
-        env={"EXPEDITOR_FAKE_LOG": str(log)},
+        tmp_path, {"steps": [{"spawn": spawn}, {"hang": True}]}, env={"EXPEDITOR_FAKE_LOG": str(log)}
     )
-    result = await executor.run(request, marker_dir=None, caller_session_id=None)
-    spawned = [entry["pid"] for entry in read_invocation_log(log) if entry["event"] == "spawned"]
+    control = RunControl()
+
+    def spawned_pids() -> list[int]:
+        return [entry["pid"] for entry in read_invocation_log(log) if entry["event"] == "spawned"]
+
+    async def kill_once_both_run() -> None:
+        # Killed once both children run, not after a wall-clock limit: on a busy machine the agent's
+        # interpreter can still be starting when a small timeout fires, and there is no tree to kill yet.
+        with anyio.fail_after(30):
+            while len(spawned_pids()) < 2:
+                await anyio.sleep(0.02)
+        control.cancel("the test kills the run")
+
+    result: RunResult | None = None
+    async with anyio.create_task_group() as group:
+        group.start_soon(kill_once_both_run)
+        result = await executor.run(request, marker_dir=None, caller_session_id=None, control=control)
+    assert result is not None
+    assert result.termination is Termination.CANCELLED
+    spawned = spawned_pids()
     assert len(spawned) == 2
     assert set(spawned) <= {k.pid for k in result.killed}
     assert_all_gone(spawned + [k.pid for k in result.killed])

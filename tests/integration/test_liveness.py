@@ -19,7 +19,7 @@ import pytest
 from expeditor.executor import RunResult, SessionContainment, Termination, cgroups, choose_containment
 from expeditor.runs import build_executor
 from expeditor.testing import read_invocation_log
-from tests.support.fake import fake_settings, scenario_request
+from tests.support.fake import fake_settings, scenario_request, suppressed_for
 
 pytestmark = pytest.mark.anyio
 
@@ -46,6 +46,16 @@ async def run(
     executor = build_executor(fake_settings(tmp_path, **settings), containment=containment)
     request = scenario_request(tmp_path, {"steps": steps}, session_id=session_id)
     return await executor.run(request, marker_dir=tmp_path / "markers", caller_session_id="the-caller")
+
+
+def quiet_for(result: RunResult) -> float:
+    """Seconds from the session's last signal (its spawn, if nothing ever moved) to its end.
+
+    Not its duration, which counts the agent's start-up: a busy machine can spend seconds there.
+    """
+    assert result.started_at is not None
+    assert result.ended_at is not None
+    return result.ended_at - max(result.last_moved.values(), default=result.started_at)
 
 
 def containment_of(kind: str) -> SessionContainment | None:
@@ -84,7 +94,7 @@ async def test_the_same_silence_without_a_marker_is_killed(tmp_path: Path, watch
         tmp_path, [{"assistant": "calling a long tool"}, {"sleep": HOLD}, *DONE], **WATCHER_SETTINGS[watcher]
     )
     assert result.termination is EXPECTED_VERDICT[watcher]
-    assert result.duration_s < HOLD
+    assert quiet_for(result) < HOLD  # killed inside the silence, well before it would have ended
     assert "no active execution marker" in result.reason
 
 
@@ -123,9 +133,9 @@ async def test_suppression_ends_after_max_suppression_seconds_and_says_so(tmp_pa
         max_suppression_seconds=0.5,
     )
     assert result.termination is Termination.STALE
-    assert "max_suppression_seconds" in result.reason
-    assert 0.4 <= result.suppressed_s <= 1.0
-    assert result.duration_s < 3
+    assert 0.5 <= suppressed_for(result.reason) <= 1.0
+    assert 0 < result.suppressed_s <= 1.0
+    assert quiet_for(result) < 3  # the bound ended it, not the marker's own 10 s
 
 
 async def test_a_marker_is_trusted_until_its_expires_at_beyond_max_suppression(tmp_path: Path) -> None:

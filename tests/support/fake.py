@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -46,3 +47,15 @@ def scenario_request(cwd: Path, scenario: dict[str, Any], **fields: Any) -> RunR
 
 def fake_executor(settings: Settings) -> ClaudeCodeExecutor:
     return build_executor(settings)
+
+
+def suppressed_for(reason: str) -> float:
+    """How long a marker held the verdict back, from a verdict's reason that the max_suppression_seconds bound ended.
+
+    Timed when the bound fired. ``suppressed_s`` instead adds up the intervals between the polls that found
+    the marker and misses the last one (the poll that finds the bound reached), so on a busy machine, whose
+    polls are spaced out, it falls short of the bound.
+    """
+    found = re.search(r"for ([0-9.]+)s, the max_suppression_seconds bound", reason)
+    assert found is not None, reason
+    return float(found[1])
