@@ -69,6 +69,15 @@ def test_a_dispatch_runs_on_a_worker_and_returns_its_outcome_with_the_host(queue
     assert record["owner_host"] == "alpha"
     assert record["queue_job_id"] is not None
 
+    # A spent budget is refused on the dispatching host, before the claim: no record, no job.
+    assert queue_hosts.expeditor("campaign", "budget", "camp", "--tokens", "1").returncode == 0
+    refused = dispatch(queue_hosts, "over-budget")
+    assert refused.returncode != 0
+    (line,) = refused.stderr.strip().splitlines()
+    assert "of its 1-token budget: nothing more of it is launched" in line, line
+    assert queue_hosts.record("camp", "over-budget") is None
+    assert len(queue_hosts.rows("SELECT id FROM procrastinate_jobs")) == 1
+
 
 def test_racing_callers_on_many_hosts_launch_each_name_exactly_once(queue_hosts: QueueHosts) -> None:
     """10 names, each asked for 10 times at once by 5 processes (2 callers each): 100 callers, 3 workers.
@@ -194,6 +203,10 @@ def _cancelled(hosts: QueueHosts, name: str) -> dict[str, Any] | None:
     return record if record is not None and record["status"] == "cancelled" else None
 
 
+def _live_leases(hosts: QueueHosts) -> list[dict[str, Any]]:
+    return hosts.rows("SELECT pid FROM owners WHERE lease_expires_at > extract(epoch FROM now())")
+
+
 def _job_status(hosts: QueueHosts, job_id: int) -> str:
     return str(hosts.rows("SELECT status FROM procrastinate_jobs WHERE id = %s", (job_id,))[0]["status"])
 
@@ -206,3 +219,38 @@ def test_with_no_worker_alive_the_call_returns_the_waiting_record_at_its_deadlin
     assert "the dispatch deadline (1 s) passed while it was pending; it goes on" in outcome["message"]
     assert launches(queue_hosts) == []
     assert queue_hosts.rows("SELECT status FROM procrastinate_jobs") == [{"status": "todo"}]
+
+    # Its claimer is gone now; a worker starting later (its reaper first) runs the waiting job all the same.
+    queue_hosts.wait_for("the dispatcher's lease gone", lambda: not _live_leases(queue_hosts))
+    alpha = queue_hosts.start("alpha")
+    queue_hosts.wait_for("the waiting job run", lambda: _status(queue_hosts, "unserved") == "success")
+    assert "fenced out" not in alpha.text()
+
+
+def test_a_queued_dispatch_with_isolation_worktree_runs_in_a_worktree_on_the_worker(queue_hosts: QueueHosts) -> None:
+    """``--isolation worktree`` rides on the record to the worker, which makes the job's worktree there."""
+    project = queue_hosts.root / "project"
+    project.mkdir()
+    (project / "app.txt").write_text("original\n")
+    for args in (("init", "--quiet", "--initial-branch=main"), ("add", "app.txt"), ("commit", "--quiet", "-m", "1")):
+        subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@e", *args], cwd=project, check=True)
+    queue_hosts.start("alpha")
+    edit = {"steps": [{"write_file": {"path": "app.txt", "text": "edited\n"}}, {"result": "edited"}]}
+    isolated = ["--cwd", str(project), "--isolation", "worktree"]
+    done = queue_hosts.expeditor(
+        "dispatch", "camp", "isolated", "--recipe", "diagnose", "--input", problem(edit), *isolated
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert done.stdout.splitlines()[0].endswith(", host alpha)"), done.stdout
+    (launch,) = launches(queue_hosts)
+    worktrees = queue_hosts.home("alpha") / "worktrees"
+    assert Path(launch["cwd"]).is_relative_to(worktrees), launch["cwd"]
+    record = queue_hosts.record("camp", "isolated")
+    assert record is not None
+    assert (record["isolation"], record["branch"]) == ("worktree", "expeditor/camp/isolated")
+    assert Path(record["worktree"]).is_relative_to(worktrees)
+    assert (project / "app.txt").read_text() == "original\n"  # the checkout itself is untouched
+    shown = subprocess.run(
+        ["git", "show", "expeditor/camp/isolated:app.txt"], cwd=project, check=True, capture_output=True, text=True
+    )
+    assert shown.stdout == "edited\n"

@@ -25,7 +25,6 @@ from tests.support.queue_hosts import QueueHosts, require_procrastinate
 
 pytestmark = pytest.mark.usefixtures("_procrastinate")
 
-HANGING = {"steps": [{"assistant": "Working."}, {"hang": True}]}
 SLOW = {"steps": [{"assistant": "Working."}, {"sleep": 2}, {"result": {}}]}
 DONE = {"steps": [{"assistant": "Diagnosed."}, {"result": {}}]}
 REPOSITORY = Path(__file__).resolve().parents[2]
@@ -99,7 +98,8 @@ def test_sigterm_kills_the_sessions_at_once_and_queues_the_dispatch_again(queue_
     beta = queue_hosts.start("beta", wait=False)
     alpha.wait_ready()
     beta.wait_ready()
-    dispatcher = dispatching(queue_hosts, "long", HANGING)
+    # Long enough to be stopped mid-run, short enough for the next attempt to succeed while the caller waits.
+    dispatcher = dispatching(queue_hosts, "long", SLOW)
     first = queue_hosts.wait_for("attempt 1 running", lambda: running(queue_hosts, "long"))
     (launch,) = queue_hosts.wait_for("the orchestrator's launch", lambda: launches(queue_hosts))
     session = psutil.Process(launch["pid"])
@@ -113,10 +113,14 @@ def test_sigterm_kills_the_sessions_at_once_and_queues_the_dispatch_again(queue_
     requeued = time.monotonic() - signalled
     assert owner.process.wait(timeout=10) == 0
     second = queue_hosts.wait_for("attempt 2 running", lambda: running(queue_hosts, "long", 2), timeout=30)
+    # Its job waited on the lock of the stopped one: fetched at the next poll (stall_check_interval, 0.5 s here),
+    # not procrastinate's 5 s default.
+    restarted = time.monotonic() - signalled
 
     # 50 ms of shutdown grace plus the teardown; the re-queue does not wait for the stall threshold (1.5 s).
     assert died < 1.0, died
     assert requeued < 1.5, requeued
+    assert restarted < 3.0, restarted
     assert second["owner_host"] == other.host
     (stopped,) = queue_hosts.rows("SELECT status, reason FROM runs WHERE run_id = %s", (launch["session_id"],))
     assert stopped == {
@@ -125,8 +129,11 @@ def test_sigterm_kills_the_sessions_at_once_and_queues_the_dispatch_again(queue_
     }
     first_job = queue_hosts.rows("SELECT status FROM procrastinate_jobs WHERE id = %s", (first["queue_job_id"],))
     assert first_job[0]["status"] != "doing"
-    dispatcher.kill()
-    dispatcher.communicate()
+    # The caller follows its job to the attempt that ran it to the end, not the one the stop interrupted.
+    out, err = dispatcher.communicate(timeout=60)
+    assert dispatcher.returncode == 0, out + err
+    outcome = json.loads(out)
+    assert (outcome["status"], outcome["attempts"], outcome["host"]) == ("success", 2, other.host)
 
 
 def test_a_dispatcher_killed_while_it_waits_leaves_the_job_running_and_a_success_short_circuits_everywhere(
@@ -179,6 +186,10 @@ def test_a_cwd_missing_on_the_worker_fails_naming_host_and_path_and_a_job_withou
     assert done.returncode == 1, done.stderr
     record = queue_hosts.record("camp", "elsewhere")
     assert record is not None
+    # No session ever started: the outcome's line names none.
+    assert done.stdout.splitlines()[0].startswith(
+        f"camp/elsewhere: failure (attempt 1, dispatch {record['dispatch_id']}, host "
+    )
     assert record["status"] == "failure"
     assert "alpha" in record["error"]
     assert str(missing) in record["error"]
@@ -262,9 +273,12 @@ def test_queue_mode_on_sqlite_and_a_worker_without_the_extra_each_stop_with_one_
 def test_db_migrate_applies_the_queue_and_a_worker_on_an_unmigrated_database_says_to_run_it(
     postgres_server: PostgresServer, tmp_path: Path
 ) -> None:
-    url = postgres_server.url(postgres_server.create_database("unmigrated"))
+    # Never migrated at all, as a new user's database before `expeditor db migrate`.
+    url = postgres_server.url(postgres_server.create_empty_database("unmigrated"))
     hosts = QueueHosts(url=url, root=tmp_path)
     _one_line_refusal(hosts.expeditor("worker", "--host-name", "alpha"), "expeditor db migrate")
+    refused = hosts.expeditor("dispatch", "camp", "early", "--recipe", "diagnose", "--input", "problem=x")
+    _one_line_refusal(refused, "has no job queue", "expeditor db migrate")
 
     first = hosts.expeditor("db", "migrate")
     assert first.returncode == 0, first.stderr

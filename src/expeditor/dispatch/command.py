@@ -63,9 +63,11 @@ def dispatch_command(
     if as_json:
         out.write(outcome.model_dump_json(indent=2) + "\n")
     else:
+        # An attempt that ended before its session started (refused on the worker, cancelled while waiting) has none.
+        session = outcome.dispatched_session_id
         out.write(
             f"{outcome.campaign_id}/{outcome.name}: {outcome.status.value} (attempt {outcome.attempts}, "
-            f"dispatch {outcome.dispatch_id}, session {outcome.dispatched_session_id}"
+            f"dispatch {outcome.dispatch_id}{f', session {session}' if session else ''}"
             f"{f', host {outcome.host}' if outcome.host else ''})\n{outcome.message}\n"
         )
     if outcome.result is not None:

@@ -102,8 +102,11 @@ def dispatch_launcher(settings: Settings) -> LauncherFactory | None:
     if settings.dispatch_mode != "queue":
         return None
     require_queue(settings, what="dispatch_mode queue")
+    from expeditor.queue.app import check_queue_schema
     from expeditor.queue.launcher import open_queue_launcher
 
+    # Before the runtime opens: on a database never migrated, its store would warn first (several lines).
+    check_queue_schema(settings)
     return open_queue_launcher
 
 

@@ -145,13 +145,24 @@ class QueueLauncher:
         deadline = time.monotonic() + self.settings.dispatch_timeout
         wait = min(_POLL, self.settings.progress_interval)
         current: DispatchRecord | None = claimed
+        interrupted_since: float | None = None
         try:
             while True:
                 woken = self._wakeups.event(claimed.dispatch_id)
                 current = await anyio.to_thread.run_sync(self.runtime.store.get, campaign, name) or current
                 assert current is not None
+                if current.status is DispatchStatus.INTERRUPTED:
+                    # A stopping worker records ``interrupted``, then queues the next attempt: follow the job
+                    # there, unless nobody queues it within a lease's life (no notification: poll meanwhile).
+                    interrupted_since = interrupted_since or time.monotonic()
+                    now = time.monotonic()
+                    if now - interrupted_since < self.settings.lease_ttl and now < deadline:
+                        control.remote_activity = f"attempt {current.attempts} was interrupted: {current.error}"
+                        await anyio.sleep(min(wait, deadline - now))
+                        continue
                 if current.status not in _UNFINISHED:
                     return _ended(current)
+                interrupted_since = None
                 control.remote_activity = await self._activity(current)
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:

@@ -221,6 +221,9 @@ class WorkerHost:
             stalled_worker_timeout=settings.lease_ttl,
             shutdown_graceful_timeout=settings.shutdown_grace + settings.kill_grace + _JOB_END_BOUND,
             abort_job_polling_interval=max(settings.lease_interval, 0.5),
+            # A job deferred while another job of its name still held the lock (a stop's re-queue) is fetched
+            # only by this poll, as no notification comes when the lock is freed.
+            fetch_job_polling_interval=settings.stall_check_interval,
             additional_context={RUNNER_KEY: self},
         )
         if self.stopping is not None:  # told to stop while starting: nothing to fetch

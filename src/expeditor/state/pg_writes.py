@@ -126,7 +126,13 @@ def interrupt_runs_in(
 
 
 def interrupt_dispatches_in(connection: PgConnection, leases: Leases, now: float) -> list[DispatchRecord]:
-    unfinished_rows = "SELECT * FROM dispatches WHERE status IN ('pending', 'running') FOR UPDATE SKIP LOCKED"
+    # A queued attempt (it has a job) is the queue's: its claimer's death does not stop it, and the worker
+    # running it is taken over by stall recovery, which queues the next attempt; interrupting it here would
+    # leave its job fenced out and nothing to run it again.
+    unfinished_rows = (
+        "SELECT * FROM dispatches WHERE status IN ('pending', 'running') AND queue_job_id IS NULL "
+        "FOR UPDATE SKIP LOCKED"
+    )
     rows = connection.execute(unfinished_rows)
     unfinished = [dispatch_from_row(row) for row in rows.fetchall()]
     alive = leases.alive_in(connection)
