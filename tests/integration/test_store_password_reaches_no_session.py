@@ -32,7 +32,12 @@ async def test_an_orchestrator_gets_the_store_url_without_its_password(
     settings = fake_settings(tmp_path, store_url=pg_database_url)
     log = tmp_path / "agent.log"
     passfile = tmp_path / "pgpass"
-    server_env = {**os.environ, "EXPEDITOR_STORE_URL": pg_database_url, "PGPASSFILE": str(passfile)}
+    server_env = {
+        **os.environ,
+        "EXPEDITOR_STORE_URL": pg_database_url,
+        "PGPASSFILE": str(passfile),
+        "PGPASSWORD": password,  # libpq's other way to a password: the server may use it, no session gets it
+    }
     request = scenario_request(
         tmp_path, {"steps": [{"hang": True}]}, kind=SessionKind.ORCHESTRATOR, env={"EXPEDITOR_FAKE_LOG": str(log)}
     )
@@ -56,6 +61,7 @@ async def test_an_orchestrator_gets_the_store_url_without_its_password(
     assert nested["env"]["EXPEDITOR_STORE_URL"] == without_password(pg_database_url)
     assert environment["PGPASSFILE"] == str(passfile)  # what the nested server inherits through the CLI
     assert "EXPEDITOR_STORE_URL" not in environment
+    assert "PGPASSWORD" not in environment
     assert password not in config_text
     assert not any(password in part for part in argv)
     assert not any(password in value for value in environment.values())

@@ -46,8 +46,11 @@ WatcherFactory = Callable[[LaunchSpec, RunPolicy], Sequence[Watcher]]
 _MAX_PROMPT_BYTES = 128 * 1024 - 1
 SECRET_SETTINGS = frozenset({"http_token", "store_url"})
 """Settings whose values are (or may hold) credentials: never passed to a session, in its environment or its argv."""
-# The parent's session id would be mistaken for the child's own; a secret is not the child's to have.
-_STRIPPED_FROM_CHILD = frozenset({"CLAUDE_CODE_SESSION_ID", *(f"EXPEDITOR_{name.upper()}" for name in SECRET_SETTINGS)})
+# The parent's session id would be mistaken for the child's own; a secret is not the child's to have (libpq's
+# PGPASSWORD included: a session's nested server reaches the store through a password file, PGPASSFILE).
+_STRIPPED_FROM_CHILD = frozenset(
+    {"CLAUDE_CODE_SESSION_ID", "PGPASSWORD", *(f"EXPEDITOR_{name.upper()}" for name in SECRET_SETTINGS)}
+)
 _DEFAULT_CONFIG_DIR = Path.home() / ".claude"
 BUDGET_STOP_SUBTYPE = "error_max_budget_usd"
 """The result event's subtype when Claude Code stopped a session at --max-budget-usd (docs/claude-code-cli-notes.md)."""
