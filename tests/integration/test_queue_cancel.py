@@ -242,6 +242,11 @@ async def test_over_mcp_cancel_session_and_a_cancelled_dispatch_call_each_abort_
         running = await anyio.to_thread.run_sync(
             lambda: hosts.wait_for("the other host's job running", lambda: record_in(hosts, "by-tool", "running"))
         )
+        # The record says running as the worker takes it, a moment before the session's run is recorded and
+        # it launches; cancel_session finds a queued dispatch through that run record, so wait for the launch.
+        await anyio.to_thread.run_sync(
+            lambda: hosts.wait_for("its launch", lambda: launches_of(hosts, running["dispatched_session_id"]))
+        )
         stopped = await client.call_tool("cancel_session", {"session_id": running["dispatched_session_id"]})
         assert not stopped.is_error, stopped.content
         assert stopped.structured_content is not None
