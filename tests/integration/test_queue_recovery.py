@@ -388,8 +388,13 @@ def test_a_worker_killed_mid_run_has_its_job_running_on_another_host_within_the_
     took = time.monotonic() - killed
     assert took < STALL_THRESHOLD + 2.0, f"the job ran elsewhere {took:.2f} s after its worker died"
 
-    # The session's first launch is the interrupted one; a resumed session's next launch is launch 2.
-    run, *resumed_runs = hosts.rows("SELECT status, reason FROM runs WHERE run_id = %s ORDER BY launch", (session,))
+    # The session's first launch is the interrupted one; a resumed session's next launch is launch 2 (recorded
+    # as its session starts, a moment after the record says running: awaited, not assumed).
+    def both_launches() -> list[dict[str, Any]] | None:
+        rows = hosts.rows("SELECT status, reason FROM runs WHERE run_id = %s ORDER BY launch", (session,))
+        return rows if len(rows) > 1 else None
+
+    run, *resumed_runs = hosts.wait_for("launch 2 recorded", both_launches)
     assert run["status"] == "interrupted"
     assert f"on {doomed.host}" in run["reason"]
     assert [later["status"] for later in resumed_runs] == ["running"]
