@@ -10,17 +10,16 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
-import secrets
 import statistics
 import time
 from collections.abc import Callable, Generator
 from typing import Any
 
 import psycopg
-from tests.support.postgres import STORE_SCHEMA, PostgresCluster, find_pg_bindir
+from tests.support.postgres import STORE_SCHEMA, PostgresCluster
 from tests.support.queue_hosts import QueueHosts
 
+from bench.pg_store import bench_database
 from expeditor.queue.schema import migrate_queue
 from expeditor.queue.tasks import defer_in_claim
 from expeditor.state import Claim, Owner
@@ -56,26 +55,9 @@ class Database:
 @contextlib.contextmanager
 def queue_database() -> Generator[Database]:
     """A migrated database (store and queue) for one benchmark run."""
-    given = os.environ.get("EXPEDITOR_BENCH_DATABASE_URL")
-    if given:
-        _migrate(given)
-        yield Database(given, None)
-        return
-    bindir = find_pg_bindir()
-    if bindir is None:
-        raise SystemExit("PostgreSQL not found: install it, or set EXPEDITOR_BENCH_DATABASE_URL")
-    cluster = PostgresCluster(bindir, password=secrets.token_urlsafe(12))
-    try:
-        cluster.initialize()
-        cluster.start()
-        admin = f"postgresql://postgres:{cluster.password}@127.0.0.1:{cluster.port}/postgres"
-        with psycopg.connect(admin, autocommit=True) as connection:
-            connection.execute("CREATE DATABASE bench")
-        url = admin.rpartition("/")[0] + "/bench"
+    with bench_database() as (url, cluster):
         _migrate(url)
         yield Database(url, cluster)
-    finally:
-        cluster.destroy()
 
 
 def _migrate(url: str) -> None:

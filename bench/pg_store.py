@@ -53,11 +53,11 @@ FROM generate_series(%s, %s) AS i
 
 
 @contextlib.contextmanager
-def database() -> Generator[str, None, None]:
-    """A URL of an empty database to fill."""
+def bench_database() -> Generator[tuple[str, PostgresCluster | None], None, None]:
+    """A URL of an empty database to fill, and the throwaway cluster serving it (None: the one the user gave)."""
     given = os.environ.get("EXPEDITOR_BENCH_DATABASE_URL")
     if given:
-        yield given
+        yield given, None
         return
     bindir = find_pg_bindir()
     if bindir is None:
@@ -69,9 +69,16 @@ def database() -> Generator[str, None, None]:
         admin = f"postgresql://postgres:{cluster.password}@127.0.0.1:{cluster.port}/postgres"
         with psycopg.connect(admin, autocommit=True) as connection:
             connection.execute("CREATE DATABASE bench")
-        yield admin.rpartition("/")[0] + "/bench"
+        yield admin.rpartition("/")[0] + "/bench", cluster
     finally:
         cluster.destroy()
+
+
+@contextlib.contextmanager
+def database() -> Generator[str, None, None]:
+    """A URL of an empty database to fill."""
+    with bench_database() as (url, _):
+        yield url
 
 
 def fresh_schema(url: str) -> None:
