@@ -59,14 +59,6 @@ def record_in(hosts: QueueHosts, name: str, *statuses: str) -> dict[str, Any] | 
     return record if record is not None and record["status"] in statuses else None
 
 
-def launches_of(hosts: QueueHosts, session_id: str) -> list[dict[str, Any]]:
-    return [
-        entry
-        for entry in read_invocation_log(hosts.agent_log)
-        if entry.get("event") == "launch" and entry.get("session_id") == session_id
-    ]
-
-
 def alive(pid: int) -> bool:
     try:
         return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
@@ -124,7 +116,7 @@ def test_expeditor_cancel_from_another_process_kills_a_running_job_on_its_worker
     by_session = dispatch_in_background(hosts, "by-session", caller=str(uuid.uuid4()))
     running = hosts.wait_for("the job running on host a", lambda: record_in(hosts, "by-name", "running"))
     session_id = running["dispatched_session_id"]
-    [launch] = hosts.wait_for("the orchestrator's launch", lambda: launches_of(hosts, session_id))
+    [launch] = hosts.wait_for("the orchestrator's launch", lambda: hosts.launches(session_id))
     other = hosts.wait_for("the second job running", lambda: record_in(hosts, "by-session", "running"))
     markers = worker.home / "markers"
     assert alive(launch["pid"])
@@ -245,7 +237,7 @@ async def test_over_mcp_cancel_session_and_a_cancelled_dispatch_call_each_abort_
         # The record says running as the worker takes it, a moment before the session's run is recorded and
         # it launches; cancel_session finds a queued dispatch through that run record, so wait for the launch.
         await anyio.to_thread.run_sync(
-            lambda: hosts.wait_for("its launch", lambda: launches_of(hosts, running["dispatched_session_id"]))
+            lambda: hosts.wait_for("its launch", lambda: hosts.launches(running["dispatched_session_id"]))
         )
         stopped = await client.call_tool("cancel_session", {"session_id": running["dispatched_session_id"]})
         assert not stopped.is_error, stopped.content
@@ -258,7 +250,7 @@ async def test_over_mcp_cancel_session_and_a_cancelled_dispatch_call_each_abort_
                 lambda: hosts.wait_for("the client's job running", lambda: record_in(hosts, "by-client", "running"))
             )
             [launch] = await anyio.to_thread.run_sync(
-                lambda: hosts.wait_for("its launch", lambda: launches_of(hosts, mine["dispatched_session_id"]))
+                lambda: hosts.wait_for("its launch", lambda: hosts.launches(mine["dispatched_session_id"]))
             )
             group.cancel_scope.cancel()  # the client gives up on its call
 

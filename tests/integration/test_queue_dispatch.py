@@ -14,7 +14,6 @@ from typing import Any
 
 import pytest
 
-from expeditor.testing import read_invocation_log
 from tests.support.queue_hosts import QueueHosts, require_procrastinate
 
 pytestmark = pytest.mark.usefixtures("_procrastinate")
@@ -30,12 +29,6 @@ def _procrastinate() -> None:
 def problem(scenario: dict[str, Any]) -> str:
     """A diagnose input whose text carries the fake orchestrator's scenario."""
     return f"problem={json.dumps(scenario)}"
-
-
-def launches(hosts: QueueHosts) -> list[dict[str, Any]]:
-    if not hosts.agent_log.exists():
-        return []
-    return [entry for entry in read_invocation_log(hosts.agent_log) if entry["event"] == "launch"]
 
 
 def dispatch(
@@ -62,7 +55,7 @@ def test_a_dispatch_runs_on_a_worker_and_returns_its_outcome_with_the_host(queue
     assert done.returncode == 0, done.stderr
     outcome = json.loads(done.stdout)
     assert (outcome["status"], outcome["host"], outcome["attempts"]) == ("success", "alpha", 1)
-    (launch,) = launches(queue_hosts)
+    (launch,) = queue_hosts.launches()
     assert launch["session_id"] == outcome["dispatched_session_id"]
     record = queue_hosts.record("camp", "one")
     assert record is not None
@@ -114,7 +107,7 @@ def test_racing_callers_on_many_hosts_launch_each_name_exactly_once(queue_hosts:
     assert [racer.returncode for racer in racers] == [0] * 5
     assert len(outcomes) == 100
 
-    launched = [entry["cwd"] for entry in launches(queue_hosts)]
+    launched = [entry["cwd"] for entry in queue_hosts.launches()]
     assert len(launched) == len(names), "one launch per name"
     records = {row["name"]: row for row in queue_hosts.rows("SELECT * FROM dispatches")}
     for name in names:
@@ -170,7 +163,7 @@ async def test_an_mcp_client_cancelling_its_dispatch_aborts_the_job_waiting_or_r
                     await told_no_worker.wait()
             if status == "running":  # cancelled once its session is there to kill
                 await anyio.to_thread.run_sync(
-                    lambda: queue_hosts.wait_for("the launch", lambda: launches(queue_hosts))
+                    lambda: queue_hosts.wait_for("the launch", lambda: queue_hosts.launches())
                 )
             group.cancel_scope.cancel()
         return await anyio.to_thread.run_sync(
@@ -182,14 +175,14 @@ async def test_an_mcp_client_cancelling_its_dispatch_aborts_the_job_waiting_or_r
         assert _job_status(queue_hosts, waiting["queue_job_id"]) == "cancelled"
         worker = await anyio.to_thread.run_sync(lambda: queue_hosts.start("alpha"))
         running = await cancelled_once(client, "running", "running")
-        (launch,) = launches(queue_hosts)
+        (launch,) = queue_hosts.launches()
         assert not psutil.pid_exists(launch["pid"]) or psutil.Process(launch["pid"]).status() == psutil.STATUS_ZOMBIE
         await anyio.to_thread.run_sync(
             lambda: queue_hosts.wait_for(
                 "the running job aborted", lambda: _job_status(queue_hosts, running["queue_job_id"]) == "aborted"
             )
         )
-    assert [entry["session_id"] for entry in launches(queue_hosts)] == [running["dispatched_session_id"]]
+    assert [entry["session_id"] for entry in queue_hosts.launches()] == [running["dispatched_session_id"]]
     assert "fenced out" not in worker.text()
 
 
@@ -217,7 +210,7 @@ def test_with_no_worker_alive_the_call_returns_the_waiting_record_at_its_deadlin
     outcome = json.loads(done.stdout)
     assert outcome["status"] == "pending"
     assert "the dispatch deadline (1 s) passed while it was pending; it goes on" in outcome["message"]
-    assert launches(queue_hosts) == []
+    assert queue_hosts.launches() == []
     assert queue_hosts.rows("SELECT status FROM procrastinate_jobs") == [{"status": "todo"}]
 
     # Its claimer is gone now; a worker starting later (its reaper first) runs the waiting job all the same.
@@ -242,7 +235,7 @@ def test_a_queued_dispatch_with_isolation_worktree_runs_in_a_worktree_on_the_wor
     )
     assert done.returncode == 0, done.stdout + done.stderr
     assert done.stdout.splitlines()[0].endswith(", host alpha)"), done.stdout
-    (launch,) = launches(queue_hosts)
+    (launch,) = queue_hosts.launches()
     worktrees = queue_hosts.home("alpha") / "worktrees"
     assert Path(launch["cwd"]).is_relative_to(worktrees), launch["cwd"]
     record = queue_hosts.record("camp", "isolated")

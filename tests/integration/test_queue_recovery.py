@@ -41,7 +41,6 @@ from expeditor.queue.recovery import LOCK_CLASS, recover_once, recovery_lock_key
 from expeditor.queue.tasks import defer_in_claim  # noqa: E402
 from expeditor.state import DispatchStatus, Owner  # noqa: E402
 from expeditor.state.postgres import PostgresCampaignStore  # noqa: E402
-from expeditor.testing import read_invocation_log  # noqa: E402
 from tests.support.postgres import STORE_SCHEMA  # noqa: E402
 
 __all__ = ["queue_database_url", "queue_hosts"]  # the fixtures this module uses
@@ -340,15 +339,6 @@ def stored_transcript(hosts: QueueHosts, session_id: str) -> bytes:
     return b"".join(zlib.decompress(bytes(piece["data"])) for piece in pieces)
 
 
-def launches(hosts: QueueHosts, session_id: str) -> list[dict[str, Any]]:
-    """The fake agent's launches of ``session_id``, every host's (one invocation log)."""
-    return [
-        entry
-        for entry in read_invocation_log(hosts.agent_log)
-        if entry.get("event") == "launch" and entry.get("session_id") == session_id
-    ]
-
-
 def running_anywhere(hosts: QueueHosts, name: str, *, attempt: int) -> dict[str, Any] | None:
     record = hosts.record(CAMPAIGN, name)
     if record is None or (record["status"], record["attempts"]) != (DispatchStatus.RUNNING.value, attempt):
@@ -402,7 +392,7 @@ def test_a_worker_killed_mid_run_has_its_job_running_on_another_host_within_the_
     # ... with --resume, from the stored transcript written to the survivor's own path for the cwd.
     assert second["dispatched_session_id"] == session
     [resumed] = hosts.wait_for(
-        "the resumed launch", lambda: [entry for entry in launches(hosts, session) if "--resume" in entry["argv"]]
+        "the resumed launch", lambda: [entry for entry in hosts.launches(session) if "--resume" in entry["argv"]]
     )
     assert resumed["argv"][resumed["argv"].index("--resume") + 1] == session
     copied = transcript_path(workers[survivor].claude_dir, hosts.root, session)

@@ -19,7 +19,6 @@ import psutil
 import psycopg
 import pytest
 
-from expeditor.testing import read_invocation_log
 from tests.support.postgres import STORE_SCHEMA, PostgresServer
 from tests.support.queue_hosts import QueueHosts, require_procrastinate
 
@@ -37,12 +36,6 @@ def _procrastinate() -> None:
 
 def problem(scenario: dict[str, Any]) -> str:
     return f"problem={json.dumps(scenario)}"
-
-
-def launches(hosts: QueueHosts) -> list[dict[str, Any]]:
-    if not hosts.agent_log.exists():
-        return []
-    return [entry for entry in read_invocation_log(hosts.agent_log) if entry["event"] == "launch"]
 
 
 def dispatching(hosts: QueueHosts, name: str, scenario: dict[str, Any], *extra: str) -> subprocess.Popen[str]:
@@ -101,7 +94,7 @@ def test_sigterm_kills_the_sessions_at_once_and_queues_the_dispatch_again(queue_
     # Long enough to be stopped mid-run, short enough for the next attempt to succeed while the caller waits.
     dispatcher = dispatching(queue_hosts, "long", SLOW)
     first = queue_hosts.wait_for("attempt 1 running", lambda: running(queue_hosts, "long"))
-    (launch,) = queue_hosts.wait_for("the orchestrator's launch", lambda: launches(queue_hosts))
+    (launch,) = queue_hosts.wait_for("the orchestrator's launch", lambda: queue_hosts.launches())
     session = psutil.Process(launch["pid"])
     owner, other = (alpha, beta) if first["owner_host"] == "alpha" else (beta, alpha)
 
@@ -168,7 +161,7 @@ def test_a_dispatcher_killed_while_it_waits_leaves_the_job_running_and_a_success
         outcomes.append(json.loads(out))
     assert [(o["short_circuited"], o["status"], o["attempts"]) for o in outcomes] == [(True, "success", 1)] * 3
     assert job_count(queue_hosts) == jobs, "a short-circuit defers no job"
-    assert len(launches(queue_hosts)) == 1
+    assert len(queue_hosts.launches()) == 1
 
 
 def test_a_cwd_missing_on_the_worker_fails_naming_host_and_path_and_a_job_without_its_record_is_fenced_out(
@@ -208,7 +201,7 @@ def test_a_cwd_missing_on_the_worker_fails_naming_host_and_path_and_a_job_withou
         ),
     )
     assert queue_hosts.record("camp", "ghost") is None
-    assert launches(queue_hosts) == [], "neither job launched a session"
+    assert queue_hosts.launches() == [], "neither job launched a session"
 
 
 def test_bad_input_is_refused_on_the_dispatching_host_before_any_claim_or_job(queue_hosts: QueueHosts) -> None:

@@ -31,6 +31,7 @@ import psycopg
 import pytest
 from psycopg.rows import dict_row
 
+from expeditor.testing import read_invocation_log
 from tests.support.fake import FAKE_AGENT_COMMAND
 from tests.support.postgres import STORE_SCHEMA, PostgresServer
 
@@ -177,6 +178,16 @@ class QueueHosts:
     def agent_log(self) -> Path:
         """The fake agent's invocation log, shared by every host."""
         return self.root / "agent.log"
+
+    def launches(self, session_id: str | None = None) -> list[dict[str, Any]]:
+        """The fake agent's launches on every host (of ``session_id`` only, when given)."""
+        if not self.agent_log.exists():
+            return []
+        return [
+            entry
+            for entry in read_invocation_log(self.agent_log)
+            if entry.get("event") == "launch" and session_id in (None, entry.get("session_id"))
+        ]
 
     def home(self, host: str) -> Path:
         return self.root / "hosts" / host / "home"
